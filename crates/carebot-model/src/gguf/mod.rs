@@ -1,0 +1,341 @@
+//! GGUF (v2 and v3) files: metadata values, the tensor directory, a reader that works on a byte
+//! prefix (so the browser can fetch only the header, then tensor ranges) and a writer.
+
+mod reader;
+mod writer;
+
+pub use reader::read_header;
+pub use writer::{GgufWriter, TensorSpec};
+
+use crate::quant::GgmlType;
+use std::collections::HashMap;
+use std::ops::Range;
+
+pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// ggml tensors have at most four dimensions.
+pub const MAX_DIMS: usize = 4;
+
+/// A metadata value. Arrays keep their element type so that an empty array round-trips.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    Array(ValueType, Vec<Value>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+/// GGUF value type ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueType {
+    U8 = 0,
+    I8 = 1,
+    U16 = 2,
+    I16 = 3,
+    U32 = 4,
+    I32 = 5,
+    F32 = 6,
+    Bool = 7,
+    String = 8,
+    Array = 9,
+    U64 = 10,
+    I64 = 11,
+    F64 = 12,
+}
+
+impl ValueType {
+    pub fn from_id(id: u32) -> Option<Self> {
+        use ValueType::*;
+        Some(match id {
+            0 => U8,
+            1 => I8,
+            2 => U16,
+            3 => I16,
+            4 => U32,
+            5 => I32,
+            6 => F32,
+            7 => Bool,
+            8 => String,
+            9 => Array,
+            10 => U64,
+            11 => I64,
+            12 => F64,
+            _ => return None,
+        })
+    }
+
+    /// Smallest encoded size of one value of this type (strings and arrays: their length field).
+    pub(crate) fn min_size(self) -> u64 {
+        use ValueType::*;
+        match self {
+            U8 | I8 | Bool => 1,
+            U16 | I16 => 2,
+            U32 | I32 | F32 => 4,
+            U64 | I64 | F64 | String => 8,
+            Array => 12,
+        }
+    }
+}
+
+impl Value {
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::U8(_) => ValueType::U8,
+            Value::I8(_) => ValueType::I8,
+            Value::U16(_) => ValueType::U16,
+            Value::I16(_) => ValueType::I16,
+            Value::U32(_) => ValueType::U32,
+            Value::I32(_) => ValueType::I32,
+            Value::F32(_) => ValueType::F32,
+            Value::Bool(_) => ValueType::Bool,
+            Value::String(_) => ValueType::String,
+            Value::Array(..) => ValueType::Array,
+            Value::U64(_) => ValueType::U64,
+            Value::I64(_) => ValueType::I64,
+            Value::F64(_) => ValueType::F64,
+        }
+    }
+
+    /// Any integer type, if it is non-negative and fits.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v as u64),
+            Value::U16(v) => Some(v as u64),
+            Value::U32(v) => Some(v as u64),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Value::I8(v) => Some(v as i64),
+            Value::I16(v) => Some(v as i64),
+            Value::I32(v) => Some(v as i64),
+            Value::I64(v) => Some(v),
+            _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v as f64),
+            Value::F64(v) => Some(v),
+            _ => self.as_i64().map(|v| v as f64),
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(_, v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A short human-readable rendering (long arrays elided) for `carebot info`.
+    pub fn summary(&self) -> String {
+        match self {
+            Value::String(s) if s.chars().count() > 80 => {
+                format!("{:?}… ({} chars)", s.chars().take(60).collect::<String>(), s.chars().count())
+            }
+            Value::String(s) => format!("{s:?}"),
+            Value::Array(t, v) if v.len() > 6 => {
+                let head: Vec<String> = v.iter().take(4).map(Value::summary).collect();
+                format!("[{}, …] ({} × {:?})", head.join(", "), v.len(), t)
+            }
+            Value::Array(_, v) => format!("[{}]", v.iter().map(Value::summary).collect::<Vec<_>>().join(", ")),
+            Value::U8(v) => v.to_string(),
+            Value::I8(v) => v.to_string(),
+            Value::U16(v) => v.to_string(),
+            Value::I16(v) => v.to_string(),
+            Value::U32(v) => v.to_string(),
+            Value::I32(v) => v.to_string(),
+            Value::U64(v) => v.to_string(),
+            Value::I64(v) => v.to_string(),
+            Value::F32(v) => v.to_string(),
+            Value::F64(v) => v.to_string(),
+            Value::Bool(v) => v.to_string(),
+        }
+    }
+}
+
+/// Key/value metadata in file order, with lookup by key.
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    entries: Vec<(String, Value)>,
+    index: HashMap<String, usize>,
+}
+
+impl Metadata {
+    /// Adds or replaces a key (replacing keeps the original position).
+    pub fn insert(&mut self, key: impl Into<String>, value: Value) {
+        let key = key.into();
+        match self.index.get(&key) {
+            Some(&i) => self.entries[i].1 = value,
+            None => {
+                self.index.insert(key.clone(), self.entries.len());
+                self.entries.push((key, value));
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.index.get(key).map(|&i| &self.entries[i].1)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.index.contains_key(key)
+    }
+
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+
+    pub fn get_u64(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(Value::as_u64)
+    }
+
+    pub fn get_f64(&self, key: &str) -> Option<f64> {
+        self.get(key).and_then(Value::as_f64)
+    }
+
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        self.get(key).and_then(Value::as_bool)
+    }
+
+    pub fn get_array(&self, key: &str) -> Option<&[Value]> {
+        self.get(key).and_then(Value::as_array)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One entry of the tensor directory, with its position resolved to absolute file offsets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// ggml order: `dims[0]` is the contiguous row length.
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+    /// Absolute byte offset of the data in the file.
+    pub offset: u64,
+    pub n_bytes: u64,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    /// Length of one row (`dims[0]`).
+    pub fn row_len(&self) -> u64 {
+        self.dims[0]
+    }
+
+    /// Number of rows (product of the other dims).
+    pub fn n_rows(&self) -> u64 {
+        self.dims[1..].iter().product()
+    }
+
+    pub fn byte_range(&self) -> Range<u64> {
+        self.offset..self.offset + self.n_bytes
+    }
+}
+
+/// The parsed header of a GGUF file: everything but the tensor data.
+#[derive(Clone, Debug)]
+pub struct GgufFile {
+    pub version: u32,
+    pub metadata: Metadata,
+    pub tensors: Vec<TensorInfo>,
+    pub alignment: u64,
+    /// Where the tensor data section starts (= header length).
+    pub data_offset: u64,
+    pub file_len: u64,
+}
+
+impl GgufFile {
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    pub fn architecture(&self) -> Option<&str> {
+        self.metadata.get_str("general.architecture")
+    }
+}
+
+/// Everything that can be wrong with a GGUF file. Offsets are byte positions in the file.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GgufError {
+    #[error("the header continues past the bytes given: read at least {needed} bytes of the file and parse again")]
+    NeedMoreData { needed: u64 },
+    #[error("file is truncated: {needed} bytes needed, the file has {file_len}")]
+    Truncated { needed: u64, file_len: u64 },
+    #[error("not a GGUF file (magic bytes {0:02x?}, expected \"GGUF\")")]
+    BadMagic([u8; 4]),
+    #[error("big-endian GGUF files are not supported")]
+    BigEndian,
+    #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
+    UnsupportedVersion(u32),
+    #[error("{what} count {count} at offset {offset} is impossible: the rest of the file holds at most {max}")]
+    ImpossibleCount { what: &'static str, count: u64, offset: u64, max: u64 },
+    #[error("unknown metadata value type {type_id} for key {key:?}")]
+    UnknownValueType { key: String, type_id: u32 },
+    #[error("metadata arrays nested deeper than {0} levels (key {1:?})")]
+    NestingTooDeep(usize, String),
+    #[error("key at offset {offset} is not valid UTF-8")]
+    InvalidKey { offset: u64 },
+    #[error("duplicate metadata key {0:?}")]
+    DuplicateKey(String),
+    #[error("duplicate tensor name {0:?}")]
+    DuplicateTensor(String),
+    #[error("general.alignment = {0} is not a power of two")]
+    BadAlignment(u64),
+    #[error("tensor {tensor:?} has unknown ggml type id {type_id}")]
+    UnknownTensorType { tensor: String, type_id: u32 },
+    #[error("tensor {tensor:?}: {reason}")]
+    BadShape { tensor: String, reason: String },
+    #[error("tensor {tensor:?} data offset {offset} is not a multiple of the alignment {alignment}")]
+    Misaligned { tensor: String, offset: u64, alignment: u64 },
+    #[error("tensor {tensor:?} data {start}..{end} lies outside the file ({file_len} bytes)")]
+    TensorOutOfRange { tensor: String, start: u64, end: u64, file_len: u64 },
+    #[error("I/O error reading the GGUF header: {0}")]
+    Io(String),
+}

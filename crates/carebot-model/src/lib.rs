@@ -1,0 +1,6 @@
+//! CareBot's model crate: GGUF files, ggml weight formats, Llama-3 hyperparameters, tokenizer,
+//! chat prompt, sampler, the generation loop and the f32 CPU reference forward that every GPU kernel
+//! is checked against. Pure Rust; also builds for `wasm32-unknown-unknown`.
+
+pub mod gguf;
+pub mod quant;
