@@ -2,5 +2,13 @@
 //! chat prompt, sampler, the generation loop and the f32 CPU reference forward that every GPU kernel
 //! is checked against. Pure Rust; also builds for `wasm32-unknown-unknown`.
 
+pub mod chat;
+pub mod config;
+pub mod generate;
 pub mod gguf;
 pub mod quant;
+pub mod reference;
+pub mod rng;
+pub mod sampler;
+pub mod synthetic;
+pub mod tokenizer;

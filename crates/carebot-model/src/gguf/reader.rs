@@ -147,7 +147,8 @@ impl GgufFile {
         for _ in 0..n_kv {
             let key = c.key()?;
             let type_id = c.u32()?;
-            let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.clone(), type_id })?;
+            let ty =
+                ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.clone(), type_id })?;
             let value = c.value(ty, &key, 0)?;
             if metadata.contains(&key) {
                 return Err(GgufError::DuplicateKey(key));
@@ -170,7 +171,10 @@ impl GgufFile {
             let name = c.string()?;
             let n_dims = c.u32()?;
             if n_dims == 0 || n_dims as usize > MAX_DIMS {
-                return Err(GgufError::BadShape { tensor: name, reason: format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)") });
+                return Err(GgufError::BadShape {
+                    tensor: name,
+                    reason: format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+                });
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -187,7 +191,8 @@ impl GgufFile {
 
         let mut tensors = Vec::with_capacity(raw.len());
         for (name, dims, type_id, rel_offset) in raw {
-            let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownTensorType { tensor: name.clone(), type_id })?;
+            let ty = GgmlType::from_id(type_id)
+                .ok_or_else(|| GgufError::UnknownTensorType { tensor: name.clone(), type_id })?;
             let n_bytes = tensor_bytes(&name, &dims, ty)?;
             if rel_offset % alignment != 0 {
                 return Err(GgufError::Misaligned { tensor: name, offset: rel_offset, alignment });
@@ -218,7 +223,7 @@ fn tensor_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError
     if dims.contains(&0) {
         return Err(bad(format!("shape {dims:?} has a zero dimension")));
     }
-    if dims[0] % ty.block_size() as u64 != 0 {
+    if !dims[0].is_multiple_of(ty.block_size() as u64) {
         return Err(bad(format!(
             "row length {} is not a multiple of the {}-value block size of {}",
             dims[0],
@@ -226,7 +231,10 @@ fn tensor_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError
             ty.name()
         )));
     }
-    let n = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(|| bad(format!("shape {dims:?} overflows")))?;
+    let n = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("shape {dims:?} overflows")))?;
     ty.bytes_for(n).ok_or_else(|| bad(format!("shape {dims:?} overflows")))
 }
 

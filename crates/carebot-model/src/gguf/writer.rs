@@ -23,7 +23,7 @@ impl TensorSpec {
 }
 
 fn ty_bytes(dims: &[u64], ty: GgmlType) -> Option<u64> {
-    if dims.is_empty() || dims.len() > MAX_DIMS || dims[0] % ty.block_size() as u64 != 0 {
+    if dims.is_empty() || dims.len() > MAX_DIMS || !dims[0].is_multiple_of(ty.block_size() as u64) {
         return None;
     }
     ty.bytes_for(dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d))?)
@@ -53,7 +53,12 @@ impl GgufWriter {
 
     pub fn add_tensor(&mut self, spec: TensorSpec) -> io::Result<&mut Self> {
         if spec.n_bytes().is_none() {
-            return Err(invalid(format!("tensor {:?}: shape {:?} does not fit type {}", spec.name, spec.dims, spec.ty.name())));
+            return Err(invalid(format!(
+                "tensor {:?}: shape {:?} does not fit type {}",
+                spec.name,
+                spec.dims,
+                spec.ty.name()
+            )));
         }
         if self.tensors.iter().any(|t| t.name == spec.name) {
             return Err(invalid(format!("duplicate tensor {:?}", spec.name)));

@@ -164,14 +164,7 @@ fn make_qkx2_quants(
 
 /// Shared Q4_K/Q5_K quantization of one super-block: the 8 sub-block scales/mins packed into 6 bits
 /// each (`scales_out`, 12 bytes), d and dmin, and the final levels (0..=nmax) for all 256 values.
-fn quantize_k_superblock(
-    x: &[f32],
-    nmax: i32,
-    rmin: f32,
-    nstep: i32,
-    header: &mut [u8],
-    levels: &mut [u8; QK_K],
-) {
+fn quantize_k_superblock(x: &[f32], nmax: i32, rmin: f32, nstep: i32, header: &mut [u8], levels: &mut [u8; QK_K]) {
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
     let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
@@ -286,7 +279,7 @@ fn make_qx_quants(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
         levels[i] = (l + nmax) as u8;
         let w = v * v;
         sumlx += w * v * l as f32;
-        suml2 += w * (l * l) as f32;
+        suml2 += w * l as f32 * l as f32;
     }
     let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
     let mut best = scale * sumlx;
@@ -301,7 +294,7 @@ fn make_qx_quants(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
             let l = level(iscale, v);
             let w = v * v;
             sumlx += w * v * l as f32;
-            suml2 += w * (l * l) as f32;
+            suml2 += w * l as f32 * l as f32;
         }
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for (i, &v) in x.iter().enumerate() {

@@ -8,12 +8,10 @@ mod kquants;
 mod legacy;
 
 pub use float::{dequantize_bf16, dequantize_f16, dequantize_f32, quantize_bf16, quantize_f16, quantize_f32};
-pub use kquants::{
-    dequantize_q4_k, dequantize_q5_k, dequantize_q6_k, quantize_q4_k, quantize_q5_k, quantize_q6_k,
-};
+pub use kquants::{dequantize_q4_k, dequantize_q5_k, dequantize_q6_k, quantize_q4_k, quantize_q5_k, quantize_q6_k};
 pub use legacy::{
-    dequantize_q4_0, dequantize_q4_1, dequantize_q5_0, dequantize_q5_1, dequantize_q8_0, quantize_q4_0,
-    quantize_q4_1, quantize_q5_0, quantize_q5_1, quantize_q8_0,
+    dequantize_q4_0, dequantize_q4_1, dequantize_q5_0, dequantize_q5_1, dequantize_q8_0, quantize_q4_0, quantize_q4_1,
+    quantize_q5_0, quantize_q5_1, quantize_q8_0,
 };
 
 /// Super-block size of the k-quants.
@@ -106,7 +104,9 @@ pub const SUPPORTED_TYPES: [GgmlType; 11] = [
 /// Errors from converting between f32 and a weight format.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QuantError {
-    #[error("weight type {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)")]
+    #[error(
+        "weight type {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)"
+    )]
     Unsupported(&'static str),
     #[error("{ty}: {elements} values is not a whole number of {block}-value blocks")]
     NotBlockAligned { ty: &'static str, elements: usize, block: usize },
@@ -122,7 +122,7 @@ impl GgmlType {
     /// Bytes needed for `n` values, or `None` if `n` is not a whole number of blocks (or overflows).
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let block = self.block_size() as u64;
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return None;
         }
         (n / block).checked_mul(self.block_bytes() as u64)
@@ -132,7 +132,7 @@ impl GgmlType {
         if !self.is_supported() {
             return Err(QuantError::Unsupported(self.name()));
         }
-        if elements % self.block_size() != 0 {
+        if !elements.is_multiple_of(self.block_size()) {
             return Err(QuantError::NotBlockAligned { ty: self.name(), elements, block: self.block_size() });
         }
         let expected = elements / self.block_size() * self.block_bytes();
@@ -169,7 +169,7 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
     if !ty.is_supported() {
         return Err(QuantError::Unsupported(ty.name()));
     }
-    if n % ty.block_size() != 0 {
+    if !n.is_multiple_of(ty.block_size()) {
         return Err(QuantError::NotBlockAligned { ty: ty.name(), elements: n, block: ty.block_size() });
     }
     let mut dst = vec![0u8; n / ty.block_size() * ty.block_bytes()];

@@ -1,0 +1,210 @@
+//! Deterministic random Llama models built in memory, so tests (and benchmarks) need no downloads.
+//!
+//! The recipe is shared with `tests/fixtures/scripts/gen_tiny_llama.py`, which builds the same
+//! weights in Python for HF transformers and llama.cpp: each tensor draws from its own splitmix64
+//! stream seeded with the FNV-1a hash of its GGUF name, values `f16(offset + u · scale)` with u
+//! uniform in [-1, 1), generated in HF layout; `attn_q`/`attn_k` rows are then permuted as
+//! llama.cpp's converter does.
+
+use crate::config::block_tensor;
+use crate::gguf::{GgufWriter, TensorSpec, Value, ValueType};
+use crate::quant::{self, GgmlType};
+use crate::rng::{SplitMix64, fnv1a64};
+
+/// Llama-3.1 RoPE scaling parameters (`rope_scaling` with `rope_type = "llama3"` in HF configs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Llama3RopeScaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_context: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyntheticSpec {
+    pub vocab: usize,
+    pub dim: usize,
+    pub ffn_dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub context: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f32,
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    pub tied_output: bool,
+}
+
+impl SyntheticSpec {
+    /// The tiny model of the llama.cpp and HF fixtures (`tests/fixtures/tiny_llama`).
+    pub fn tiny_llama3() -> Self {
+        SyntheticSpec {
+            vocab: 256,
+            dim: 256,
+            ffn_dim: 512,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            context: 256,
+            rope_theta: 500_000.0,
+            rms_eps: 1e-5,
+            rope_scaling: Some(Llama3RopeScaling {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_context: 64,
+            }),
+            tied_output: false,
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.n_heads
+    }
+
+    /// HF-layout shape `[out, in]` of each tensor, with its (offset, scale).
+    fn tensors(&self) -> Vec<(String, [usize; 2], f32, f32)> {
+        let (d, f, v, hd) = (self.dim, self.ffn_dim, self.vocab, self.head_dim());
+        let kv = self.n_kv_heads * hd;
+        let mut t = vec![("token_embd.weight".to_string(), [v, d], 0.0, 1.0)];
+        for i in 0..self.n_layers {
+            t.push((block_tensor(i, "attn_norm"), [1, d], 1.0, 0.25));
+            t.push((block_tensor(i, "attn_q"), [d, d], 0.0, 0.125));
+            t.push((block_tensor(i, "attn_k"), [kv, d], 0.0, 0.125));
+            t.push((block_tensor(i, "attn_v"), [kv, d], 0.0, 0.125));
+            t.push((block_tensor(i, "attn_output"), [d, d], 0.0, 0.125));
+            t.push((block_tensor(i, "ffn_norm"), [1, d], 1.0, 0.25));
+            t.push((block_tensor(i, "ffn_gate"), [f, d], 0.0, 0.125));
+            t.push((block_tensor(i, "ffn_up"), [f, d], 0.0, 0.125));
+            t.push((block_tensor(i, "ffn_down"), [d, f], 0.0, 0.125));
+        }
+        t.push(("output_norm.weight".to_string(), [1, d], 1.0, 0.25));
+        if !self.tied_output {
+            t.push(("output.weight".to_string(), [v, d], 0.0, 0.125));
+        }
+        t
+    }
+
+    /// The values of tensor `name` in GGUF storage order (q/k permuted), or `None` if the model
+    /// has no such tensor.
+    pub fn tensor_values(&self, name: &str) -> Option<Vec<f32>> {
+        if name == "rope_freqs.weight" {
+            return self.rope_factors();
+        }
+        let (_, [rows, cols], offset, scale) = self.tensors().into_iter().find(|t| t.0 == name)?;
+        let mut rng = SplitMix64::new(fnv1a64(name.as_bytes()));
+        let vals: Vec<f32> =
+            (0..rows * cols).map(|_| half::f16::from_f32(offset + rng.next_signed() * scale).to_f32()).collect();
+        let heads = if name.ends_with("attn_q.weight") {
+            self.n_heads
+        } else if name.ends_with("attn_k.weight") {
+            self.n_kv_heads
+        } else {
+            return Some(vals);
+        };
+        Some(permute_rows_for_rope(&vals, rows, cols, heads))
+    }
+
+    /// llama.cpp's `rope_freqs` factors for Llama-3.1 scaling (convert_hf_to_gguf.py's recipe).
+    pub fn rope_factors(&self) -> Option<Vec<f32>> {
+        let s = self.rope_scaling.as_ref()?;
+        let hd = self.head_dim();
+        let low_wavelen = s.original_context as f64 / s.low_freq_factor as f64;
+        let high_wavelen = s.original_context as f64 / s.high_freq_factor as f64;
+        let factors = (0..hd / 2)
+            .map(|i| {
+                let freq = 1.0 / (self.rope_theta as f64).powf(2.0 * i as f64 / hd as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    s.factor
+                } else {
+                    let smooth = ((s.original_context as f64 / wavelen - s.low_freq_factor as f64)
+                        / (s.high_freq_factor - s.low_freq_factor) as f64) as f32;
+                    1.0 / ((1.0 - smooth) / s.factor + smooth)
+                }
+            })
+            .collect();
+        Some(factors)
+    }
+
+    /// A complete GGUF file of this model; matrices stored as `matrix_type` (quantized with our
+    /// quantizers), norms and RoPE factors as F32.
+    pub fn to_gguf(&self, matrix_type: GgmlType) -> Vec<u8> {
+        let mut w = GgufWriter::new();
+        let hd = self.head_dim() as u32;
+        let u = |v: usize| Value::U32(v as u32);
+        w.set("general.architecture", Value::String("llama".into()))
+            .set("general.name", Value::String("carebot-synthetic".into()))
+            .set("llama.context_length", u(self.context))
+            .set("llama.embedding_length", u(self.dim))
+            .set("llama.block_count", u(self.n_layers))
+            .set("llama.feed_forward_length", u(self.ffn_dim))
+            .set("llama.attention.head_count", u(self.n_heads))
+            .set("llama.attention.head_count_kv", u(self.n_kv_heads))
+            .set("llama.attention.layer_norm_rms_epsilon", Value::F32(self.rms_eps))
+            .set("llama.rope.freq_base", Value::F32(self.rope_theta))
+            .set("llama.rope.dimension_count", Value::U32(hd))
+            .set("llama.vocab_size", u(self.vocab))
+            .set("tokenizer.ggml.model", Value::String("gpt2".into()))
+            .set("tokenizer.ggml.pre", Value::String("default".into()))
+            .set("tokenizer.ggml.tokens", Value::Array(ValueType::String, byte_tokens(self.vocab)))
+            .set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, vec![Value::I32(1); self.vocab]))
+            .set("tokenizer.ggml.merges", Value::Array(ValueType::String, vec![]));
+        let mut names: Vec<(String, Vec<u64>)> = self
+            .tensors()
+            .into_iter()
+            .map(|(n, [r, c], _, _)| (n, if r == 1 { vec![c as u64] } else { vec![c as u64, r as u64] }))
+            .collect();
+        if let Some(f) = self.rope_factors() {
+            names.push(("rope_freqs.weight".into(), vec![f.len() as u64]));
+        }
+        let mut data = Vec::new();
+        for (name, dims) in &names {
+            let ty = if dims.len() == 1 { GgmlType::F32 } else { matrix_type };
+            w.add_tensor(TensorSpec::new(name.clone(), dims, ty)).expect("synthetic shapes are valid");
+            let vals = self.tensor_values(name).expect("listed above");
+            data.push(quant::quantize(ty, &vals).expect("synthetic shapes fit every block size"));
+        }
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        w.to_bytes(&refs).expect("writing to memory cannot fail")
+    }
+}
+
+/// GPT-2's byte-to-unicode alphabet as the first `n` tokens (so llama.cpp can load the vocab).
+fn byte_tokens(n: usize) -> Vec<Value> {
+    let printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut extra = 256;
+    let mut map = vec![0u32; 256];
+    for b in 0..256u32 {
+        map[b as usize] = if printable.contains(&b) {
+            b
+        } else {
+            extra += 1;
+            extra - 1
+        };
+    }
+    (0..n)
+        .map(|i| {
+            Value::String(if i < 256 { char::from_u32(map[i]).unwrap_or('?').to_string() } else { format!("<t{i}>") })
+        })
+        .collect()
+}
+
+/// llama.cpp's `permute` for q/k: within each head, row `j·(hd/2) + i` moves to row `2i + j`, so
+/// that adjacent-pair RoPE on the result equals rotate-half RoPE on the original.
+pub fn permute_rows_for_rope(w: &[f32], rows: usize, cols: usize, n_heads: usize) -> Vec<f32> {
+    let hd = rows / n_heads;
+    let mut out = vec![0.0f32; w.len()];
+    for h in 0..n_heads {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                let src = h * hd + j * (hd / 2) + i;
+                let dst = h * hd + 2 * i + j;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
