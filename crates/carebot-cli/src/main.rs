@@ -66,7 +66,7 @@ enum Command {
         top_p: f32,
         #[arg(long, default_value_t = 40)]
         top_k: usize,
-        #[arg(long, default_value_t = 1.1)]
+        #[arg(long, default_value_t = 1.0)]
         repeat_penalty: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
