@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# The project's test command: fetch the registry-hosted test data, then run every test.
+# The project's test command: fetch the registry-hosted test data, then run every test and end
+# with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 eval "$(scripts/fetch-test-data.sh)"
-cargo test --release --workspace "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
