@@ -3,7 +3,7 @@
 use carebot_model::chat::{ChatMessage, ChatTemplate, stop_token_ids};
 use carebot_model::config::LlamaConfig;
 use carebot_model::generate::{Session, StopReason};
-use carebot_model::gguf::{GgufFile, read_header};
+use carebot_model::gguf::{GgufFile, read_header, read_tensor_data};
 use carebot_model::quant::GgmlType;
 use carebot_model::reference::CpuModel;
 use carebot_model::sampler::{Sampler, SamplerConfig};
@@ -11,7 +11,7 @@ use carebot_model::tokenizer::Tokenizer;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::error::Error;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -199,13 +199,6 @@ fn tokenize(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Reads one tensor's bytes from the file.
-fn read_tensor(file: &mut File, t: &carebot_model::gguf::TensorInfo) -> std::result::Result<Vec<u8>, String> {
-    let mut buf = vec![0u8; t.n_bytes as usize];
-    file.seek(SeekFrom::Start(t.offset)).and_then(|_| file.read_exact(&mut buf)).map_err(|e| e.to_string())?;
-    Ok(buf)
-}
-
 fn generate(
     path: &Path,
     prompt: &str,
@@ -232,7 +225,7 @@ fn generate(
     };
     let t0 = Instant::now();
     let context = context.unwrap_or(4096);
-    let model = CpuModel::load(&f, context, |t| read_tensor(&mut file, t))?;
+    let model = CpuModel::load(&f, context, |t| read_tensor_data(&mut file, t).map_err(|e| e.to_string()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let stops = stop_token_ids(&tok);
     let mut session = Session::new(model);

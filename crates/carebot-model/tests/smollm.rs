@@ -3,10 +3,9 @@
 //! The model comes from `scripts/fetch-test-data.sh` through `CAREBOT_SMOLLM_GGUF`.
 
 use carebot_model::generate::{Backend, Session};
-use carebot_model::gguf::read_header;
+use carebot_model::gguf::{read_header, read_tensor_data};
 use carebot_model::reference::CpuModel;
 use carebot_model::sampler::{Sampler, SamplerConfig, argmax};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 fn model() -> Option<CpuModel> {
@@ -19,14 +18,7 @@ fn model() -> Option<CpuModel> {
     let mut file = std::fs::File::open(&path).unwrap();
     let len = file.metadata().unwrap().len();
     let header = read_header(&mut file, len).unwrap();
-    Some(
-        CpuModel::load(&header, 128, |t| {
-            let mut buf = vec![0u8; t.n_bytes as usize];
-            file.seek(SeekFrom::Start(t.offset)).and_then(|_| file.read_exact(&mut buf)).map_err(|e| e.to_string())?;
-            Ok(buf)
-        })
-        .unwrap(),
-    )
+    Some(CpuModel::load(&header, 128, |t| read_tensor_data(&mut file, t).map_err(|e| e.to_string())).unwrap())
 }
 
 #[test]

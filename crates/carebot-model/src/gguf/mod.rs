@@ -4,7 +4,7 @@
 mod reader;
 mod writer;
 
-pub use reader::read_header;
+pub use reader::{read_header, read_tensor_data};
 pub use writer::{GgufWriter, TensorSpec};
 
 use crate::quant::GgmlType;

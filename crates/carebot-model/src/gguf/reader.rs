@@ -3,7 +3,7 @@
 //! can neither exhaust memory nor panic.
 
 use super::*;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
 /// Nested arrays deeper than this are rejected (real files use at most one level).
 const MAX_ARRAY_DEPTH: usize = 3;
@@ -257,4 +257,13 @@ pub fn read_header(mut reader: impl Read, file_len: u64) -> Result<GgufFile, Ggu
             other => return other,
         }
     }
+}
+
+/// Reads one tensor's bytes from a seekable file (its range was checked against the file length
+/// when the header was parsed, so the allocation is bounded by bytes that exist).
+pub fn read_tensor_data(mut reader: impl Read + Seek, tensor: &TensorInfo) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; tensor.n_bytes as usize];
+    reader.seek(SeekFrom::Start(tensor.offset))?;
+    reader.read_exact(&mut buf)?;
+    Ok(buf)
 }
