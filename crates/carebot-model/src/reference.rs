@@ -117,7 +117,7 @@ impl Weights {
         cfg: &LlamaConfig,
         mut fetch: impl FnMut(&TensorInfo) -> Result<Vec<u8>, String>,
     ) -> Result<Self, ModelError> {
-        let mut tensor = |name: &str| -> Result<(GgmlType, usize, usize, Vec<u8>), ModelError> {
+        let mut matrix = |name: &str| -> Result<QMatrix, ModelError> {
             let info = file.tensor(name).ok_or_else(|| crate::config::ConfigError::MissingTensor(name.into()))?;
             let data = fetch(info).map_err(|reason| ModelError::Read { tensor: name.into(), reason })?;
             if data.len() as u64 != info.n_bytes {
@@ -126,11 +126,7 @@ impl Weights {
                     reason: format!("got {} bytes, expected {}", data.len(), info.n_bytes),
                 });
             }
-            Ok((info.ty, info.row_len() as usize, info.n_rows() as usize, data))
-        };
-        let mut matrix = |name: &str| -> Result<QMatrix, ModelError> {
-            let (ty, cols, rows, data) = tensor(name)?;
-            Ok(QMatrix { ty, rows, cols, data })
+            Ok(QMatrix { ty: info.ty, rows: info.n_rows() as usize, cols: info.row_len() as usize, data })
         };
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
