@@ -1,0 +1,600 @@
+//! The GPU model: weights, KV cache and activations on the device, and the forward pass recorded
+//! once at load time as a list of dispatches (one list for single-token decode, one for batched
+//! prefill). Running a batch writes two small uniforms, encodes the list into one compute pass and
+//! submits once.
+
+use crate::context::{GpuContext, GpuError};
+use crate::ops::attention::attention;
+use crate::ops::embed::embed;
+use crate::ops::matmul::{Epilogue, matmul};
+use crate::ops::rms_norm::rms_norm;
+use crate::ops::rope::{rope_and_store, rope_table};
+use crate::ops::{Dispatch, Step};
+use crate::weights::{GpuMatrix, row_bytes, rows_per_part};
+use carebot_model::config::{LlamaConfig, block_tensor};
+use carebot_model::gguf::{GgufFile, TensorInfo};
+use carebot_model::quant::{self, GgmlType};
+
+/// How the KV cache stores keys and values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvFormat {
+    F32,
+    /// Half the memory. Stored as native f16 when the device has `shader-f16`, otherwise as pairs
+    /// packed into u32 with `pack2x16float` (same values either way).
+    F16,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Positions the KV cache holds (capped at the model's training context).
+    pub context: usize,
+    pub kv: KvFormat,
+    /// Most tokens one prefill submission runs (also capped by the binding limit).
+    pub max_batch: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { context: 4096, kv: KvFormat::F16, max_batch: 64 }
+    }
+}
+
+/// One transformer block on the GPU.
+struct Block {
+    attn_norm: wgpu::Buffer,
+    wq: GpuMatrix,
+    wk: GpuMatrix,
+    wv: GpuMatrix,
+    wo: GpuMatrix,
+    ffn_norm: wgpu::Buffer,
+    w_gate: GpuMatrix,
+    w_up: GpuMatrix,
+    w_down: GpuMatrix,
+    k_cache: wgpu::Buffer,
+    v_cache: wgpu::Buffer,
+}
+
+/// Activations for a batch of up to `max_batch` tokens (row per token).
+struct Activations {
+    step: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    /// Residual stream.
+    x: wgpu::Buffer,
+    /// Normalized x, input of the projections.
+    xb: wgpu::Buffer,
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    att: wgpu::Buffer,
+    /// SwiGLU hidden layer.
+    h: wgpu::Buffer,
+    /// The last token's final normalized state.
+    x_last: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    logits_readback: wgpu::Buffer,
+}
+
+pub struct GpuModel {
+    pub ctx: GpuContext,
+    pub cfg: LlamaConfig,
+    token_embd: GpuMatrix,
+    output: Option<GpuMatrix>,
+    output_norm: wgpu::Buffer,
+    rope_table: wgpu::Buffer,
+    blocks: Vec<Block>,
+    act: Activations,
+    kv_flag: &'static str,
+    decode_plan: Vec<Dispatch>,
+    prefill_plan: Vec<Dispatch>,
+    head_plan: Vec<Dispatch>,
+    capacity: usize,
+    len: usize,
+    max_batch: usize,
+    upload: Option<Upload>,
+}
+
+impl GpuModel {
+    /// Allocates everything for the model described by `file` (weights still empty: stream the
+    /// file's bytes in with [`GpuModel::upload`], then call [`GpuModel::finish_upload`]).
+    pub async fn new(ctx: GpuContext, file: &GgufFile, options: &EngineOptions) -> Result<Self, GpuError> {
+        let cfg = LlamaConfig::from_gguf(file).map_err(|e| GpuError::Model(e.to_string()))?;
+        if cfg.head_dim > 256 || cfg.head_dim % 2 != 0 || cfg.n_heads % cfg.n_kv_heads != 0 {
+            return Err(GpuError::Model(format!(
+                "head size {} with {} heads over {} KV heads is not supported (head size must be even and ≤ 256)",
+                cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
+            )));
+        }
+        let capacity = options.context.clamp(1, cfg.context_length.max(1));
+        let widest = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64 * 4;
+        let max_batch = options.max_batch.clamp(1, (ctx.binding_limit / widest).clamp(1, 1024) as usize);
+        let kv_flag = match options.kv {
+            KvFormat::F32 => "KV_F32",
+            KvFormat::F16 if ctx.f16 => "KV_F16",
+            KvFormat::F16 => "KV_PACKED",
+        };
+        let kv_bytes = if options.kv == KvFormat::F32 { 4 } else { 2 };
+
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let mut alloc = Allocator { ctx: &ctx, file, total: 0, targets: Vec::new() };
+        let token_embd = alloc.matrix("token_embd.weight", None)?;
+        let output = if cfg.tied_output { None } else { Some(alloc.matrix("output.weight", None)?) };
+        let output_norm = alloc.vector("output_norm.weight")?;
+        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let name = |n: &str| block_tensor(i, n);
+            // Gate and up share one pass, so they are split at the same rows.
+            let gate_info = alloc.info(&name("ffn_gate"))?;
+            let up_info = alloc.info(&name("ffn_up"))?;
+            let shared = rows_per_part(&ctx, row_bytes(gate_info.ty, gate_info.row_len()))?
+                .min(rows_per_part(&ctx, row_bytes(up_info.ty, up_info.row_len()))?);
+            let kv_size = (capacity * cfg.kv_dim() * kv_bytes) as u64;
+            blocks.push(Block {
+                attn_norm: alloc.vector(&name("attn_norm"))?,
+                wq: alloc.matrix(&name("attn_q"), None)?,
+                wk: alloc.matrix(&name("attn_k"), None)?,
+                wv: alloc.matrix(&name("attn_v"), None)?,
+                wo: alloc.matrix(&name("attn_output"), None)?,
+                ffn_norm: alloc.vector(&name("ffn_norm"))?,
+                w_gate: alloc.matrix(&name("ffn_gate"), Some(shared))?,
+                w_up: alloc.matrix(&name("ffn_up"), Some(shared))?,
+                w_down: alloc.matrix(&name("ffn_down"), None)?,
+                k_cache: alloc.buffer(&format!("layer {i} keys ({capacity} positions)"), kv_size)?,
+                v_cache: alloc.buffer(&format!("layer {i} values ({capacity} positions)"), kv_size)?,
+            });
+        }
+        if cfg.has_rope_freqs {
+            alloc.targets.push(Target::new(alloc.info("rope_freqs.weight")?.clone(), Dest::RopeFreqs));
+        }
+        let table_bytes = (capacity * cfg.head_dim * 4) as u64;
+        let rope_table = alloc.buffer(&format!("RoPE table ({capacity} positions)"), table_bytes)?;
+        let f = |n: usize| (max_batch * n * 4) as u64;
+        let act = Activations {
+            step: ctx.uniform("step", &Step::default()),
+            tokens: alloc.buffer("token ids", f(1))?,
+            x: alloc.buffer("residual stream", f(cfg.dim))?,
+            xb: alloc.buffer("normalized stream", f(cfg.dim))?,
+            q: alloc.buffer("queries", f(cfg.q_dim()))?,
+            k: alloc.buffer("keys", f(cfg.kv_dim()))?,
+            v: alloc.buffer("values", f(cfg.kv_dim()))?,
+            att: alloc.buffer("attention output", f(cfg.q_dim()))?,
+            h: alloc.buffer("feed-forward hidden layer", f(cfg.ffn_dim))?,
+            x_last: alloc.buffer("last normalized state", cfg.dim as u64 * 4)?,
+            logits: alloc.buffer("logits", cfg.vocab_size as u64 * 4)?,
+            logits_readback: ctx.readback("logits readback", cfg.vocab_size as u64 * 4),
+        };
+        let (total, targets) = (alloc.total, alloc.targets);
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError::OutOfMemory { what: format!("the model ({e})"), bytes: total, allocated: 0 });
+        }
+        ctx.check()?;
+
+        let mut model = GpuModel {
+            ctx,
+            cfg,
+            token_embd,
+            output,
+            output_norm,
+            rope_table,
+            blocks,
+            act,
+            kv_flag,
+            decode_plan: Vec::new(),
+            prefill_plan: Vec::new(),
+            head_plan: Vec::new(),
+            capacity,
+            len: 0,
+            max_batch,
+            upload: Some(Upload::new(targets)),
+        };
+        model.decode_plan = model.plan(false);
+        model.prefill_plan = model.plan(true);
+        model.head_plan = model.plan_head();
+        model.ctx.check()?;
+        Ok(model)
+    }
+
+    /// The forward pass over the transformer blocks, dispatch by dispatch, read top to bottom.
+    /// `batched` selects the tiled matrix–matrix kernels (prefill) over matrix–vector (decode).
+    fn plan(&self, batched: bool) -> Vec<Dispatch> {
+        let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
+        let (dim, eps, kv) = (cfg.dim as u32, cfg.rms_eps, self.kv_flag);
+        let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
+        for b in &self.blocks {
+            // Attention: RMSNorm, q/k/v projections, RoPE + append to the cache, attention over
+            // the cache, output projection added to the residual stream.
+            d.push(rms_norm(c, &a.step, &a.x, &a.xb, &b.attn_norm, dim, eps, false));
+            d.extend(matmul(c, &a.step, &b.wq, None, &a.xb, &a.q, Epilogue::Store, batched));
+            d.extend(matmul(c, &a.step, &b.wk, None, &a.xb, &a.k, Epilogue::Store, batched));
+            d.extend(matmul(c, &a.step, &b.wv, None, &a.xb, &a.v, Epilogue::Store, batched));
+            d.push(rope_and_store(c, &a.step, cfg, &a.q, &a.k, &a.v, &self.rope_table, &b.k_cache, &b.v_cache, kv));
+            d.push(attention(c, &a.step, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
+            d.extend(matmul(c, &a.step, &b.wo, None, &a.att, &a.x, Epilogue::Add, batched));
+            // Feed-forward: RMSNorm, silu(gate) · up in one pass, down projection added.
+            d.push(rms_norm(c, &a.step, &a.x, &a.xb, &b.ffn_norm, dim, eps, false));
+            d.extend(matmul(c, &a.step, &b.w_gate, Some(&b.w_up), &a.xb, &a.h, Epilogue::SwiGlu, batched));
+            d.extend(matmul(c, &a.step, &b.w_down, None, &a.h, &a.x, Epilogue::Add, batched));
+        }
+        d
+    }
+
+    /// Final norm of the batch's last token and the output projection to logits.
+    fn plan_head(&self) -> Vec<Dispatch> {
+        let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
+        let mut d = vec![rms_norm(c, &a.step, &a.x, &a.x_last, &self.output_norm, cfg.dim as u32, cfg.rms_eps, true)];
+        let output = self.output.as_ref().unwrap_or(&self.token_embd);
+        d.extend(matmul(c, &a.step, output, None, &a.x_last, &a.logits, Epilogue::Store, false));
+        d
+    }
+
+    /// Streams bytes of the model file, starting at `file_offset`, into the tensors they belong
+    /// to. Each tensor's bytes must arrive in order (any piece sizes); bytes outside tensors are
+    /// ignored. Host memory stays bounded by a few MiB whatever the piece size.
+    pub fn upload(&mut self, file_offset: u64, bytes: &[u8]) -> Result<(), GpuError> {
+        let upload = self.upload.as_mut().ok_or_else(|| GpuError::Model("the weights are already loaded".into()))?;
+        upload.push(&self.ctx, file_offset, bytes)?;
+        self.ctx.check()
+    }
+
+    /// Checks that every tensor arrived in full and builds what depends on them (the RoPE table).
+    pub fn finish_upload(&mut self) -> Result<(), GpuError> {
+        let upload = self.upload.as_ref().ok_or_else(|| GpuError::Model("the weights are already loaded".into()))?;
+        // On failure the upload stays open, so the model refuses to run on missing weights.
+        let freqs = upload.finish(&self.ctx)?;
+        self.upload = None;
+        let table = rope_table(&self.cfg, self.capacity, freqs.as_deref());
+        self.ctx.queue.write_buffer(&self.rope_table, 0, bytemuck::cast_slice(&table));
+        self.ctx.queue.submit([]);
+        self.ctx.check()
+    }
+
+    /// Reads a model file from disk into the GPU, tensor by tensor; `progress(done, total)` sees
+    /// the bytes uploaded so far.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_file(
+        ctx: GpuContext,
+        path: &std::path::Path,
+        options: &EngineOptions,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Self, GpuError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let io = |e: std::io::Error| GpuError::Model(format!("{}: {e}", path.display()));
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        let file = carebot_model::gguf::read_header(&mut f, len).map_err(|e| GpuError::Model(e.to_string()))?;
+        let mut model = pollster::block_on(Self::new(ctx, &file, options))?;
+        let mut tensors: Vec<&TensorInfo> = file.tensors.iter().collect();
+        tensors.sort_by_key(|t| t.offset);
+        let total: u64 = tensors.iter().map(|t| t.n_bytes).sum();
+        let mut done = 0;
+        let mut piece = vec![0u8; 8 << 20];
+        for t in tensors {
+            f.seek(SeekFrom::Start(t.offset)).map_err(io)?;
+            let mut at = 0;
+            while at < t.n_bytes {
+                let n = (t.n_bytes - at).min(piece.len() as u64) as usize;
+                f.read_exact(&mut piece[..n]).map_err(io)?;
+                model.upload(t.offset + at, &piece[..n])?;
+                at += n as u64;
+                done += n as u64;
+                progress(done, total);
+            }
+        }
+        model.finish_upload()?;
+        Ok(model)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets positions from `len` on; later tokens overwrite them.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Largest number of tokens one prefill submission runs.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Dispatches one decoded token records (the prefill list has the same count per batch).
+    pub fn dispatches_per_token(&self) -> usize {
+        self.decode_plan.len() + self.head_plan.len()
+    }
+
+    /// How many buffers the embedding table and the output projection are split into.
+    pub fn vocabulary_parts(&self) -> (usize, usize) {
+        (self.token_embd.parts.len(), self.output.as_ref().unwrap_or(&self.token_embd).parts.len())
+    }
+
+    /// Runs `tokens` after the cached positions and returns the last token's logits.
+    pub async fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GpuError> {
+        self.run(tokens, |encoder, act| {
+            encoder.copy_buffer_to_buffer(&act.logits, 0, &act.logits_readback, 0, act.logits.size());
+        })?;
+        let bytes = self.ctx.read(&self.act.logits_readback, self.cfg.vocab_size as u64 * 4).await?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    /// Encodes and submits `tokens` in batches; after the last batch's logits, `finish` records
+    /// what the caller wants copied out (in the same submission).
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        finish: impl FnOnce(&mut wgpu::CommandEncoder, &Activations),
+    ) -> Result<(), GpuError> {
+        if self.upload.is_some() {
+            return Err(GpuError::Model("the weights have not been uploaded yet".into()));
+        }
+        if tokens.is_empty() {
+            return Err(GpuError::Model("no tokens to run".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(GpuError::Model(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                self.cfg.vocab_size
+            )));
+        }
+        if self.len + tokens.len() > self.capacity {
+            return Err(GpuError::Model(format!(
+                "context is full: {} positions needed, the KV cache holds {}",
+                self.len + tokens.len(),
+                self.capacity
+            )));
+        }
+        self.ctx.check()?;
+        let mut finish = Some(finish);
+        let batches = tokens.len().div_ceil(self.max_batch);
+        for (i, batch) in tokens.chunks(self.max_batch).enumerate() {
+            let n = batch.len() as u32;
+            let step = Step { n_tokens: n, pos0: self.len as u32, _pad: [0; 2] };
+            self.ctx.queue.write_buffer(&self.act.step, 0, bytemuck::bytes_of(&step));
+            self.ctx.queue.write_buffer(&self.act.tokens, 0, bytemuck::cast_slice(batch));
+            let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+            let last = i + 1 == batches;
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                let plan = if n == 1 { &self.decode_plan } else { &self.prefill_plan };
+                for d in plan {
+                    d.encode(&mut pass, n);
+                }
+                if last {
+                    for d in &self.head_plan {
+                        d.encode(&mut pass, n);
+                    }
+                }
+            }
+            if last && let Some(f) = finish.take() {
+                f(&mut encoder, &self.act);
+            }
+            self.ctx.queue.submit([encoder.finish()]);
+            self.len += batch.len();
+        }
+        Ok(())
+    }
+}
+
+/// Allocates GPU buffers for tensors and remembers where each tensor's file bytes go.
+struct Allocator<'a> {
+    ctx: &'a GpuContext,
+    file: &'a GgufFile,
+    total: u64,
+    targets: Vec<Target>,
+}
+
+impl Allocator<'_> {
+    fn info(&self, name: &str) -> Result<&TensorInfo, GpuError> {
+        self.file.tensor(name).ok_or_else(|| GpuError::Model(format!("tensor {name:?} is missing")))
+    }
+
+    fn buffer(&mut self, what: &str, bytes: u64) -> Result<wgpu::Buffer, GpuError> {
+        self.total += bytes;
+        self.ctx.storage(what, bytes)
+    }
+
+    /// A weight matrix in its file format, split into parts of at most `per_part` rows (default:
+    /// as many as fit one binding).
+    fn matrix(&mut self, name: &str, per_part: Option<u32>) -> Result<GpuMatrix, GpuError> {
+        let info = self.info(name)?.clone();
+        let too_big = || GpuError::Model(format!("tensor {name:?} is too large"));
+        let rows = u32::try_from(info.n_rows()).map_err(|_| too_big())?;
+        let cols = u32::try_from(info.row_len()).map_err(|_| too_big())?;
+        let per_part = match per_part {
+            Some(n) => n,
+            None => rows_per_part(self.ctx, row_bytes(info.ty, cols as u64))?,
+        };
+        let m = GpuMatrix::allocate(self.ctx, name, info.ty, rows, cols, per_part)?;
+        self.total += m.bytes();
+        let rb = m.row_bytes();
+        let parts = m.parts.iter().map(|p| (p.buffer.clone(), p.rows as u64 * rb)).collect();
+        self.targets.push(Target::new(info, Dest::Matrix { parts }));
+        Ok(m)
+    }
+
+    /// A 1-D tensor (norm weights), widened to f32 on upload.
+    fn vector(&mut self, name: &str) -> Result<wgpu::Buffer, GpuError> {
+        let info = self.info(name)?.clone();
+        let buffer = self.buffer(name, info.row_len() * 4)?;
+        self.targets.push(Target::new(info, Dest::Vector(buffer.clone())));
+        Ok(buffer)
+    }
+}
+
+/// Where one tensor's bytes go.
+enum Dest {
+    /// Consecutive parts of (buffer, byte length), raw.
+    Matrix { parts: Vec<(wgpu::Buffer, u64)> },
+    /// Collected, widened to f32, then written.
+    Vector(wgpu::Buffer),
+    /// Llama-3.1 RoPE frequency factors: kept on the host for the RoPE table.
+    RopeFreqs,
+}
+
+struct Target {
+    info: TensorInfo,
+    dest: Dest,
+    /// Bytes of the tensor received so far.
+    received: u64,
+    /// Matrix: the part being filled, its bytes written so far (a multiple of 4) and the bytes
+    /// waiting to be written. Vector: the whole tensor.
+    part: usize,
+    part_start: u64,
+    written: u64,
+    pending: Vec<u8>,
+}
+
+impl Target {
+    fn new(info: TensorInfo, dest: Dest) -> Self {
+        Target { info, dest, received: 0, part: 0, part_start: 0, written: 0, pending: Vec::new() }
+    }
+
+    fn push(&mut self, ctx: &GpuContext, rel: u64, mut data: &[u8]) -> Result<(), GpuError> {
+        if rel != self.received {
+            return Err(GpuError::Model(format!(
+                "tensor {:?}: bytes arrived out of order (at {rel}, expected {})",
+                self.info.name, self.received
+            )));
+        }
+        match &self.dest {
+            Dest::Matrix { parts } => {
+                while !data.is_empty() {
+                    let (buffer, part_len) = &parts[self.part];
+                    let take = ((self.part_start + part_len - self.received) as usize).min(data.len());
+                    self.pending.extend_from_slice(&data[..take]);
+                    self.received += take as u64;
+                    data = &data[take..];
+                    let part_done = self.received == self.part_start + part_len;
+                    if part_done || self.pending.len() >= FLUSH_BYTES {
+                        let n = if part_done { self.pending.len() } else { self.pending.len() / 4 * 4 };
+                        let mut chunk: Vec<u8> = self.pending.drain(..n).collect();
+                        chunk.resize(chunk.len().next_multiple_of(4), 0);
+                        ctx.queue.write_buffer(buffer, self.written, &chunk);
+                        self.written += n as u64;
+                    }
+                    if part_done {
+                        self.part += 1;
+                        self.part_start += part_len;
+                        self.written = 0;
+                    }
+                }
+            }
+            Dest::Vector(_) | Dest::RopeFreqs => {
+                self.pending.extend_from_slice(data);
+                self.received += data.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn widened(&self) -> Result<Vec<f32>, GpuError> {
+        let mut v = vec![0f32; self.info.row_len() as usize];
+        quant::dequantize(self.info.ty, &self.pending, &mut v)
+            .map_err(|e| GpuError::Model(format!("tensor {:?}: {e}", self.info.name)))?;
+        Ok(v)
+    }
+}
+
+/// Bytes a matrix tensor collects before writing them to its buffer.
+const FLUSH_BYTES: usize = 4 << 20;
+
+/// The state of a weight upload: every tensor's target, sorted by file offset.
+struct Upload {
+    targets: Vec<Target>,
+    /// Bytes written since the last wait for the GPU (natively, staging memory is only freed
+    /// once the queue has caught up).
+    unflushed: u64,
+}
+
+impl Upload {
+    fn new(mut targets: Vec<Target>) -> Self {
+        targets.sort_by_key(|t| t.info.offset);
+        // The tied output reuses token_embd's buffers: one target per tensor.
+        targets.dedup_by(|a, b| a.info.name == b.info.name);
+        Upload { targets, unflushed: 0 }
+    }
+
+    fn push(&mut self, ctx: &GpuContext, offset: u64, bytes: &[u8]) -> Result<(), GpuError> {
+        let end = offset + bytes.len() as u64;
+        let first = self.targets.partition_point(|t| t.info.offset + t.info.n_bytes <= offset);
+        for t in &mut self.targets[first..] {
+            if t.info.offset >= end {
+                break;
+            }
+            let lo = t.info.offset.max(offset);
+            let hi = (t.info.offset + t.info.n_bytes).min(end);
+            t.push(ctx, lo - t.info.offset, &bytes[(lo - offset) as usize..(hi - offset) as usize])?;
+        }
+        self.unflushed += bytes.len() as u64;
+        if self.unflushed >= 256 << 20 {
+            self.unflushed = 0;
+            ctx.queue.submit([]);
+            #[cfg(not(target_arch = "wasm32"))]
+            ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Wgpu(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the vectors, checks completeness, and returns the RoPE frequency factors if any.
+    fn finish(&self, ctx: &GpuContext) -> Result<Option<Vec<f32>>, GpuError> {
+        let mut freqs = None;
+        for t in &self.targets {
+            if t.received != t.info.n_bytes {
+                return Err(GpuError::Model(format!(
+                    "tensor {:?}: got {} of its {} bytes (the file is truncated?)",
+                    t.info.name, t.received, t.info.n_bytes
+                )));
+            }
+            match &t.dest {
+                Dest::Matrix { .. } => {}
+                Dest::Vector(buffer) => ctx.queue.write_buffer(buffer, 0, bytemuck::cast_slice(&t.widened()?)),
+                Dest::RopeFreqs => freqs = Some(t.widened()?),
+            }
+        }
+        Ok(freqs)
+    }
+}
+
+/// Type of the weights a tensor is stored in, for reporting.
+pub fn describe_types(file: &GgufFile) -> String {
+    let mut counts: Vec<(GgmlType, usize)> = Vec::new();
+    for t in &file.tensors {
+        match counts.iter_mut().find(|(ty, _)| *ty == t.ty) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((t.ty, 1)),
+        }
+    }
+    counts.iter().map(|(ty, n)| format!("{n}×{}", ty.name())).collect::<Vec<_>>().join(", ")
+}
+
+/// The GPU model under the generation loop, sampler and CLI, exactly as the CPU reference is.
+#[cfg(not(target_arch = "wasm32"))]
+impl carebot_model::generate::Backend for GpuModel {
+    fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn truncate(&mut self, len: usize) {
+        GpuModel::truncate(self, len)
+    }
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, carebot_model::generate::BackendError> {
+        pollster::block_on(self.forward(tokens)).map_err(backend_error)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn backend_error(e: GpuError) -> carebot_model::generate::BackendError {
+    carebot_model::generate::BackendError::Device(e.to_string())
+}

@@ -1,0 +1,1 @@
+//! Streaming-read bandwidth probe (written with the bench).

@@ -1,0 +1,68 @@
+//! One module per kernel: each builds the [`Dispatch`]es that run its WGSL (in `shaders/`) over
+//! given buffers. Bind groups and parameter buffers are made here once, when the engine plans its
+//! forward pass, and reused for every token.
+
+pub mod attention;
+pub mod bandwidth;
+pub mod embed;
+pub mod matmul;
+pub mod rms_norm;
+pub mod rope;
+pub mod select;
+
+use crate::context::GpuContext;
+
+/// How many workgroups a dispatch runs for a batch of `n` tokens.
+#[derive(Clone, Copy, Debug)]
+pub enum Grid {
+    Fixed([u32; 3]),
+    /// `x` groups by ⌈n / tile⌉ groups.
+    PerTokens { x: u32, tile: u32 },
+}
+
+/// A compute pipeline with its bound resources, ready to encode.
+pub struct Dispatch {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub grid: Grid,
+}
+
+impl Dispatch {
+    /// Binds `buffers` at `(binding, buffer)` in group 0 of `pipeline`.
+    pub fn new(ctx: &GpuContext, pipeline: wgpu::ComputePipeline, buffers: &[(u32, &wgpu::Buffer)], grid: Grid) -> Self {
+        let entries: Vec<_> = buffers
+            .iter()
+            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+            .collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch { pipeline, bind_group, grid }
+    }
+
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        let [x, y, z] = match self.grid {
+            Grid::Fixed(g) => g,
+            Grid::PerTokens { x, tile } => [x, n_tokens.div_ceil(tile), 1],
+        };
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// The uniform every kernel reads: batch size and first position (matches `Step` in common.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Step {
+    pub n_tokens: u32,
+    pub pos0: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Four 32-bit parameters, the shape of every kernel's `Params` uniform.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params(pub [u32; 4]);

@@ -1,0 +1,53 @@
+//! RoPE and the KV-cache append (`shaders/rope.wgsl`), plus the cos/sin table it reads.
+
+use super::{Dispatch, Grid, Params};
+use crate::context::GpuContext;
+use crate::shader::{Kernel, Variant};
+use carebot_model::config::LlamaConfig;
+
+/// cos and sin of pos · freq_i for every position below `context` and every pair of a head, in
+/// f64 as the CPU reference computes them (pairs past `rope_dim` do not rotate).
+pub fn rope_table(cfg: &LlamaConfig, context: usize, freq_factors: Option<&[f32]>) -> Vec<f32> {
+    let half = cfg.head_dim / 2;
+    let mut table = Vec::with_capacity(context * half * 2);
+    for pos in 0..context {
+        for i in 0..half {
+            if i < cfg.rope_dim / 2 {
+                let factor = freq_factors.and_then(|f| f.get(i)).map_or(1.0, |&f| f as f64);
+                let freq = (cfg.rope_theta as f64).powf(-2.0 * i as f64 / cfg.rope_dim as f64) / factor;
+                let (sin, cos) = (pos as f64 * freq).sin_cos();
+                table.extend([cos as f32, sin as f32]);
+            } else {
+                table.extend([1.0, 0.0]);
+            }
+        }
+    }
+    table
+}
+
+/// Rotates q in place and writes rotated k and plain v of each token into the caches at its
+/// position. `kv_flag` is the KV storage flag (`KV_F32`, `KV_F16`, `KV_PACKED`).
+#[allow(clippy::too_many_arguments)]
+pub fn rope_and_store(
+    ctx: &GpuContext,
+    step: &wgpu::Buffer,
+    cfg: &LlamaConfig,
+    q: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    table: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    kv_flag: &'static str,
+) -> Dispatch {
+    let pipeline = ctx.pipeline(&Variant::new(Kernel::Rope).flag(kv_flag));
+    let (heads, kv_heads, hd) = (cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
+    let params = ctx.uniform("rope params", &Params([heads, kv_heads, hd, 0]));
+    let pairs = (heads + 2 * kv_heads) * hd / 2;
+    Dispatch::new(
+        ctx,
+        pipeline,
+        &[(0, step), (1, &params), (2, q), (3, k), (4, v), (5, table), (6, k_cache), (7, v_cache)],
+        Grid::PerTokens { x: pairs.div_ceil(64), tile: 1 },
+    )
+}

@@ -1,0 +1,176 @@
+//! Assembles WGSL modules from the files in `shaders/`: a kernel, the weight-format functions it
+//! is instantiated with, and `#if` flags. Variants that differ only in a weight type, the KV cache
+//! format or an epilogue come from one source file this way instead of copies.
+
+use carebot_model::quant::GgmlType;
+use std::collections::BTreeSet;
+
+macro_rules! shader {
+    ($name:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shaders/", $name))
+    };
+}
+
+const COMMON: &str = shader!("common.wgsl");
+const EPILOGUE: &str = shader!("epilogue.wgsl");
+const KV: &str = shader!("kv.wgsl");
+const BYTES: &str = shader!("quant/bytes.wgsl");
+const K_SCALES: &str = shader!("quant/k_scales.wgsl");
+
+/// The kernels, one concern per file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kernel {
+    Embed,
+    RmsNorm,
+    Rope,
+    MatVec,
+    MatMul,
+    Attention,
+    Select,
+    SelectMerge,
+    Bandwidth,
+}
+
+impl Kernel {
+    fn source(self) -> &'static str {
+        match self {
+            Kernel::Embed => shader!("embed.wgsl"),
+            Kernel::RmsNorm => shader!("rms_norm.wgsl"),
+            Kernel::Rope => shader!("rope.wgsl"),
+            Kernel::MatVec => shader!("matvec.wgsl"),
+            Kernel::MatMul => shader!("matmul.wgsl"),
+            Kernel::Attention => shader!("attention.wgsl"),
+            Kernel::Select => shader!("select.wgsl"),
+            Kernel::SelectMerge => shader!("select_merge.wgsl"),
+            Kernel::Bandwidth => shader!("bandwidth.wgsl"),
+        }
+    }
+}
+
+/// The WGSL that decodes one weight format (`dequant32_$W`, `BLOCK_ELEMS_$W`, `BLOCK_BYTES_$W`),
+/// or `None` for a type the engine cannot read.
+pub fn weight_format(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::F32 => shader!("quant/f32.wgsl"),
+        GgmlType::F16 => shader!("quant/f16.wgsl"),
+        GgmlType::BF16 => shader!("quant/bf16.wgsl"),
+        GgmlType::Q4_0 => shader!("quant/q4_0.wgsl"),
+        GgmlType::Q4_1 => shader!("quant/q4_1.wgsl"),
+        GgmlType::Q5_0 => shader!("quant/q5_0.wgsl"),
+        GgmlType::Q5_1 => shader!("quant/q5_1.wgsl"),
+        GgmlType::Q8_0 => shader!("quant/q8_0.wgsl"),
+        GgmlType::Q4_K => shader!("quant/q4_k.wgsl"),
+        GgmlType::Q5_K => shader!("quant/q5_k.wgsl"),
+        GgmlType::Q6_K => shader!("quant/q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+/// Everything that selects one compiled variant of a kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    pub kernel: Kernel,
+    /// Weight formats bound as `weights_a`, `weights_b`.
+    pub weights: Vec<GgmlType>,
+    /// `#if` flags that are on.
+    pub flags: BTreeSet<&'static str>,
+}
+
+impl Variant {
+    pub fn new(kernel: Kernel) -> Self {
+        Variant { kernel, weights: Vec::new(), flags: BTreeSet::new() }
+    }
+    pub fn weight(mut self, ty: GgmlType) -> Self {
+        self.weights.push(ty);
+        self
+    }
+    pub fn flag(mut self, flag: &'static str) -> Self {
+        self.flags.insert(flag);
+        self
+    }
+    pub fn flag_if(self, on: bool, flag: &'static str) -> Self {
+        if on { self.flag(flag) } else { self }
+    }
+
+    /// The complete WGSL module.
+    pub fn source(&self) -> String {
+        let mut src = String::new();
+        if self.flags.contains("KV_F16") {
+            // `enable` must precede every declaration.
+            src.push_str("enable f16;\n");
+        }
+        src.push_str(COMMON);
+        for (ty, name) in self.weights.iter().zip(["a", "b"]) {
+            let format = weight_format(*ty).expect("weight types are checked at load");
+            let mut parts = vec![BYTES];
+            if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
+                parts.push(K_SCALES);
+            }
+            parts.push(format);
+            for part in parts {
+                src.push_str(&part.replace("$W", name));
+            }
+        }
+        if self.flags.iter().any(|f| f.starts_with("KV_")) {
+            src.push_str(KV);
+        }
+        let body = self.kernel.source();
+        if body.contains("write_out(") {
+            src.push_str(EPILOGUE);
+        }
+        src.push_str(body);
+        preprocess(&src, &self.flags)
+    }
+}
+
+/// Keeps the lines selected by `#if FLAG` / `#elif FLAG` / `#else` / `#endif` (nestable).
+pub fn preprocess(src: &str, flags: &BTreeSet<&'static str>) -> String {
+    // Per open `#if`: (is this branch on, has any branch been taken, was the enclosing text on).
+    let mut stack: Vec<(bool, bool, bool)> = Vec::new();
+    let mut on = true;
+    let mut out = String::with_capacity(src.len());
+    for line in src.lines() {
+        let t = line.trim();
+        if let Some(flag) = t.strip_prefix("#if ") {
+            let hit = flags.contains(flag.trim());
+            stack.push((hit, hit, on));
+            on = on && hit;
+        } else if let Some(flag) = t.strip_prefix("#elif ") {
+            let top = stack.last_mut().expect("#elif without #if");
+            let hit = !top.1 && flags.contains(flag.trim());
+            top.0 = hit;
+            top.1 |= hit;
+            on = top.2 && hit;
+        } else if t == "#else" {
+            let top = stack.last_mut().expect("#else without #if");
+            top.0 = !top.1;
+            top.1 = true;
+            on = top.2 && top.0;
+        } else if t == "#endif" {
+            let top = stack.pop().expect("#endif without #if");
+            on = top.2;
+        } else if on {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(stack.is_empty(), "unclosed #if");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preprocess_picks_one_branch() {
+        let src = "a\n#if X\nb\n#elif Y\nc\n#else\nd\n#endif\ne\n";
+        let f = |fl: &[&'static str]| preprocess(src, &fl.iter().copied().collect());
+        assert_eq!(f(&["X", "Y"]), "a\nb\ne\n");
+        assert_eq!(f(&["Y"]), "a\nc\ne\n");
+        assert_eq!(f(&[]), "a\nd\ne\n");
+        let nested = "#if X\n#if Y\nxy\n#else\nx\n#endif\n#else\n#if Y\ny\n#endif\n#endif\n";
+        assert_eq!(preprocess(nested, &["X"].into_iter().collect()), "x\n");
+        assert_eq!(preprocess(nested, &["Y"].into_iter().collect()), "y\n");
+    }
+}

@@ -1,0 +1,240 @@
+//! The whole GPU model against the CPU reference on deterministic random Llama-3-shaped models:
+//! logits for every weight type, greedy generation, batched prefill against token-by-token
+//! decoding, KV-cache reuse across chat turns, a 1 MiB binding limit that splits the 128256-row
+//! vocabulary matrices, and typed errors for bad input.
+
+mod common;
+
+use carebot_gpu::{EngineOptions, GpuError, GpuModel, GpuOptions, KvFormat};
+use carebot_model::generate::{Backend, Session};
+use carebot_model::gguf::GgufFile;
+use carebot_model::quant::GgmlType;
+use carebot_model::reference::CpuModel;
+use carebot_model::rng::SplitMix64;
+use carebot_model::sampler::{Sampler, SamplerConfig};
+use carebot_model::synthetic::SyntheticSpec;
+use common::*;
+
+const CONTEXT: usize = 256;
+
+fn cpu_model(bytes: &[u8]) -> CpuModel {
+    let f = GgufFile::parse(bytes, bytes.len() as u64).unwrap();
+    CpuModel::load(&f, CONTEXT, |t| Ok(bytes[t.byte_range().start as usize..t.byte_range().end as usize].to_vec())).unwrap()
+}
+
+/// Loads `bytes` onto the GPU, streaming them in pieces of `piece` bytes (deliberately not
+/// aligned to anything).
+fn gpu_model_with(bytes: &[u8], gpu: GpuOptions, engine: EngineOptions, piece: usize) -> Option<GpuModel> {
+    let ctx = context(gpu)?;
+    let f = GgufFile::parse(bytes, bytes.len() as u64).unwrap();
+    let mut m = pollster::block_on(GpuModel::new(ctx, &f, &engine)).unwrap();
+    for (i, chunk) in bytes.chunks(piece).enumerate() {
+        m.upload((i * piece) as u64, chunk).unwrap();
+    }
+    m.finish_upload().unwrap();
+    Some(m)
+}
+
+fn f32_engine() -> EngineOptions {
+    EngineOptions { context: CONTEXT, kv: KvFormat::F32, ..Default::default() }
+}
+
+fn gpu_model(bytes: &[u8]) -> Option<GpuModel> {
+    gpu_model_with(bytes, GpuOptions::default(), f32_engine(), 100_003)
+}
+
+fn random_tokens(rng: &mut SplitMix64, n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
+}
+
+const TYPES: [GgmlType; 11] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+#[test]
+fn logits_match_the_cpu_reference_for_every_weight_type() {
+    let mut rng = SplitMix64::new(seed("logits"));
+    let spec = SyntheticSpec::tiny_llama3();
+    for ty in TYPES {
+        let bytes = spec.to_gguf(ty);
+        let Some(mut gpu) = gpu_model(&bytes) else { return };
+        let mut cpu = cpu_model(&bytes);
+        // A 37-token prompt (prefill: tiles of 16 tokens, a partial last one), then decode steps.
+        let prompt = random_tokens(&mut rng, 37, spec.vocab);
+        let mut worst = rel_err(&gpu.prefill(&prompt).unwrap(), &cpu.prefill(&prompt).unwrap());
+        for _ in 0..4 {
+            let t = random_tokens(&mut rng, 1, spec.vocab)[0];
+            worst = worst.max(rel_err(&gpu.decode(t).unwrap(), &cpu.decode(t).unwrap()));
+        }
+        eprintln!("{}: max |Δlogit| / max |logit| = {worst:.2e}", ty.name());
+        assert!(worst <= 1e-3, "{}: {worst}", ty.name());
+    }
+}
+
+fn greedy(backend: impl Backend, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut session = Session::new(backend);
+    let mut sampler = Sampler::new(SamplerConfig::greedy());
+    let g = session.generate(prompt, &mut sampler, &[], n, |_| std::ops::ControlFlow::Continue(())).unwrap();
+    g.tokens
+}
+
+#[test]
+fn greedy_tokens_equal_the_cpu_backend() {
+    let mut rng = SplitMix64::new(seed("greedy"));
+    let spec = SyntheticSpec::tiny_llama3();
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q4_0] {
+        let bytes = spec.to_gguf(ty);
+        let Some(gpu) = gpu_model(&bytes) else { return };
+        let prompt = random_tokens(&mut rng, 9, spec.vocab);
+        let on_gpu = greedy(gpu, &prompt, 40);
+        let on_cpu = greedy(cpu_model(&bytes), &prompt, 40);
+        assert_eq!(on_gpu.len(), 40);
+        assert_eq!(on_gpu, on_cpu, "{}", ty.name());
+    }
+}
+
+#[test]
+fn one_pass_prefill_equals_token_by_token_decoding() {
+    let mut rng = SplitMix64::new(seed("prefill"));
+    let spec = SyntheticSpec::tiny_llama3();
+    let bytes = spec.to_gguf(GgmlType::Q6_K);
+    let prompt = random_tokens(&mut rng, 45, spec.vocab);
+    // Batches of 16 tokens: three submissions, the last one partial.
+    let engine = EngineOptions { max_batch: 16, ..f32_engine() };
+    let Some(mut batched) = gpu_model_with(&bytes, GpuOptions::default(), engine, 1 << 20) else { return };
+    let Some(mut stepwise) = gpu_model(&bytes) else { return };
+    assert_eq!(batched.max_batch(), 16);
+    let one_pass = batched.prefill(&prompt).unwrap();
+    let mut last = Vec::new();
+    for &t in &prompt {
+        last = stepwise.decode(t).unwrap();
+    }
+    let err = rel_err(&one_pass, &last);
+    assert!(err <= 1e-4, "{err}");
+    // Both caches now hold the same positions: the next step agrees too.
+    let next = random_tokens(&mut rng, 1, spec.vocab)[0];
+    let err = rel_err(&batched.decode(next).unwrap(), &stepwise.decode(next).unwrap());
+    assert!(err <= 1e-4, "{err}");
+}
+
+#[test]
+fn kv_cache_reuse_across_turns_equals_a_fresh_run() {
+    let mut rng = SplitMix64::new(seed("turns"));
+    let spec = SyntheticSpec::tiny_llama3();
+    let bytes = spec.to_gguf(GgmlType::Q4_K);
+    let Some(gpu) = gpu_model(&bytes) else { return };
+    let mut chat = Session::new(gpu);
+    let mut sampler = Sampler::new(SamplerConfig::greedy());
+    let go = |_| std::ops::ControlFlow::Continue(());
+    let turn1 = random_tokens(&mut rng, 12, spec.vocab);
+    let reply1 = chat.generate(&turn1, &mut sampler, &[], 8, go).unwrap();
+    // The next prompt is the whole conversation so far plus the new user turn.
+    let mut conversation = turn1.clone();
+    conversation.extend(&reply1.tokens);
+    conversation.extend(random_tokens(&mut rng, 7, spec.vocab));
+    let reply2 = chat.generate(&conversation, &mut sampler, &[], 10, go).unwrap();
+    assert!(reply2.prompt_tokens_run <= 8, "ran {} prompt tokens again", reply2.prompt_tokens_run);
+    let Some(fresh) = gpu_model(&bytes) else { return };
+    assert_eq!(reply2.tokens, greedy(fresh, &conversation, 10));
+    assert_eq!(reply2.tokens, greedy(cpu_model(&bytes), &conversation, 10));
+}
+
+#[test]
+fn f16_kv_cache_native_and_packed_agree_with_the_cpu() {
+    let mut rng = SplitMix64::new(seed("kv16"));
+    let spec = SyntheticSpec::tiny_llama3();
+    let bytes = spec.to_gguf(GgmlType::Q8_0);
+    let prompt = random_tokens(&mut rng, 30, spec.vocab);
+    let want = cpu_model(&bytes).prefill(&prompt).unwrap();
+    let engine = EngineOptions { kv: KvFormat::F16, ..f32_engine() };
+    let mut results = Vec::new();
+    for disable_f16 in [false, true] {
+        let gpu = GpuOptions { disable_f16, ..Default::default() };
+        let Some(mut m) = gpu_model_with(&bytes, gpu, engine.clone(), 65_537) else { return };
+        let logits = m.prefill(&prompt).unwrap();
+        let err = rel_err(&logits, &want);
+        eprintln!("f16 KV (shader-f16 {}): {err:.2e}", m.ctx.f16);
+        assert!(err <= 1e-2, "{err}");
+        results.push(logits);
+    }
+    assert!(rel_err(&results[0], &results[1]) <= 1e-5);
+}
+
+#[test]
+fn a_1_mib_binding_limit_splits_the_128256_row_vocabulary_matrices() {
+    let mut rng = SplitMix64::new(seed("split"));
+    // Llama-3's vocabulary on a narrow model: each vocabulary matrix is 8.7 MB of Q8_0.
+    let spec = SyntheticSpec {
+        vocab: 128_256,
+        dim: 64,
+        ffn_dim: 160,
+        n_layers: 1,
+        n_heads: 2,
+        n_kv_heads: 1,
+        ..SyntheticSpec::tiny_llama3()
+    };
+    let bytes = spec.to_gguf(GgmlType::Q8_0);
+    let gpu = GpuOptions { max_binding: Some(1 << 20), ..Default::default() };
+    let Some(mut m) = gpu_model_with(&bytes, gpu, f32_engine(), 3 << 20) else { return };
+    assert_eq!(m.ctx.binding_limit, 1 << 20);
+    let (embd, out) = m.vocabulary_parts();
+    assert!(embd >= 9 && out >= 9, "split into {embd} and {out} parts");
+    let mut cpu = cpu_model(&bytes);
+    // Tokens from every part of the table, including its first and last rows.
+    let mut prompt = vec![0, 128_255, 15_421, 64_000];
+    prompt.extend(random_tokens(&mut rng, 8, spec.vocab));
+    let err = rel_err(&m.prefill(&prompt).unwrap(), &cpu.prefill(&prompt).unwrap());
+    assert!(err <= 1e-3, "{err}");
+    let err = rel_err(&m.decode(127_999).unwrap(), &cpu.decode(127_999).unwrap());
+    assert!(err <= 1e-3, "{err}");
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    let spec = SyntheticSpec::tiny_llama3();
+    let bytes = spec.to_gguf(GgmlType::Q4_0);
+    let f = GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
+
+    // A binding limit below one row of the output matrix: "needs … MiB, offers … MiB".
+    let Some(ctx) = context(GpuOptions { max_binding: Some(100), ..Default::default() }) else { return };
+    match pollster::block_on(GpuModel::new(ctx, &f, &f32_engine())) {
+        Err(e @ GpuError::TooSmall { .. }) => assert!(e.to_string().contains("MiB"), "{e}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a 100-byte binding limit was accepted"),
+    }
+
+    // A truncated upload names the tensor that is short.
+    let Some(ctx) = context(GpuOptions::default()) else { return };
+    let mut m = pollster::block_on(GpuModel::new(ctx, &f, &f32_engine())).unwrap();
+    m.upload(0, &bytes[..bytes.len() - 1000]).unwrap();
+    let e = m.finish_upload().unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    assert!(matches!(m.prefill(&[1]), Err(_)), "ran without weights");
+
+    // Token ids outside the vocabulary and a full context.
+    let Some(mut m) = gpu_model(&bytes) else { return };
+    let e = m.prefill(&[3, 256]).unwrap_err().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    let e = m.prefill(&vec![1; CONTEXT + 1]).unwrap_err().to_string();
+    assert!(e.contains("context is full"), "{e}");
+    assert_eq!(Backend::len(&m), 0, "a failed step must not advance the cache");
+
+    // Asking for an adapter that does not exist.
+    let e = pollster::block_on(carebot_gpu::GpuContext::new(&GpuOptions {
+        adapter_name: Some("no-such-gpu".into()),
+        ..Default::default()
+    }))
+    .err()
+    .expect("found an adapter named no-such-gpu");
+    assert!(e.to_string().contains("no GPU adapter"), "{e}");
+}

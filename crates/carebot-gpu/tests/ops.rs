@@ -1,0 +1,273 @@
+//! Each kernel against the CPU reference on fresh random inputs, with sizes that are not
+//! multiples of the workgroup sizes, and big matrices split over several buffers.
+
+mod common;
+
+use carebot_gpu::GpuOptions;
+use carebot_gpu::ops::attention::attention;
+use carebot_gpu::ops::embed::embed;
+use carebot_gpu::ops::matmul::{Epilogue, matmul};
+use carebot_gpu::ops::rms_norm::rms_norm;
+use carebot_gpu::ops::rope::{rope_and_store, rope_table};
+use carebot_gpu::weights::GpuMatrix;
+use carebot_model::config::LlamaConfig;
+use carebot_model::quant::{self, GgmlType};
+use carebot_model::reference::{self, QMatrix};
+use carebot_model::rng::SplitMix64;
+use common::*;
+use half::f16;
+
+const TYPES: [GgmlType; 11] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// A random `rows × cols` matrix in format `ty` (rows with different magnitudes and offsets, so
+/// scales and mins vary).
+fn random_matrix(rng: &mut SplitMix64, ty: GgmlType, rows: usize, cols: usize) -> QMatrix {
+    let mut values = Vec::with_capacity(rows * cols);
+    for _ in 0..rows {
+        let scale = 0.05 + 2.0 * rng.next_f32();
+        let offset = 0.3 * rng.next_signed();
+        values.extend((0..cols).map(|_| offset + scale * rng.next_signed()));
+    }
+    QMatrix { ty, rows, cols, data: quant::quantize(ty, &values).unwrap() }
+}
+
+fn gpu_matrix(ctx: &carebot_gpu::GpuContext, m: &QMatrix, per_part: u32) -> GpuMatrix {
+    let g = GpuMatrix::allocate(ctx, "test matrix", m.ty, m.rows as u32, m.cols as u32, per_part).unwrap();
+    g.write(ctx, &m.data);
+    g
+}
+
+#[test]
+fn embedding_gather_dequantizes_every_weight_type_like_the_cpu() {
+    let Some(ctx) = context(GpuOptions::default()) else { return };
+    let mut rng = SplitMix64::new(seed("embed"));
+    let (rows, cols) = (37, 512);
+    for ty in TYPES {
+        let m = random_matrix(&mut rng, ty, rows, cols);
+        // 5 rows per buffer: the table is split into 8 parts, the last one short.
+        let g = gpu_matrix(&ctx, &m, 5);
+        assert_eq!(g.parts.len(), 8);
+        let mut tokens: Vec<u32> = (0..21).map(|_| (rng.next_u64() % rows as u64) as u32).collect();
+        tokens.extend([0, rows as u32 - 1, 4, 5]);
+        let tok = common::upload_bytes(&ctx, bytemuck::cast_slice(&tokens));
+        let out = ctx.storage("embeddings", (tokens.len() * cols * 4) as u64).unwrap();
+        run(&ctx, &embed(&ctx, &g, &tok, &out), tokens.len() as u32);
+        let got = download(&ctx, &out, tokens.len() * cols);
+        let mut want = vec![0f32; tokens.len() * cols];
+        for (t, &tok) in tokens.iter().enumerate() {
+            m.row(tok as usize, &mut want[t * cols..(t + 1) * cols]);
+        }
+        let err = rel_err(&got, &want);
+        assert!(err <= 1e-6, "{}: relative error {err}", ty.name());
+    }
+}
+
+#[test]
+fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
+    let Some(ctx) = context(GpuOptions::default()) else { return };
+    let mut rng = SplitMix64::new(seed("matmul"));
+    let (rows, cols) = (77, 512);
+    for (i, ty) in TYPES.into_iter().enumerate() {
+        let w = random_matrix(&mut rng, ty, rows, cols);
+        // SwiGLU pairs each type with a different one for `up`.
+        let up = random_matrix(&mut rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
+        let (gw, gup) = (gpu_matrix(&ctx, &w, 30), gpu_matrix(&ctx, &up, 30));
+        for n in [1usize, 5, 19] {
+            for batched in [false, true] {
+                if n > 1 && !batched {
+                    continue;
+                }
+                for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
+                    let x = random(&mut rng, n * cols, -1.0, 1.0);
+                    let y0 = random(&mut rng, n * rows, -4.0, 4.0);
+                    let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
+                    let s = step(&ctx, n as u32, 0);
+                    let upm = (epilogue == Epilogue::SwiGlu).then_some(&gup);
+                    run(&ctx, &matmul(&ctx, &s, &gw, upm, &xb, &yb, epilogue, batched), n as u32);
+                    let got = download(&ctx, &yb, n * rows);
+                    let mut want = vec![0f32; n * rows];
+                    w.matmul(&x, &mut want);
+                    match epilogue {
+                        Epilogue::Store => {}
+                        Epilogue::Add => want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b),
+                        Epilogue::SwiGlu => {
+                            let mut u = vec![0f32; n * rows];
+                            up.matmul(&x, &mut u);
+                            want.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
+                        }
+                    }
+                    let err = rel_err(&got, &want);
+                    assert!(err <= 2e-6, "{} {epilogue:?} n={n} batched={batched}: relative error {err}", ty.name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rms_norm_matches_the_cpu() {
+    let Some(ctx) = context(GpuOptions::default()) else { return };
+    let mut rng = SplitMix64::new(seed("rms_norm"));
+    let (n, dim) = (7usize, 300usize);
+    let x = random(&mut rng, n * dim, -3.0, 3.0);
+    let w = random(&mut rng, dim, 0.5, 1.5);
+    let (xb, wb) = (upload(&ctx, &x), upload(&ctx, &w));
+    let y = ctx.storage("y", (n * dim * 4) as u64).unwrap();
+    let s = step(&ctx, n as u32, 0);
+    let mut want = vec![0f32; n * dim];
+    for t in 0..n {
+        reference::rms_norm(&mut want[t * dim..(t + 1) * dim], &x[t * dim..(t + 1) * dim], &w, 1e-5);
+    }
+    run(&ctx, &[rms_norm(&ctx, &s, &xb, &y, &wb, dim as u32, 1e-5, false)], n as u32);
+    let err = rel_err(&download(&ctx, &y, n * dim), &want);
+    assert!(err <= 1e-6, "all tokens: {err}");
+    run(&ctx, &[rms_norm(&ctx, &s, &xb, &y, &wb, dim as u32, 1e-5, true)], n as u32);
+    let err = rel_err(&download(&ctx, &y, dim), &want[(n - 1) * dim..]);
+    assert!(err <= 1e-6, "last token only: {err}");
+}
+
+fn small_config(heads: usize, kv_heads: usize, head_dim: usize, context: usize) -> LlamaConfig {
+    LlamaConfig {
+        n_layers: 1,
+        dim: heads * head_dim,
+        n_heads: heads,
+        n_kv_heads: kv_heads,
+        head_dim,
+        ffn_dim: 4 * heads * head_dim,
+        vocab_size: 100,
+        rms_eps: 1e-5,
+        rope_theta: 500_000.0,
+        rope_dim: head_dim,
+        context_length: context,
+        tied_output: false,
+        has_rope_freqs: true,
+    }
+}
+
+/// The KV formats this adapter can run, with the bytes of one stored value.
+fn kv_formats(ctx: &carebot_gpu::GpuContext) -> Vec<(&'static str, usize)> {
+    let mut f = vec![("KV_F32", 4), ("KV_PACKED", 2)];
+    if ctx.f16 {
+        f.push(("KV_F16", 2));
+    }
+    f
+}
+
+fn decode_cache(bytes: &[u8], elem: usize) -> Vec<f32> {
+    if elem == 4 {
+        bytemuck::cast_slice(bytes).to_vec()
+    } else {
+        bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+    }
+}
+
+fn encode_cache(values: &[f32], elem: usize) -> Vec<u8> {
+    if elem == 4 {
+        bytemuck::cast_slice(values).to_vec()
+    } else {
+        values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect()
+    }
+}
+
+#[test]
+fn rope_and_cache_append_match_the_cpu() {
+    let Some(ctx) = context(GpuOptions::default()) else { return };
+    let mut rng = SplitMix64::new(seed("rope"));
+    let cfg = small_config(4, 2, 64, 64);
+    let (n, pos0) = (5usize, 37usize);
+    let factors = random(&mut rng, cfg.head_dim / 2, 1.0, 8.0);
+    let table = upload(&ctx, &rope_table(&cfg, cfg.context_length, Some(&factors)));
+    let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+    let q = random(&mut rng, n * q_dim, -2.0, 2.0);
+    let k = random(&mut rng, n * kv_dim, -2.0, 2.0);
+    let v = random(&mut rng, n * kv_dim, -2.0, 2.0);
+    let mut want_q = q.clone();
+    let mut want_k = k.clone();
+    for t in 0..n {
+        let (hd, th) = (cfg.head_dim, cfg.rope_theta);
+        reference::rope(&mut want_q[t * q_dim..(t + 1) * q_dim], hd, hd, pos0 + t, th, Some(&factors));
+        reference::rope(&mut want_k[t * kv_dim..(t + 1) * kv_dim], hd, hd, pos0 + t, th, Some(&factors));
+    }
+    for (flag, elem) in kv_formats(&ctx) {
+        let (qb, kb, vb) = (upload(&ctx, &q), upload(&ctx, &k), upload(&ctx, &v));
+        let cache_bytes = (cfg.context_length * kv_dim * elem) as u64;
+        let (kc, vc) = (ctx.storage("k", cache_bytes).unwrap(), ctx.storage("v", cache_bytes).unwrap());
+        let s = step(&ctx, n as u32, pos0 as u32);
+        run(&ctx, &[rope_and_store(&ctx, &s, &cfg, &qb, &kb, &vb, &table, &kc, &vc, flag)], n as u32);
+        let err = rel_err(&download(&ctx, &qb, n * q_dim), &want_q);
+        assert!(err <= 1e-6, "{flag} q: {err}");
+        let range = pos0 * kv_dim * elem / 4..(pos0 + n) * kv_dim * elem / 4;
+        let kc_all = download(&ctx, &kc, cache_bytes as usize / 4);
+        let vc_all = download(&ctx, &vc, cache_bytes as usize / 4);
+        let got_k = decode_cache(bytemuck::cast_slice(&kc_all[range.clone()]), elem);
+        let got_v = decode_cache(bytemuck::cast_slice(&vc_all[range]), elem);
+        let tol = if elem == 4 { 1e-6 } else { 1e-3 };
+        let err_k = rel_err(&got_k, &want_k);
+        let err_v = rel_err(&got_v, &v);
+        assert!(err_k <= tol && err_v <= tol, "{flag}: k {err_k}, v {err_v}");
+    }
+}
+
+/// The CPU reference's attention over cached keys/values (already in f32).
+fn cpu_attention(cfg: &LlamaConfig, q: &[f32], keys: &[f32], values: &[f32], pos0: usize, n: usize) -> Vec<f32> {
+    let (hd, q_dim, kv_dim) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+    let group = cfg.n_heads / cfg.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0f32; n * q_dim];
+    for t in 0..n {
+        for h in 0..cfg.n_heads {
+            let qh = &q[t * q_dim + h * hd..][..hd];
+            let kvh = h / group;
+            let mut scores: Vec<f32> = (0..=pos0 + t)
+                .map(|p| qh.iter().zip(&keys[p * kv_dim + kvh * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>() * scale)
+                .collect();
+            reference::softmax(&mut scores);
+            let o = &mut out[t * q_dim + h * hd..][..hd];
+            for (p, s) in scores.iter().enumerate() {
+                for (oi, vi) in o.iter_mut().zip(&values[p * kv_dim + kvh * hd..][..hd]) {
+                    *oi += s * vi;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_matches_the_cpu_on_short_and_long_contexts() {
+    let Some(ctx) = context(GpuOptions::default()) else { return };
+    let mut rng = SplitMix64::new(seed("attention"));
+    // (heads, kv heads, head size, first position, tokens, query magnitude)
+    let cases = [(8, 2, 96, 150, 3, 1.0), (4, 4, 128, 0, 1, 1.0), (4, 1, 64, 61, 19, 1.0), (2, 1, 128, 1990, 2, 30.0)];
+    for (heads, kv_heads, hd, pos0, n, mag) in cases {
+        let cfg = small_config(heads, kv_heads, hd, 2048);
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let q = random(&mut rng, n * q_dim, -mag, mag);
+        let keys = random(&mut rng, (pos0 + n) * kv_dim, -1.0, 1.0);
+        let values = random(&mut rng, (pos0 + n) * kv_dim, -1.0, 1.0);
+        for (flag, elem) in kv_formats(&ctx) {
+            // The cache holds what its format can store; the CPU reads the same values back.
+            let (kbytes, vbytes) = (encode_cache(&keys, elem), encode_cache(&values, elem));
+            let (k_seen, v_seen) = (decode_cache(&kbytes, elem), decode_cache(&vbytes, elem));
+            let want = cpu_attention(&cfg, &q, &k_seen, &v_seen, pos0, n);
+            let (qb, kc, vc) = (upload(&ctx, &q), upload_bytes(&ctx, &kbytes), upload_bytes(&ctx, &vbytes));
+            let out = ctx.storage("out", (n * q_dim * 4) as u64).unwrap();
+            let s = step(&ctx, n as u32, pos0 as u32);
+            run(&ctx, &[attention(&ctx, &s, &cfg, &qb, &kc, &vc, &out, flag)], n as u32);
+            let err = rel_err(&download(&ctx, &out, n * q_dim), &want);
+            assert!(err <= 1e-5, "{flag} heads {heads}/{kv_heads} hd {hd} pos0 {pos0} n {n}: {err}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+// Shared by every kernel: the per-submit step uniform. The engine writes it once per forward
+// call, so bind groups and per-op parameter buffers are created once at load time.
+struct Step {
+    // Tokens in this batch.
+    n_tokens: u32,
+    // Cache position of the batch's first token.
+    pos0: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> step: Step;
+
+// Workgroup index of a dispatch that may be spread over x and y (x is capped at 65535).
+fn flat_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}

@@ -1,0 +1,29 @@
+// Token embeddings: row `tokens[t]` of the embedding table, dequantized, into x[t]. The table may
+// be split by rows over several buffers; this dispatch serves the tokens whose row lies in its part.
+struct Params {
+    first_row: u32,
+    rows: u32,
+    cols: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> tokens: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> weights_a: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = wid.y;
+    let token = tokens[t];
+    if (token < p.first_row || token - p.first_row >= p.rows) {
+        return;
+    }
+    let row_byte = (token - p.first_row) * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
+    for (var c = lid; c < p.cols / 32u; c += 64u) {
+        let w = dequant32_a(row_byte, c);
+        for (var i = 0u; i < 32u; i++) {
+            y[t * p.cols + c * 32u + i] = w[i];
+        }
+    }
+}

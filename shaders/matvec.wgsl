@@ -1,0 +1,66 @@
+// y = W · x for one token, the decode path. W (`rows × cols`, any GGUF type) is dequantized on the
+// fly; with SWIGLU a second matrix (up) shares the pass and y = silu(W_a x) · (W_b x). A workgroup
+// takes 4 rows with 64 lanes each; lane i sums 32-weight chunks i, i + 64, … of its row.
+struct Params {
+    rows: u32,
+    cols: u32,
+    // Output index of this matrix part's first row (big matrices are split by rows).
+    row_offset: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> weights_a: array<u32>;
+#if SWIGLU
+@group(0) @binding(5) var<storage, read> weights_b: array<u32>;
+#endif
+
+const LANES: u32 = 64u;
+const ROWS: u32 = 4u;
+
+var<workgroup> partial_a: array<f32, 256>;
+var<workgroup> partial_b: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = flat_group(wid, nwg) * ROWS + lid / LANES;
+    let lane = lid % LANES;
+    let chunks = p.cols / 32u;
+    var acc_a = 0.0;
+    var acc_b = 0.0;
+    if (row < p.rows) {
+        let rb_a = row * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
+#if SWIGLU
+        let rb_b = row * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
+#endif
+        for (var c = lane; c < chunks; c += LANES) {
+            let wa = dequant32_a(rb_a, c);
+#if SWIGLU
+            let wb = dequant32_b(rb_b, c);
+#endif
+            for (var i = 0u; i < 32u; i++) {
+                let xi = x[c * 32u + i];
+                acc_a += wa[i] * xi;
+#if SWIGLU
+                acc_b += wb[i] * xi;
+#endif
+            }
+        }
+    }
+    partial_a[lid] = acc_a;
+    partial_b[lid] = acc_b;
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            partial_a[lid] += partial_a[lid + s];
+            partial_b[lid] += partial_b[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && row < p.rows) {
+        write_out(p.row_offset + row, partial_a[lid], partial_b[lid]);
+    }
+}
