@@ -15,3 +15,8 @@ struct Step {
 fn flat_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
+
+// The four bytes of a word, lowest first.
+fn bytes4(w: u32) -> vec4<u32> {
+    return vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xffu);
+}

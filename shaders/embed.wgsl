@@ -9,7 +9,7 @@ struct Params {
 
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> tokens: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> weights_a: array<u32>;
 
 @compute @workgroup_size(64)
@@ -20,10 +20,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         return;
     }
     let row_byte = (token - p.first_row) * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
-    for (var c = lid; c < p.cols / 32u; c += 64u) {
-        let w = dequant32_a(row_byte, c);
-        for (var i = 0u; i < 32u; i++) {
-            y[t * p.cols + c * 32u + i] = w[i];
-        }
+    // 64 invocations take 4 weights each.
+    for (var e = lid; e < p.cols / 4u; e += 64u) {
+        y[t * (p.cols / 4u) + e] = dequant4_a(chunk_a(row_byte, e / 8u), e % 8u);
     }
 }

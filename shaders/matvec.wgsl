@@ -1,5 +1,5 @@
 // y = W · x for one token, the decode path. W (`rows × cols`, any GGUF type) is dequantized on the
-// fly; with SWIGLU a second matrix (up) shares the pass and y = silu(W_a x) · (W_b x). A workgroup
+// fly, 4 weights at a time; with SWIGLU a second matrix (up) shares the pass and y = silu(W_a x) · (W_b x). A workgroup
 // takes 4 rows with 64 lanes each; lane i sums 32-weight chunks i, i + 64, … of its row.
 struct Params {
     rows: u32,
@@ -10,15 +10,15 @@ struct Params {
 }
 
 @group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> weights_a: array<u32>;
 #if SWIGLU
 @group(0) @binding(5) var<storage, read> weights_b: array<u32>;
 #endif
 
-const LANES: u32 = 64u;
-const ROWS: u32 = 4u;
+const LANES: u32 = {{MATVEC_LANES}}u;
+const ROWS: u32 = {{MATVEC_ROWS}}u;
 
 var<workgroup> partial_a: array<f32, 256>;
 var<workgroup> partial_b: array<f32, 256>;
@@ -37,15 +37,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let rb_b = row * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
 #endif
         for (var c = lane; c < chunks; c += LANES) {
-            let wa = dequant32_a(rb_a, c);
+            let ha = chunk_a(rb_a, c);
 #if SWIGLU
-            let wb = dequant32_b(rb_b, c);
+            let hb = chunk_b(rb_b, c);
 #endif
-            for (var i = 0u; i < 32u; i++) {
-                let xi = x[c * 32u + i];
-                acc_a += wa[i] * xi;
+            for (var i = 0u; i < 8u; i++) {
+                let xi = x[c * 8u + i];
+                acc_a += dot(dequant4_a(ha, i), xi);
 #if SWIGLU
-                acc_b += wb[i] * xi;
+                acc_b += dot(dequant4_b(hb, i), xi);
 #endif
             }
         }

@@ -2,13 +2,16 @@
 const BLOCK_ELEMS_$W: u32 = 1u;
 const BLOCK_BYTES_$W: u32 = 2u;
 
-fn dequant32_$W(row_byte: u32, chunk: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
-    let w0 = (row_byte >> 2u) + chunk * 16u;
-    for (var i = 0u; i < 16u; i++) {
-        let w = weights_$W[w0 + i];
-        out[2u * i] = bitcast<f32>(w << 16u);
-        out[2u * i + 1u] = bitcast<f32>(w & 0xffff0000u);
-    }
-    return out;
+struct Head_$W {
+    w0: u32,
+}
+
+fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
+    return Head_$W((row_byte >> 2u) + chunk * 16u);
+}
+
+fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    let a = weights_$W[h.w0 + 2u * i];
+    let b = weights_$W[h.w0 + 2u * i + 1u];
+    return bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xffff0000u, b << 16u, b & 0xffff0000u));
 }

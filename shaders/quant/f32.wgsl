@@ -2,11 +2,15 @@
 const BLOCK_ELEMS_$W: u32 = 1u;
 const BLOCK_BYTES_$W: u32 = 4u;
 
-fn dequant32_$W(row_byte: u32, chunk: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
-    let w0 = (row_byte >> 2u) + chunk * 32u;
-    for (var i = 0u; i < 32u; i++) {
-        out[i] = bitcast<f32>(weights_$W[w0 + i]);
-    }
-    return out;
+struct Head_$W {
+    w0: u32,
+}
+
+fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
+    return Head_$W((row_byte >> 2u) + chunk * 32u);
+}
+
+fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    let w = h.w0 + 4u * i;
+    return bitcast<vec4<f32>>(vec4<u32>(weights_$W[w], weights_$W[w + 1u], weights_$W[w + 2u], weights_$W[w + 3u]));
 }

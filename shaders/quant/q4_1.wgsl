@@ -3,18 +3,19 @@
 const BLOCK_ELEMS_$W: u32 = 32u;
 const BLOCK_BYTES_$W: u32 = 20u;
 
-fn dequant32_$W(row_byte: u32, chunk: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
+struct Head_$W {
+    qs: u32,
+    d: f32,
+    m: f32,
+}
+
+fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let b = row_byte + chunk * 20u;
-    let d = half_$W(b);
-    let m = half_$W(b + 2u);
-    for (var j = 0u; j < 4u; j++) {
-        let w = word_$W(b + 4u + 4u * j);
-        for (var k = 0u; k < 4u; k++) {
-            let q = (w >> (8u * k)) & 0xffu;
-            out[4u * j + k] = d * f32(q & 0xfu) + m;
-            out[4u * j + k + 16u] = d * f32(q >> 4u) + m;
-        }
-    }
-    return out;
+    let dm = unpack2x16float(word_$W(b));
+    return Head_$W(b + 4u, dm.x, dm.y);
+}
+
+fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    let w = word_$W(h.qs + 4u * (i & 3u)) >> (4u * (i >> 2u));
+    return h.d * vec4<f32>(bytes4(w) & vec4<u32>(0xfu)) + h.m;
 }

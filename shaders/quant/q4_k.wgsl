@@ -4,21 +4,22 @@
 const BLOCK_ELEMS_$W: u32 = 256u;
 const BLOCK_BYTES_$W: u32 = 144u;
 
-fn dequant32_$W(row_byte: u32, chunk: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
+struct Head_$W {
+    qs: u32,
+    shift: u32,
+    scale: f32,
+    offset: f32,
+}
+
+fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let b = row_byte + (chunk >> 3u) * 144u;
     let j = chunk & 7u;
     let dd = unpack2x16float(word_$W(b));
     let sm = scale_min_k4_$W(b + 4u, j);
-    let scale = dd.x * sm.x;
-    let offset = dd.y * sm.y;
-    let shift = (j & 1u) * 4u;
-    let q0 = b + 16u + 32u * (j >> 1u);
-    for (var i = 0u; i < 8u; i++) {
-        let w = word_$W(q0 + 4u * i);
-        for (var k = 0u; k < 4u; k++) {
-            out[4u * i + k] = scale * f32((w >> (8u * k + shift)) & 0xfu) - offset;
-        }
-    }
-    return out;
+    return Head_$W(b + 16u + 32u * (j >> 1u), (j & 1u) * 4u, dd.x * sm.x, dd.y * sm.y);
+}
+
+fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    let w = word_$W(h.qs + 4u * i) >> h.shift;
+    return h.scale * vec4<f32>(bytes4(w) & vec4<u32>(0xfu)) - h.offset;
 }

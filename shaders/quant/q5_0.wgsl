@@ -1,23 +1,21 @@
-// Q5_0: 32 weights in 22 bytes: f16 scale d, 32 fifth bits (one u32), 16 bytes of nibbles;
-// w = d · (q − 16).
+// Q5_0: 32 weights in 22 bytes: f16 scale d, 32 fifth bits (bit e belongs to weight e), 16 bytes
+// of nibbles (low: 0..15, high: 16..31); w = d · (q − 16).
 const BLOCK_ELEMS_$W: u32 = 32u;
 const BLOCK_BYTES_$W: u32 = 22u;
 
-fn dequant32_$W(row_byte: u32, chunk: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
+struct Head_$W {
+    qs: u32,
+    qh: u32,
+    d: f32,
+}
+
+fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let b = row_byte + chunk * 22u;
-    let d = half_$W(b);
-    let qh = word_$W(b + 2u);
-    for (var j = 0u; j < 4u; j++) {
-        let w = word_$W(b + 6u + 4u * j);
-        for (var k = 0u; k < 4u; k++) {
-            let i = 4u * j + k;
-            let q = (w >> (8u * k)) & 0xffu;
-            let lo = (q & 0xfu) | (((qh >> i) & 1u) << 4u);
-            let hi = (q >> 4u) | (((qh >> (i + 16u)) & 1u) << 4u);
-            out[i] = d * (f32(lo) - 16.0);
-            out[i + 16u] = d * (f32(hi) - 16.0);
-        }
-    }
-    return out;
+    return Head_$W(b + 6u, word_$W(b + 2u), half_$W(b));
+}
+
+fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    let w = word_$W(h.qs + 4u * (i & 3u)) >> (4u * (i >> 2u));
+    let hi = (vec4<u32>(h.qh) >> (vec4<u32>(0u, 1u, 2u, 3u) + 4u * i)) & vec4<u32>(1u);
+    return h.d * (vec4<f32>((bytes4(w) & vec4<u32>(0xfu)) | (hi << vec4<u32>(4u))) - 16.0);
 }

@@ -4,23 +4,25 @@
 const BLOCK_ELEMS_$W: u32 = 256u;
 const BLOCK_BYTES_$W: u32 = 176u;
 
-fn dequant32_$W(row_byte: u32, chunk: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
+struct Head_$W {
+    qs: u32,
+    qh: u32,
+    shift: u32,
+    bit: u32,
+    scale: f32,
+    offset: f32,
+}
+
+fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let b = row_byte + (chunk >> 3u) * 176u;
     let j = chunk & 7u;
     let dd = unpack2x16float(word_$W(b));
     let sm = scale_min_k4_$W(b + 4u, j);
-    let scale = dd.x * sm.x;
-    let offset = dd.y * sm.y;
-    let shift = (j & 1u) * 4u;
-    let q0 = b + 48u + 32u * (j >> 1u);
-    for (var i = 0u; i < 8u; i++) {
-        let w = word_$W(q0 + 4u * i);
-        let h = word_$W(b + 16u + 4u * i);
-        for (var k = 0u; k < 4u; k++) {
-            let q = ((w >> (8u * k + shift)) & 0xfu) | (((h >> (8u * k + j)) & 1u) << 4u);
-            out[4u * i + k] = scale * f32(q) - offset;
-        }
-    }
-    return out;
+    return Head_$W(b + 48u + 32u * (j >> 1u), b + 16u, (j & 1u) * 4u, j, dd.x * sm.x, dd.y * sm.y);
+}
+
+fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    let lo = bytes4(word_$W(h.qs + 4u * i) >> h.shift) & vec4<u32>(0xfu);
+    let hi = bytes4(word_$W(h.qh + 4u * i) >> h.bit) & vec4<u32>(1u);
+    return h.scale * vec4<f32>(lo | (hi << vec4<u32>(4u))) - h.offset;
 }

@@ -5,26 +5,30 @@
 const BLOCK_ELEMS_$W: u32 = 256u;
 const BLOCK_BYTES_$W: u32 = 210u;
 
-fn dequant32_$W(row_byte: u32, chunk: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
+struct Head_$W {
+    ql: u32,
+    qh: u32,
+    shift: u32,
+    hshift: u32,
+    // d · scale for weights 0..15 and 16..31 of the chunk.
+    sc_lo: f32,
+    sc_hi: f32,
+}
+
+fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let b = row_byte + (chunk >> 3u) * 210u;
     let n = (chunk & 7u) >> 2u;
     let k = chunk & 3u;
     let d = half_$W(b + 208u);
-    let sc_base = b + 192u + 8u * n + 2u * k;
-    let sc_lo = d * f32(bitcast<i32>(byte_$W(sc_base) << 24u) >> 24u);
-    let sc_hi = d * f32(bitcast<i32>(byte_$W(sc_base + 1u) << 24u) >> 24u);
-    let shift = (k >> 1u) * 4u;
-    let ql0 = b + 64u * n + 32u * (k & 1u);
-    let qh0 = b + 128u + 32u * n;
-    for (var i = 0u; i < 8u; i++) {
-        let lw = word_$W(ql0 + 4u * i);
-        let hw = word_$W(qh0 + 4u * i);
-        let sc = select(sc_hi, sc_lo, i < 4u);
-        for (var e = 0u; e < 4u; e++) {
-            let q = ((lw >> (8u * e + shift)) & 0xfu) | (((hw >> (8u * e + 2u * k)) & 3u) << 4u);
-            out[4u * i + e] = sc * (f32(q) - 32.0);
-        }
-    }
-    return out;
+    let sc = b + 192u + 8u * n + 2u * k;
+    let sc_lo = d * f32(bitcast<i32>(byte_$W(sc) << 24u) >> 24u);
+    let sc_hi = d * f32(bitcast<i32>(byte_$W(sc + 1u) << 24u) >> 24u);
+    return Head_$W(b + 64u * n + 32u * (k & 1u), b + 128u + 32u * n, (k >> 1u) * 4u, 2u * k, sc_lo, sc_hi);
+}
+
+fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    let lo = bytes4(word_$W(h.ql + 4u * i) >> h.shift) & vec4<u32>(0xfu);
+    let hi = bytes4(word_$W(h.qh + 4u * i) >> h.hshift) & vec4<u32>(3u);
+    let sc = select(h.sc_hi, h.sc_lo, i < 4u);
+    return sc * (vec4<f32>(lo | (hi << vec4<u32>(4u))) - 32.0);
 }

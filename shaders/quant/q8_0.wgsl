@@ -2,16 +2,19 @@
 const BLOCK_ELEMS_$W: u32 = 32u;
 const BLOCK_BYTES_$W: u32 = 34u;
 
-fn dequant32_$W(row_byte: u32, chunk: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
+struct Head_$W {
+    qs: u32,
+    d: f32,
+}
+
+fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let b = row_byte + chunk * 34u;
-    let d = half_$W(b);
-    for (var j = 0u; j < 8u; j++) {
-        let w = word_$W(b + 2u + 4u * j);
-        for (var k = 0u; k < 4u; k++) {
-            // Shift the byte to the top, then arithmetic-shift back down to sign-extend it.
-            out[4u * j + k] = d * f32(bitcast<i32>(w << (24u - 8u * k)) >> 24u);
-        }
-    }
-    return out;
+    return Head_$W(b + 2u, half_$W(b));
+}
+
+fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    let w = word_$W(h.qs + 4u * i);
+    // Each byte moved to the top, then arithmetic-shifted back down: sign extension.
+    let q = bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u);
+    return h.d * vec4<f32>(q);
 }

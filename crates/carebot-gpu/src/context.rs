@@ -193,6 +193,14 @@ impl GpuContext {
         pipeline
     }
 
+    /// Blocks until the GPU has finished everything submitted (native benchmarks and tools only:
+    /// in the browser, wait on a readback instead).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_idle(&self) -> Result<(), GpuError> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Wgpu(e.to_string()))?;
+        self.check()
+    }
+
     /// A storage buffer of `size` bytes (rounded up to 4), checked against the binding limit.
     pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer, GpuError> {
         let size = size.max(4).next_multiple_of(4);

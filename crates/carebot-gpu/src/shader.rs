@@ -17,6 +17,11 @@ const KV: &str = shader!("kv.wgsl");
 const BYTES: &str = shader!("quant/bytes.wgsl");
 const K_SCALES: &str = shader!("quant/k_scales.wgsl");
 
+/// Rows per matvec workgroup and lanes per row (ROWS × LANES = 256 invocations). Fewer lanes
+/// per row means fewer barrier steps in the reduction; more rows per group means fewer groups.
+pub const MATVEC_ROWS: u32 = 16;
+pub const MATVEC_LANES: u32 = 16;
+
 /// The kernels, one concern per file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {
@@ -41,7 +46,9 @@ impl Kernel {
             Kernel::MatMul => shader!("matmul.wgsl"),
             Kernel::Attention => shader!("attention.wgsl"),
             Kernel::Select => shader!("select.wgsl"),
-            Kernel::SelectMerge => shader!("select_merge.wgsl"),
+            // Phase two shares phase one's helpers; its variants carry the SELECT_MERGE flag,
+            // which leaves out phase one's entry point.
+            Kernel::SelectMerge => concat!(shader!("select.wgsl"), shader!("select_merge.wgsl")),
             Kernel::Bandwidth => shader!("bandwidth.wgsl"),
         }
     }
@@ -120,6 +127,8 @@ impl Variant {
         }
         src.push_str(body);
         preprocess(&src, &self.flags)
+            .replace("{{MATVEC_ROWS}}", &MATVEC_ROWS.to_string())
+            .replace("{{MATVEC_LANES}}", &MATVEC_LANES.to_string())
     }
 }
 

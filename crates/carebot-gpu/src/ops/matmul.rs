@@ -4,7 +4,7 @@
 
 use super::{Dispatch, Grid, Params};
 use crate::context::{GpuContext, spread};
-use crate::shader::{Kernel, Variant};
+use crate::shader::{Kernel, MATVEC_ROWS, Variant};
 use crate::weights::GpuMatrix;
 
 /// What happens to each result.
@@ -53,7 +53,7 @@ pub fn matmul(
                 buffers.push((0, step));
                 Grid::PerTokens { x: part.rows.div_ceil(32), tile: 16 }
             } else {
-                Grid::Fixed(spread(part.rows.div_ceil(4)))
+                Grid::Fixed(spread(part.rows.div_ceil(MATVEC_ROWS)))
             };
             Dispatch::new(ctx, pipeline.clone(), &buffers, grid)
         })
