@@ -128,7 +128,7 @@ impl GpuContext {
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().unwrap().push(e.to_string())));
 
-        let device_binding = limits.max_storage_buffer_binding_size as u64;
+        let device_binding = limits.max_storage_buffer_binding_size;
         let binding_limit = options.max_binding.map_or(device_binding, |cap| cap.min(device_binding));
         Ok(GpuContext {
             device,
@@ -155,6 +155,11 @@ impl GpuContext {
             if self.f16 { "on" } else { "off" },
             if self.subgroups { "available" } else { "absent" },
         )
+    }
+
+    /// The adapter is a CPU implementation (Mesa's lavapipe, SwiftShader): correct but slow.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// Fails if the device was lost or an operation raised an error since the last check.

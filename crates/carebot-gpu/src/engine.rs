@@ -9,11 +9,14 @@ use crate::ops::embed::embed;
 use crate::ops::matmul::{Epilogue, matmul};
 use crate::ops::rms_norm::rms_norm;
 use crate::ops::rope::{rope_and_store, rope_table};
+use crate::ops::select::TopK;
 use crate::ops::{Dispatch, Step};
 use crate::weights::{GpuMatrix, row_bytes, rows_per_part};
 use carebot_model::config::{LlamaConfig, block_tensor};
+use carebot_model::generate::StepLogits;
 use carebot_model::gguf::{GgufFile, TensorInfo};
 use carebot_model::quant::{self, GgmlType};
+use carebot_model::sampler::SelectRequest;
 
 /// How the KV cache stores keys and values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +90,8 @@ pub struct GpuModel {
     decode_plan: Vec<Dispatch>,
     prefill_plan: Vec<Dispatch>,
     head_plan: Vec<Dispatch>,
+    /// Top-k candidates and the softmax normalizer of the logits, for the sampler.
+    select: TopK,
     capacity: usize,
     len: usize,
     max_batch: usize,
@@ -162,6 +167,7 @@ impl GpuModel {
             logits: alloc.buffer("logits", cfg.vocab_size as u64 * 4)?,
             logits_readback: ctx.readback("logits readback", cfg.vocab_size as u64 * 4),
         };
+        let select = TopK::new(&ctx, &act.logits, cfg.vocab_size as u32)?;
         let (total, targets) = (alloc.total, alloc.targets);
         if let Some(e) = scope.pop().await {
             return Err(GpuError::OutOfMemory { what: format!("the model ({e})"), bytes: total, allocated: 0 });
@@ -181,6 +187,7 @@ impl GpuModel {
             decode_plan: Vec::new(),
             prefill_plan: Vec::new(),
             head_plan: Vec::new(),
+            select,
             capacity,
             len: 0,
             max_batch,
@@ -305,9 +312,10 @@ impl GpuModel {
         self.max_batch
     }
 
-    /// Dispatches one decoded token records (the prefill list has the same count per batch).
+    /// Dispatches one decoded token records, candidate selection included (the prefill list has
+    /// the same count per batch).
     pub fn dispatches_per_token(&self) -> usize {
-        self.decode_plan.len() + self.head_plan.len()
+        self.decode_plan.len() + self.head_plan.len() + self.select.dispatches()
     }
 
     /// How many buffers the embedding table and the output projection are split into.
@@ -317,20 +325,39 @@ impl GpuModel {
 
     /// Runs `tokens` after the cached positions and returns the last token's logits.
     pub async fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GpuError> {
-        self.run(tokens, |encoder, act| {
-            encoder.copy_buffer_to_buffer(&act.logits, 0, &act.logits_readback, 0, act.logits.size());
-        })?;
-        let bytes = self.ctx.read(&self.act.logits_readback, self.cfg.vocab_size as u64 * 4).await?;
-        Ok(bytemuck::cast_slice(&bytes).to_vec())
+        self.run(tokens, Output::Logits)?;
+        let size = self.cfg.vocab_size as u64 * 4;
+        let bytes = self.ctx.read(&self.act.logits_readback, size).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes[..size as usize]))
     }
 
-    /// Encodes and submits `tokens` in batches; after the last batch's logits, `finish` records
-    /// what the caller wants copied out (in the same submission).
-    fn run(
-        &mut self,
-        tokens: &[u32],
-        finish: impl FnOnce(&mut wgpu::CommandEncoder, &Activations),
-    ) -> Result<(), GpuError> {
+    /// Runs `tokens` and returns what the sampler asked for: the top candidates and softmax
+    /// normalizer, selected on the GPU so only a few hundred bytes come back (or the full logits
+    /// when the request cannot run there).
+    pub async fn forward_select(&mut self, tokens: &[u32], request: &SelectRequest) -> Result<StepLogits, GpuError> {
+        if !self.select.prepare(&self.ctx, request) {
+            return Ok(StepLogits::Full(self.forward(tokens).await?));
+        }
+        self.run(tokens, Output::Candidates)?;
+        Ok(StepLogits::Candidates(self.select.read(&self.ctx).await?))
+    }
+
+    /// The raw logits of the last token run (still on the GPU after a `forward_select`).
+    pub async fn read_logits(&mut self) -> Result<Vec<f32>, GpuError> {
+        if self.len == 0 {
+            return Err(GpuError::Model("no token has been run yet".into()));
+        }
+        let size = self.cfg.vocab_size as u64 * 4;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.act.logits, 0, &self.act.logits_readback, 0, size);
+        self.ctx.queue.submit([encoder.finish()]);
+        let bytes = self.ctx.read(&self.act.logits_readback, size).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes[..size as usize]))
+    }
+
+    /// Encodes and submits `tokens` in batches; the last batch's submission also computes the
+    /// logits and copies out `output`.
+    fn run(&mut self, tokens: &[u32], output: Output) -> Result<(), GpuError> {
         if self.upload.is_some() {
             return Err(GpuError::Model("the weights have not been uploaded yet".into()));
         }
@@ -351,7 +378,6 @@ impl GpuModel {
             )));
         }
         self.ctx.check()?;
-        let mut finish = Some(finish);
         let batches = tokens.len().div_ceil(self.max_batch);
         for (i, batch) in tokens.chunks(self.max_batch).enumerate() {
             let n = batch.len() as u32;
@@ -370,16 +396,32 @@ impl GpuModel {
                     for d in &self.head_plan {
                         d.encode(&mut pass, n);
                     }
+                    if output == Output::Candidates {
+                        self.select.encode(&mut pass);
+                    }
                 }
             }
-            if last && let Some(f) = finish.take() {
-                f(&mut encoder, &self.act);
+            if last {
+                match output {
+                    Output::Logits => {
+                        let (logits, rb) = (&self.act.logits, &self.act.logits_readback);
+                        encoder.copy_buffer_to_buffer(logits, 0, rb, 0, logits.size());
+                    }
+                    Output::Candidates => self.select.copy_result(&mut encoder),
+                }
             }
             self.ctx.queue.submit([encoder.finish()]);
             self.len += batch.len();
         }
         Ok(())
     }
+}
+
+/// What a forward call reads back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Logits,
+    Candidates,
 }
 
 /// Allocates GPU buffers for tensors and remembers where each tensor's file bytes go.
@@ -591,6 +633,16 @@ impl carebot_model::generate::Backend for GpuModel {
     }
     fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, carebot_model::generate::BackendError> {
         pollster::block_on(self.forward(tokens)).map_err(backend_error)
+    }
+    fn prefill_select(
+        &mut self,
+        tokens: &[u32],
+        request: &SelectRequest,
+    ) -> Result<StepLogits, carebot_model::generate::BackendError> {
+        pollster::block_on(self.forward_select(tokens, request)).map_err(backend_error)
+    }
+    fn last_logits(&mut self) -> Result<Vec<f32>, carebot_model::generate::BackendError> {
+        pollster::block_on(self.read_logits()).map_err(backend_error)
     }
 }
 

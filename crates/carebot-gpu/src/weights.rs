@@ -27,7 +27,11 @@ pub fn row_bytes(ty: GgmlType, cols: u64) -> u64 {
 pub fn rows_per_part(ctx: &GpuContext, row_bytes: u64) -> Result<u32, GpuError> {
     let fit = (ctx.binding_limit.min(ctx.max_buffer).saturating_sub(4)) / row_bytes.max(1);
     if fit == 0 {
-        return Err(GpuError::TooSmall { what: "one weight row".into(), needs: row_bytes + 4, offers: ctx.binding_limit });
+        return Err(GpuError::TooSmall {
+            what: "one weight row".into(),
+            needs: row_bytes + 4,
+            offers: ctx.binding_limit,
+        });
     }
     Ok(fit.min(u32::MAX as u64) as u32)
 }
@@ -42,7 +46,10 @@ impl GpuMatrix {
         cols: u32,
         per_part: u32,
     ) -> Result<Self, GpuError> {
-        if crate::shader::weight_format(ty).is_none() || cols % 32 != 0 || cols as usize % ty.block_size() != 0 {
+        if crate::shader::weight_format(ty).is_none()
+            || !cols.is_multiple_of(32)
+            || !(cols as usize).is_multiple_of(ty.block_size())
+        {
             return Err(GpuError::Model(format!(
                 "tensor {name:?}: the GPU engine cannot read {} rows of {cols} values",
                 ty.name()

@@ -19,7 +19,8 @@ const CONTEXT: usize = 256;
 
 fn cpu_model(bytes: &[u8]) -> CpuModel {
     let f = GgufFile::parse(bytes, bytes.len() as u64).unwrap();
-    CpuModel::load(&f, CONTEXT, |t| Ok(bytes[t.byte_range().start as usize..t.byte_range().end as usize].to_vec())).unwrap()
+    CpuModel::load(&f, CONTEXT, |t| Ok(bytes[t.byte_range().start as usize..t.byte_range().end as usize].to_vec()))
+        .unwrap()
 }
 
 /// Loads `bytes` onto the GPU, streaming them in pieces of `piece` bytes (deliberately not
@@ -82,8 +83,13 @@ fn logits_match_the_cpu_reference_for_every_weight_type() {
 }
 
 fn greedy(backend: impl Backend, prompt: &[u32], n: usize) -> Vec<u32> {
+    sample(backend, prompt, n, SamplerConfig::greedy())
+}
+
+/// Generates through the session, so the GPU picks candidates on the device (top-k selection).
+fn sample(backend: impl Backend, prompt: &[u32], n: usize, config: SamplerConfig) -> Vec<u32> {
     let mut session = Session::new(backend);
-    let mut sampler = Sampler::new(SamplerConfig::greedy());
+    let mut sampler = Sampler::new(config);
     let g = session.generate(prompt, &mut sampler, &[], n, |_| std::ops::ControlFlow::Continue(())).unwrap();
     g.tokens
 }
@@ -100,6 +106,21 @@ fn greedy_tokens_equal_the_cpu_backend() {
         let on_cpu = greedy(cpu_model(&bytes), &prompt, 40);
         assert_eq!(on_gpu.len(), 40);
         assert_eq!(on_gpu, on_cpu, "{}", ty.name());
+    }
+}
+
+#[test]
+fn seeded_top_k_sampling_equals_the_cpu_backend() {
+    let mut rng = SplitMix64::new(seed("sampling"));
+    let spec = SyntheticSpec::tiny_llama3();
+    let bytes = spec.to_gguf(GgmlType::Q5_K);
+    for seed in 0..3 {
+        let config =
+            SamplerConfig { temperature: 0.8, top_k: 40, top_p: 0.95, repeat_penalty: 1.1, repeat_last_n: 64, seed };
+        let prompt = random_tokens(&mut rng, 6, spec.vocab);
+        let Some(gpu) = gpu_model(&bytes) else { return };
+        let on_gpu = sample(gpu, &prompt, 30, config.clone());
+        assert_eq!(on_gpu, sample(cpu_model(&bytes), &prompt, 30, config), "sampler seed {seed}");
     }
 }
 
@@ -219,7 +240,7 @@ fn bad_input_gets_typed_errors() {
     m.upload(0, &bytes[..bytes.len() - 1000]).unwrap();
     let e = m.finish_upload().unwrap_err().to_string();
     assert!(e.contains("truncated"), "{e}");
-    assert!(matches!(m.prefill(&[1]), Err(_)), "ran without weights");
+    assert!(m.prefill(&[1]).is_err(), "ran without weights");
 
     // Token ids outside the vocabulary and a full context.
     let Some(mut m) = gpu_model(&bytes) else { return };

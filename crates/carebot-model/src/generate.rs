@@ -4,7 +4,7 @@
 
 use crate::config::LlamaConfig;
 use crate::reference::{CpuModel, ModelError};
-use crate::sampler::Sampler;
+use crate::sampler::{Candidates, Sampler, SelectRequest};
 use std::ops::ControlFlow;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,24 @@ pub trait Backend {
     fn decode(&mut self, token: u32) -> Result<Vec<f32>, BackendError> {
         self.prefill(&[token])
     }
+    /// Like [`Backend::prefill`], but may answer with just what `request` asks for (a few
+    /// candidates instead of the whole vocabulary's logits, which a GPU would have to read back).
+    fn prefill_select(&mut self, tokens: &[u32], request: &SelectRequest) -> Result<StepLogits, BackendError> {
+        let _ = request;
+        Ok(StepLogits::Full(self.prefill(tokens)?))
+    }
+    /// The full logits of the last step that answered with [`StepLogits::Candidates`], for when
+    /// the candidates cannot decide the token.
+    fn last_logits(&mut self) -> Result<Vec<f32>, BackendError> {
+        Err(BackendError::Device("this backend keeps no logits".into()))
+    }
+}
+
+/// What a step gives the sampler: all logits, or the candidates a [`SelectRequest`] asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepLogits {
+    Full(Vec<f32>),
+    Candidates(Candidates),
 }
 
 impl Backend for CpuModel {
@@ -95,6 +113,28 @@ impl<B: Backend> Session<B> {
     /// Makes the cache hold `prompt`, running only the part after the longest prefix it already
     /// holds, and returns the logits after the prompt's last token and how many tokens were run.
     pub fn feed_prompt(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), BackendError> {
+        let keep = self.prepare_prompt(prompt)?;
+        let logits = self.backend.prefill(&prompt[keep..])?;
+        self.tokens.extend_from_slice(&prompt[keep..]);
+        Ok((logits, prompt.len() - keep))
+    }
+
+    /// [`Session::feed_prompt`] through [`Backend::prefill_select`]: the backend answers with what
+    /// `sampler` needs to choose the token after the prompt.
+    pub fn feed_prompt_select(
+        &mut self,
+        prompt: &[u32],
+        sampler: &Sampler,
+    ) -> Result<(StepLogits, usize), BackendError> {
+        let keep = self.prepare_prompt(prompt)?;
+        let step = self.backend.prefill_select(&prompt[keep..], &sampler.request(prompt))?;
+        self.tokens.extend_from_slice(&prompt[keep..]);
+        Ok((step, prompt.len() - keep))
+    }
+
+    /// Checks `prompt` and rewinds the cache to its longest shared prefix (leaving at least the
+    /// prompt's last token to run); returns that prefix's length.
+    fn prepare_prompt(&mut self, prompt: &[u32]) -> Result<usize, BackendError> {
         if prompt.is_empty() {
             return Err(BackendError::EmptyPrompt);
         }
@@ -105,9 +145,20 @@ impl<B: Backend> Session<B> {
         let keep = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
         self.backend.truncate(keep);
         self.tokens.truncate(keep);
-        let logits = self.backend.prefill(&prompt[keep..])?;
-        self.tokens.extend_from_slice(&prompt[keep..]);
-        Ok((logits, prompt.len() - keep))
+        Ok(keep)
+    }
+
+    /// The token `sampler` chooses after the cached tokens, from the candidates when they decide
+    /// it and from the backend's full logits otherwise.
+    fn choose(&mut self, step: StepLogits, sampler: &mut Sampler) -> Result<u32, BackendError> {
+        let logits = match step {
+            StepLogits::Full(logits) => logits,
+            StepLogits::Candidates(c) => match sampler.sample_candidates(&c) {
+                Some(token) => return Ok(token),
+                None => self.backend.last_logits()?,
+            },
+        };
+        Ok(sampler.sample(&logits, &self.tokens))
     }
 
     /// Generates up to `max_tokens` after `prompt`, calling `on_token` with each new token as soon
@@ -120,11 +171,11 @@ impl<B: Backend> Session<B> {
         max_tokens: usize,
         mut on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generation, BackendError> {
-        let (mut logits, prompt_tokens_run) = self.feed_prompt(prompt)?;
+        let (mut step, prompt_tokens_run) = self.feed_prompt_select(prompt, sampler)?;
         let mut out = Vec::new();
         let finish = |tokens, stop| Ok(Generation { tokens, stop, prompt_tokens_run });
         for i in 0..max_tokens {
-            let token = sampler.sample(&logits, &self.tokens);
+            let token = self.choose(step, sampler)?;
             if stop_tokens.contains(&token) {
                 return finish(out, StopReason::StopToken(token));
             }
@@ -138,8 +189,15 @@ impl<B: Backend> Session<B> {
             if self.tokens.len() >= self.backend.capacity() {
                 return finish(out, StopReason::ContextFull);
             }
-            logits = self.backend.decode(token)?;
+            // The request is for the step after `token`, so its history includes `token`.
             self.tokens.push(token);
+            step = match self.backend.prefill_select(&[token], &sampler.request(&self.tokens)) {
+                Ok(step) => step,
+                Err(e) => {
+                    self.tokens.pop();
+                    return Err(e);
+                }
+            };
         }
         finish(out, StopReason::MaxTokens)
     }

@@ -129,9 +129,32 @@ impl SyntheticSpec {
         Some(factors)
     }
 
-    /// A complete GGUF file of this model; matrices stored as `matrix_type` (quantized with our
-    /// quantizers), norms and RoPE factors as F32.
-    pub fn to_gguf(&self, matrix_type: GgmlType) -> Vec<u8> {
+    /// Llama-3.1-8B's exact shapes (32 layers, dim 4096, 32 heads / 8 KV, FFN 14336, vocab 128256,
+    /// Llama-3.1 RoPE scaling) for benchmarks with random weights.
+    pub fn llama3_8b() -> Self {
+        SyntheticSpec {
+            vocab: 128_256,
+            dim: 4096,
+            ffn_dim: 14_336,
+            n_layers: 32,
+            n_heads: 32,
+            n_kv_heads: 8,
+            context: 131_072,
+            rope_theta: 500_000.0,
+            rms_eps: 1e-5,
+            rope_scaling: Some(Llama3RopeScaling {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_context: 8192,
+            }),
+            tied_output: false,
+        }
+    }
+
+    /// The header, tensor directory and metadata of this model with each tensor stored as
+    /// `mix` chooses (1-D tensors are always F32).
+    fn writer(&self, mix: TypeMix) -> (GgufWriter, Vec<String>) {
         let mut w = GgufWriter::new();
         let hd = self.head_dim() as u32;
         let u = |v: usize| Value::U32(v as u32);
@@ -160,15 +183,113 @@ impl SyntheticSpec {
         if let Some(f) = self.rope_factors() {
             names.push(("rope_freqs.weight".into(), vec![f.len() as u64]));
         }
-        let mut data = Vec::new();
         for (name, dims) in &names {
-            let ty = if dims.len() == 1 { GgmlType::F32 } else { matrix_type };
+            let ty = if dims.len() == 1 { GgmlType::F32 } else { mix.type_of(name, self.n_layers) };
             w.add_tensor(TensorSpec::new(name.clone(), dims, ty)).expect("synthetic shapes are valid");
-            let vals = self.tensor_values(name).expect("listed above");
-            data.push(quant::quantize(ty, &vals).expect("synthetic shapes fit every block size"));
         }
+        (w, names.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// A complete GGUF file of this model; matrices stored as `matrix_type` (quantized with our
+    /// quantizers), norms and RoPE factors as F32.
+    pub fn to_gguf(&self, matrix_type: GgmlType) -> Vec<u8> {
+        let (mut w, names) = self.writer(TypeMix::Uniform(matrix_type));
+        let data: Vec<Vec<u8>> = names
+            .iter()
+            .map(|name| {
+                let vals = self.tensor_values(name).expect("listed above");
+                let ty = w.tensors().iter().find(|t| &t.name == name).expect("added above").ty;
+                quant::quantize(ty, &vals).expect("synthetic shapes fit every block size")
+            })
+            .collect();
         let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
         w.to_bytes(&refs).expect("writing to memory cannot fail")
+    }
+
+    /// Just the header of this model's GGUF file with weight types from `mix`, and the length the
+    /// whole file would have: for benchmarks that stream random weights (see
+    /// [`random_tensor_bytes`]) instead of building gigabytes of real ones.
+    pub fn gguf_header(&self, mix: TypeMix) -> (Vec<u8>, u64) {
+        let (mut w, _) = self.writer(mix);
+        let mut header = Vec::new();
+        let header_len = w.write_header(&mut header).expect("writing to memory cannot fail");
+        let align = w.alignment();
+        let data: u64 = w.tensors().iter().map(|t| t.n_bytes().expect("checked").next_multiple_of(align)).sum();
+        (header, header_len + data)
+    }
+}
+
+/// Which weight type each matrix gets, as llama.cpp's quantization presets choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeMix {
+    Uniform(GgmlType),
+    /// `Q4_K_M`: Q4_K, with Q6_K for the output and for `attn_v`/`ffn_down` in the layers
+    /// llama.cpp's `use_more_bits` picks (the first and last eighth, and every third between).
+    Q4KM,
+    /// `Q4_0`: Q4_0, with Q6_K for the output.
+    Q4_0,
+}
+
+impl TypeMix {
+    pub fn type_of(self, name: &str, n_layers: usize) -> GgmlType {
+        let layer = || name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok();
+        let more_bits = |i: usize| i < n_layers / 8 || i >= 7 * n_layers / 8 || (i - n_layers / 8) % 3 == 2;
+        match self {
+            TypeMix::Uniform(ty) => ty,
+            TypeMix::Q4_0 if name == "output.weight" => GgmlType::Q6_K,
+            TypeMix::Q4_0 => GgmlType::Q4_0,
+            TypeMix::Q4KM if name == "output.weight" => GgmlType::Q6_K,
+            TypeMix::Q4KM
+                if (name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight"))
+                    && layer().is_some_and(more_bits) =>
+            {
+                GgmlType::Q6_K
+            }
+            TypeMix::Q4KM => GgmlType::Q4_K,
+        }
+    }
+}
+
+/// Fills `out` with random but well-formed blocks of type `ty`: random quants, and scales (the
+/// f16 fields) set to small positive values so weights stay in a realistic range with no NaN.
+/// `out` must hold whole blocks.
+pub fn random_tensor_bytes(ty: GgmlType, rng: &mut SplitMix64, out: &mut [u8]) {
+    for c in out.chunks_mut(8) {
+        let r = rng.next_u64().to_le_bytes();
+        c.copy_from_slice(&r[..c.len()]);
+    }
+    let scale =
+        |rng: &mut SplitMix64, max: f32| half::f16::from_f32(max * (0.25 + 0.75 * rng.next_f32())).to_le_bytes();
+    // (byte offsets of f16 scale fields in a block, their largest value)
+    let (fields, max): (&[usize], f32) = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 => (&[0], 0.004),
+        GgmlType::Q4_1 | GgmlType::Q5_1 => (&[0, 2], 0.004),
+        GgmlType::Q8_0 => (&[0], 0.0003),
+        GgmlType::Q4_K | GgmlType::Q5_K => (&[0, 2], 0.0001),
+        GgmlType::Q6_K => (&[208], 0.0001),
+        GgmlType::F16 => {
+            for c in out.chunks_exact_mut(2) {
+                c.copy_from_slice(&half::f16::from_f32(0.05 * rng.next_signed()).to_le_bytes());
+            }
+            return;
+        }
+        GgmlType::BF16 => {
+            for c in out.chunks_exact_mut(2) {
+                c.copy_from_slice(&half::bf16::from_f32(0.05 * rng.next_signed()).to_le_bytes());
+            }
+            return;
+        }
+        _ => {
+            for c in out.chunks_exact_mut(4) {
+                c.copy_from_slice(&(0.05 * rng.next_signed()).to_le_bytes());
+            }
+            return;
+        }
+    };
+    for block in out.chunks_exact_mut(ty.block_bytes()) {
+        for &f in fields {
+            block[f..f + 2].copy_from_slice(&scale(rng, max));
+        }
     }
 }
 

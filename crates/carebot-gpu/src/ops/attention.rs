@@ -20,8 +20,10 @@ pub fn attention(
 ) -> Dispatch {
     let pipeline = ctx.pipeline(&Variant::new(Kernel::Attention).flag(kv_flag));
     let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-    let params =
-        ctx.uniform("attention params", &Params([cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32, scale.to_bits()]));
+    let params = ctx.uniform(
+        "attention params",
+        &Params([cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32, scale.to_bits()]),
+    );
     Dispatch::new(
         ctx,
         pipeline,

@@ -27,7 +27,8 @@ impl Bandwidth {
         let sink = ctx.storage("bandwidth sink", groups as u64 * 4)?;
         let params = ctx.uniform("bandwidth params", &Params([(bytes / 16) as u32, 0, 0, 0]));
         let pipeline = ctx.pipeline(&Variant::new(Kernel::Bandwidth));
-        let dispatch = Dispatch::new(ctx, pipeline, &[(1, &params), (2, &src), (3, &sink)], Grid::Fixed([groups, 1, 1]));
+        let dispatch =
+            Dispatch::new(ctx, pipeline, &[(1, &params), (2, &src), (3, &sink)], Grid::Fixed([groups, 1, 1]));
         Ok(Bandwidth { bytes, dispatch })
     }
 

@@ -17,7 +17,10 @@ use crate::context::GpuContext;
 pub enum Grid {
     Fixed([u32; 3]),
     /// `x` groups by ⌈n / tile⌉ groups.
-    PerTokens { x: u32, tile: u32 },
+    PerTokens {
+        x: u32,
+        tile: u32,
+    },
 }
 
 /// A compute pipeline with its bound resources, ready to encode.
@@ -29,7 +32,12 @@ pub struct Dispatch {
 
 impl Dispatch {
     /// Binds `buffers` at `(binding, buffer)` in group 0 of `pipeline`.
-    pub fn new(ctx: &GpuContext, pipeline: wgpu::ComputePipeline, buffers: &[(u32, &wgpu::Buffer)], grid: Grid) -> Self {
+    pub fn new(
+        ctx: &GpuContext,
+        pipeline: wgpu::ComputePipeline,
+        buffers: &[(u32, &wgpu::Buffer)],
+        grid: Grid,
+    ) -> Self {
         let entries: Vec<_> = buffers
             .iter()
             .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })

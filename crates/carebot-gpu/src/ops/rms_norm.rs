@@ -6,6 +6,7 @@ use crate::shader::{Kernel, Variant};
 
 /// y[t] = x[t] / rms(x[t]) · weight for every token of the batch, or, with `last_only`, just
 /// the batch's last token into y[0].
+#[allow(clippy::too_many_arguments)]
 pub fn rms_norm(
     ctx: &GpuContext,
     step: &wgpu::Buffer,

@@ -51,6 +51,11 @@ impl GgufWriter {
         self
     }
 
+    /// The tensors declared so far, in directory order.
+    pub fn tensors(&self) -> &[TensorSpec] {
+        &self.tensors
+    }
+
     pub fn add_tensor(&mut self, spec: TensorSpec) -> io::Result<&mut Self> {
         if spec.n_bytes().is_none() {
             return Err(invalid(format!(
@@ -67,7 +72,7 @@ impl GgufWriter {
         Ok(self)
     }
 
-    fn alignment(&self) -> u64 {
+    pub fn alignment(&self) -> u64 {
         self.metadata.get_u64("general.alignment").filter(|a| a.is_power_of_two()).unwrap_or(DEFAULT_ALIGNMENT)
     }
 

@@ -1,0 +1,287 @@
+//! `carebot bench`: load time, prefill and decode speed, weight bytes read per token, and the
+//! device's own streaming-read bandwidth measured in the same run (the decode roofline).
+
+use carebot_gpu::ops::bandwidth::Bandwidth;
+use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat};
+use carebot_model::config::LlamaConfig;
+use carebot_model::gguf::{GgufFile, read_header};
+use carebot_model::quant::{self, GgmlType};
+use carebot_model::rng::SplitMix64;
+use carebot_model::sampler::argmax;
+use carebot_model::synthetic::{SyntheticSpec, TypeMix, random_tensor_bytes};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A GGUF model to benchmark.
+    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    pub model: Option<PathBuf>,
+    /// Random weights with real shapes and type mix instead of a file: `llama3-8b:q4_k_m`,
+    /// `llama3-8b:q4_0`, or `tiny:<type>` (the 2-layer test model, e.g. `tiny:q4_k`).
+    #[arg(long)]
+    pub synthetic: Option<String>,
+    #[arg(long, default_value_t = 512)]
+    pub prompt_tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    pub gen_tokens: usize,
+    /// KV cache format.
+    #[arg(long, value_enum, default_value_t = Kv::F16)]
+    pub kv: Kv,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Kv {
+    F16,
+    F32,
+}
+
+/// Everything one run measures.
+struct Report {
+    adapter: String,
+    model: String,
+    weight_bytes: u64,
+    load_s: f64,
+    prompt_tokens: usize,
+    prefill_s: f64,
+    gen_tokens: usize,
+    decode_s: f64,
+    /// Weight bytes one decoded token reads (every matrix once, plus one embedding row).
+    bytes_per_token: u64,
+    /// KV-cache bytes the last decoded token read.
+    kv_bytes_last: u64,
+    read_gbs: f64,
+    dispatches_per_token: usize,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.prompt_tokens == 0 || args.gen_tokens == 0 {
+        return Err("--prompt-tokens and --gen-tokens must be at least 1".into());
+    }
+    let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default()))?;
+    let adapter = ctx.describe();
+    eprintln!("gpu: {adapter}");
+    let options = EngineOptions {
+        context: args.prompt_tokens + args.gen_tokens + 1,
+        kv: match args.kv {
+            Kv::F16 => KvFormat::F16,
+            Kv::F32 => KvFormat::F32,
+        },
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let (mut model, file, name) = match (&args.model, &args.synthetic) {
+        (Some(path), _) => {
+            let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let header = read_header(&f, f.metadata()?.len()).map_err(|e| format!("{}: {e}", path.display()))?;
+            (GpuModel::load_file(ctx, path, &options, |_, _| {})?, header, path.display().to_string())
+        }
+        (None, Some(spec)) => {
+            let (model, file) = load_synthetic(ctx, spec, &options)?;
+            (model, file, format!("synthetic {spec}"))
+        }
+        (None, None) => return Err("give --model or --synthetic".into()),
+    };
+    let load_s = t0.elapsed().as_secs_f64();
+    let needed = args.prompt_tokens + args.gen_tokens;
+    if model.capacity() < needed {
+        return Err(format!(
+            "the model's context holds {} positions, fewer than --prompt-tokens + --gen-tokens = {needed}",
+            model.capacity()
+        )
+        .into());
+    }
+    let cfg = model.cfg.clone();
+    let bytes_per_token = decode_weight_bytes(&file, &cfg);
+    let weight_bytes = file.tensors.iter().map(|t| t.n_bytes).sum();
+
+    let mut rng = SplitMix64::new(7);
+    let prompt: Vec<u32> = (0..args.prompt_tokens).map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32).collect();
+    // Warm up (first submissions pay for driver setup), then rewind.
+    pollster::block_on(model.forward(&prompt[..1]))?;
+    model.truncate(0);
+
+    let t = Instant::now();
+    let mut logits = pollster::block_on(model.forward(&prompt))?;
+    let prefill_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    for _ in 0..args.gen_tokens {
+        let next = argmax(&logits) as u32;
+        logits = pollster::block_on(model.forward(&[next]))?;
+    }
+    let decode_s = t.elapsed().as_secs_f64();
+    let kv_elem = if matches!(args.kv, Kv::F32) { 4 } else { 2 };
+    let kv_bytes_last = (2 * cfg.n_layers * model.len() * cfg.kv_dim() * kv_elem) as u64;
+    let dispatches_per_token = model.dispatches_per_token();
+
+    let read_gbs = measure_bandwidth(&model.ctx)?;
+    let report = Report {
+        adapter,
+        model: name,
+        weight_bytes,
+        load_s,
+        prompt_tokens: args.prompt_tokens,
+        prefill_s,
+        gen_tokens: args.gen_tokens,
+        decode_s,
+        bytes_per_token,
+        kv_bytes_last,
+        read_gbs,
+        dispatches_per_token,
+    };
+    if args.json {
+        println!("{}", report.json())
+    } else {
+        print!("{}", report.table())
+    }
+    Ok(())
+}
+
+/// Loads random weights with the shapes and type mix of `spec` (`llama3-8b:q4_k_m`, …).
+fn load_synthetic(ctx: GpuContext, spec: &str, options: &EngineOptions) -> Result<(GpuModel, GgufFile)> {
+    let (shape, mix) = spec.split_once(':').ok_or_else(|| format!("--synthetic {spec:?}: expected SHAPE:TYPES"))?;
+    let model = match shape {
+        "llama3-8b" => SyntheticSpec::llama3_8b(),
+        "tiny" => SyntheticSpec::tiny_llama3(),
+        _ => return Err(format!("--synthetic {spec:?}: unknown shape {shape:?} (llama3-8b, tiny)").into()),
+    };
+    let mix = match mix.to_ascii_lowercase().as_str() {
+        "q4_k_m" => TypeMix::Q4KM,
+        "q4_0" => TypeMix::Q4_0,
+        other => TypeMix::Uniform(
+            GgmlType::from_name(&other.to_ascii_uppercase())
+                .or_else(|| GgmlType::from_name(other))
+                .ok_or_else(|| format!("--synthetic {spec:?}: unknown weight type {other:?}"))?,
+        ),
+    };
+    let (header, file_len) = model.gguf_header(mix);
+    let file = GgufFile::parse(&header, file_len)?;
+    let mut gpu = pollster::block_on(GpuModel::new(ctx, &file, options))?;
+    let mut tensors: Vec<_> = file.tensors.iter().collect();
+    tensors.sort_by_key(|t| t.offset);
+    let mut rng = SplitMix64::new(0x5eed);
+    let mut piece = Vec::new();
+    for t in tensors {
+        if t.dims.len() == 1 {
+            // Norms and RoPE factors: the real recipe's values (a few KiB).
+            let values = model.tensor_values(&t.name).ok_or_else(|| format!("no values for {}", t.name))?;
+            gpu.upload(t.offset, &quant::quantize(t.ty, &values)?)?;
+            continue;
+        }
+        let row = t.n_bytes / t.n_rows();
+        let rows_per_piece = ((8u64 << 20) / row).max(1);
+        let mut at = 0;
+        while at < t.n_bytes {
+            let n = (rows_per_piece * row).min(t.n_bytes - at) as usize;
+            piece.resize(n, 0);
+            random_tensor_bytes(t.ty, &mut rng, &mut piece);
+            gpu.upload(t.offset + at, &piece)?;
+            at += n as u64;
+        }
+    }
+    gpu.finish_upload()?;
+    Ok((gpu, file))
+}
+
+/// Bytes of weights one decode step reads: every block matrix and the output projection in full,
+/// one row of the embedding table, and the norm vectors.
+fn decode_weight_bytes(file: &GgufFile, cfg: &LlamaConfig) -> u64 {
+    let mut total = 0;
+    for t in &file.tensors {
+        total += match t.name.as_str() {
+            "token_embd.weight" if !cfg.tied_output => t.n_bytes / t.n_rows().max(1),
+            "rope_freqs.weight" => 0,
+            _ => t.n_bytes,
+        };
+    }
+    total
+}
+
+/// Streaming-read bandwidth: the best of a few rounds of 8 full reads of a buffer of up to 1 GiB.
+fn measure_bandwidth(ctx: &GpuContext) -> Result<f64> {
+    let probe = Bandwidth::new(ctx, 1 << 30)?;
+    let reps = 8;
+    let mut best = 0f64;
+    for round in 0..4 {
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..reps {
+                probe.encode(&mut pass);
+            }
+        }
+        let t = Instant::now();
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait_idle()?;
+        let s = t.elapsed().as_secs_f64();
+        ctx.check()?;
+        if round > 0 {
+            best = best.max(probe.bytes as f64 * reps as f64 / s / 1e9);
+        }
+    }
+    Ok(best)
+}
+
+impl Report {
+    fn prefill_tps(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_s
+    }
+    fn decode_tps(&self) -> f64 {
+        self.gen_tokens as f64 / self.decode_s
+    }
+    /// Decode's achieved weight bandwidth as a share of the measured read bandwidth.
+    fn roofline_pct(&self) -> f64 {
+        100.0 * self.bytes_per_token as f64 * self.decode_tps() / (self.read_gbs * 1e9)
+    }
+
+    fn table(&self) -> String {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let rows = [
+            ("adapter", self.adapter.clone()),
+            ("model", format!("{} ({:.1} MiB of weights)", self.model, mib(self.weight_bytes))),
+            ("load", format!("{:.2} s", self.load_s)),
+            (
+                "prefill",
+                format!("{:.1} tok/s ({} tokens in {:.3} s)", self.prefill_tps(), self.prompt_tokens, self.prefill_s),
+            ),
+            (
+                "decode",
+                format!("{:.2} tok/s ({} tokens in {:.3} s)", self.decode_tps(), self.gen_tokens, self.decode_s),
+            ),
+            ("weights read / token", format!("{:.1} MiB", mib(self.bytes_per_token))),
+            ("KV read, last token", format!("{:.1} MiB", mib(self.kv_bytes_last))),
+            ("dispatches / token", self.dispatches_per_token.to_string()),
+            ("device read bandwidth", format!("{:.1} GB/s (streaming-read kernel)", self.read_gbs)),
+            ("decode vs roofline", format!("{:.1} %", self.roofline_pct())),
+        ];
+        rows.iter().map(|(k, v)| format!("{k:<22} {v}\n")).collect()
+    }
+
+    fn json(&self) -> String {
+        serde_json::json!({
+            "adapter": self.adapter,
+            "model": self.model,
+            "weight_bytes": self.weight_bytes,
+            "load_s": self.load_s,
+            "prompt_tokens": self.prompt_tokens,
+            "prefill_s": self.prefill_s,
+            "prefill_tok_s": self.prefill_tps(),
+            "gen_tokens": self.gen_tokens,
+            "decode_s": self.decode_s,
+            "decode_tok_s": self.decode_tps(),
+            "weight_bytes_per_token": self.bytes_per_token,
+            "kv_bytes_last_token": self.kv_bytes_last,
+            "dispatches_per_token": self.dispatches_per_token,
+            "read_gb_s": self.read_gbs,
+            "decode_roofline_pct": self.roofline_pct(),
+        })
+        .to_string()
+    }
+}

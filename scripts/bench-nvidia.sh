@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `carebot bench` on a Linux machine with an NVIDIA GPU, in one go.
+#
+#   scripts/bench-nvidia.sh prepare   # here (Debian, x86-64): release build + Vulkan loader debs into .gl/
+#   scripts/bench-nvidia.sh run       # there, from the repo root with .gl/ brought along
+#
+# Images of GPU machines often lack the Vulkan loader and glvnd (without libglvnd0/libglx0 the
+# NVIDIA Vulkan driver does not load and wgpu finds no adapter), so `prepare` downloads Debian's and
+# `run` unpacks them before benchmarking. Results go to $OUT (or ./bench-results) as JSON lines.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+prepare() {
+    cargo build --release -p carebot-cli
+    grep -qx '/.gl/' .git/info/exclude 2>/dev/null || echo /.gl/ >> .git/info/exclude
+    mkdir -p .gl /tmp/amd64/partial
+    local o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+    # shellcheck disable=SC2086
+    apt-get $o update -qq
+    # shellcheck disable=SC2086
+    (cd .gl && apt-get $o download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+    cp target/release/carebot .gl/
+    echo "ready: carry .gl to the GPU machine and run: scripts/bench-nvidia.sh run"
+}
+
+run() {
+    [ -x .gl/carebot ] || { echo "no .gl/carebot: run 'scripts/bench-nvidia.sh prepare' first" >&2; exit 1; }
+    if ! ldconfig -p | grep -q libvulkan.so.1; then
+        for f in .gl/*.deb; do dpkg -x "$f" /; done
+        ldconfig
+    fi
+    local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    [ -f "$icd" ] && export VK_DRIVER_FILES="$icd"
+    export XDG_RUNTIME_DIR=/tmp
+    local out="${OUT:-bench-results}"
+    mkdir -p "$out"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+    for model in llama3-8b:q4_k_m llama3-8b:q4_0; do
+        .gl/carebot bench --synthetic "$model" --prompt-tokens 512 --gen-tokens 128 --json | tee -a "$out/bench.jsonl"
+    done
+}
+
+case "${1:-}" in
+    prepare) prepare ;;
+    run) run ;;
+    *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+esac
