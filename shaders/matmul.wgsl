@@ -1,7 +1,9 @@
-// Y[t][r] = Σ_c W[r][c] · X[t][c] for a batch of tokens, the prefill path. A workgroup computes a
-// tile of 32 rows × 16 tokens. Each step, every invocation dequantizes 4 weights of the tile's
-// next 32 columns into workgroup memory, then each invocation accumulates one row for two tokens.
-// With SWIGLU a second matrix (up) shares the pass, as in matvec.
+// Y[t][r] = Σ_c W[r][c] · X[t][c] for a batch of tokens, the prefill path. Each invocation owns one
+// row and a tile of 16 tokens: it decodes its row 4 weights at a time, once per tile, and multiplies
+// them into 16 running sums (four vec4s). Inputs come straight from the storage buffer: the
+// invocations of a workgroup read the same x values together, which caches serve as a broadcast,
+// and without workgroup memory there are no barriers. With SWIGLU a second matrix (up) shares the
+// pass, as in matvec.
 struct Params {
     rows: u32,
     cols: u32,
@@ -18,74 +20,72 @@ struct Params {
 @group(0) @binding(5) var<storage, read> weights_b: array<u32>;
 #endif
 
-const TILE_ROWS: u32 = 32u;
 const TILE_TOKENS: u32 = 16u;
-// Rows padded to 9 vec4 so that the 32 rows read in one step fall on different banks.
-const PITCH: u32 = 9u;
 
-var<workgroup> tile_a: array<vec4<f32>, 288>;
-#if SWIGLU
-var<workgroup> tile_b: array<vec4<f32>, 288>;
-#endif
-var<workgroup> tile_x: array<vec4<f32>, 128>;
+// w · x for the tile's tokens t .. t + 3 at input position `i` (in vec4s), given their row starts.
+fn dot4(w: vec4<f32>, starts: vec4<u32>, i: u32) -> vec4<f32> {
+    return vec4<f32>(dot(w, x[starts.x + i]), dot(w, x[starts.y + i]), dot(w, x[starts.z + i]), dot(w, x[starts.w + i]));
+}
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row0 = wid.x * TILE_ROWS;
+    let row = wid.x * 64u + lid;
     let tok0 = wid.y * TILE_TOKENS;
     let n = step.n_tokens;
-    // Compute role: row r of the tile for tokens tg and tg + 8.
-    let r = lid % TILE_ROWS;
-    let tg = lid / TILE_ROWS;
-    // Load role: weights 4·li .. 4·li + 3 of row lr.
-    let lr = lid / 8u;
-    let li = lid % 8u;
-    let load_row = min(row0 + lr, p.rows - 1u);
-    let chunks = p.cols / 32u;
-    let rb_a = load_row * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
-#if SWIGLU
-    let rb_b = load_row * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
-#endif
-    var a0 = 0.0;
-    var a1 = 0.0;
-    var b0 = 0.0;
-    var b1 = 0.0;
-    for (var c = 0u; c < chunks; c++) {
-        tile_a[lr * PITCH + li] = dequant4_a(chunk_a(rb_a, c), li);
-#if SWIGLU
-        tile_b[lr * PITCH + li] = dequant4_b(chunk_b(rb_b, c), li);
-#endif
-        if (lid < TILE_TOKENS * 8u) {
-            let t = tok0 + lid / 8u;
-            var v = vec4<f32>(0.0);
-            if (t < n) {
-                v = x[t * (p.cols / 4u) + c * 8u + lid % 8u];
-            }
-            tile_x[lid] = v;
-        }
-        workgroupBarrier();
-        for (var i = 0u; i < 8u; i++) {
-            let x0 = tile_x[tg * 8u + i];
-            let x1 = tile_x[(tg + 8u) * 8u + i];
-            let wa = tile_a[r * PITCH + i];
-            a0 += dot(wa, x0);
-            a1 += dot(wa, x1);
-#if SWIGLU
-            let wb = tile_b[r * PITCH + i];
-            b0 += dot(wb, x0);
-            b1 += dot(wb, x1);
-#endif
-        }
-        workgroupBarrier();
+    if (row >= p.rows || tok0 >= n) {
+        return;
     }
-    let row = row0 + r;
-    if (row < p.rows) {
-        let t0 = tok0 + tg;
-        if (t0 < n) {
-            write_out(t0 * p.out_stride + p.row_offset + row, a0, b0);
+    // Where each token's inputs start; tokens past the batch repeat the last one (results unused).
+    let last = n - 1u;
+    let cols4 = p.cols / 4u;
+    let t = vec4<u32>(0u, 1u, 2u, 3u) + tok0;
+    let s0 = min(t, vec4<u32>(last)) * cols4;
+    let s1 = min(t + 4u, vec4<u32>(last)) * cols4;
+    let s2 = min(t + 8u, vec4<u32>(last)) * cols4;
+    let s3 = min(t + 12u, vec4<u32>(last)) * cols4;
+    let rb_a = row * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
+#if SWIGLU
+    let rb_b = row * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
+#endif
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    for (var c = 0u; c < p.cols / 32u; c++) {
+        let ha = chunk_a(rb_a, c);
+#if SWIGLU
+        let hb = chunk_b(rb_b, c);
+#endif
+        for (var i = 0u; i < 8u; i++) {
+            let at = c * 8u + i;
+            let wa = dequant4_a(ha, i);
+            a0 += dot4(wa, s0, at);
+            a1 += dot4(wa, s1, at);
+            a2 += dot4(wa, s2, at);
+            a3 += dot4(wa, s3, at);
+#if SWIGLU
+            let wb = dequant4_b(hb, i);
+            b0 += dot4(wb, s0, at);
+            b1 += dot4(wb, s1, at);
+            b2 += dot4(wb, s2, at);
+            b3 += dot4(wb, s3, at);
+#endif
         }
-        if (t0 + 8u < n) {
-            write_out((t0 + 8u) * p.out_stride + p.row_offset + row, a1, b1);
+    }
+    let here = min(TILE_TOKENS, n - tok0);
+    for (var k = 0u; k < here; k++) {
+        var a: vec4<f32>;
+        var b: vec4<f32>;
+        switch (k / 4u) {
+            case 0u: { a = a0; b = b0; }
+            case 1u: { a = a1; b = b1; }
+            case 2u: { a = a2; b = b2; }
+            default: { a = a3; b = b3; }
         }
+        write_out((tok0 + k) * p.out_stride + p.row_offset + row, a[k % 4u], b[k % 4u]);
     }
 }

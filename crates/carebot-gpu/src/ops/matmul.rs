@@ -51,7 +51,7 @@ pub fn matmul(
             }
             let grid = if batched {
                 buffers.push((0, step));
-                Grid::PerTokens { x: part.rows.div_ceil(32), tile: 16 }
+                Grid::PerTokens { x: part.rows.div_ceil(64), tile: 16 }
             } else {
                 Grid::Fixed(spread(part.rows.div_ceil(MATVEC_ROWS)))
             };
