@@ -242,6 +242,8 @@ impl Report {
     }
 
     fn table(&self) -> String {
+        // Three significant digits whatever the scale (software drivers run below 1 tok/s).
+        let rate = |x: f64| format!("{:.*}", (2 - x.abs().max(1e-9).log10().floor() as i64).clamp(0, 6) as usize, x);
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         let rows = [
             ("adapter", self.adapter.clone()),
@@ -249,11 +251,16 @@ impl Report {
             ("load", format!("{:.2} s", self.load_s)),
             (
                 "prefill",
-                format!("{:.1} tok/s ({} tokens in {:.3} s)", self.prefill_tps(), self.prompt_tokens, self.prefill_s),
+                format!(
+                    "{} tok/s ({} tokens in {:.3} s)",
+                    rate(self.prefill_tps()),
+                    self.prompt_tokens,
+                    self.prefill_s
+                ),
             ),
             (
                 "decode",
-                format!("{:.2} tok/s ({} tokens in {:.3} s)", self.decode_tps(), self.gen_tokens, self.decode_s),
+                format!("{} tok/s ({} tokens in {:.3} s)", rate(self.decode_tps()), self.gen_tokens, self.decode_s),
             ),
             ("weights read / token", format!("{:.1} MiB", mib(self.bytes_per_token))),
             ("KV read, last token", format!("{:.1} MiB", mib(self.kv_bytes_last))),

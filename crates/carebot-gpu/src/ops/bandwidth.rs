@@ -22,9 +22,9 @@ impl Bandwidth {
             ctx.queue.write_buffer(&src, at, &piece[..n as usize]);
             at += n;
         }
-        // Enough workgroups to fill any GPU; each strides through the buffer.
-        let groups = ((bytes / 16).div_ceil(256) as u32).clamp(1, 8192);
-        let sink = ctx.storage("bandwidth sink", groups as u64 * 4)?;
+        // Enough invocations to fill any GPU, each striding through the buffer (16+ loads each).
+        let groups = ((bytes / 16).div_ceil(256 * 16) as u32).clamp(1, 4096);
+        let sink = ctx.storage("bandwidth sink", groups as u64 * 256 * 4)?;
         let params = ctx.uniform("bandwidth params", &Params([(bytes / 16) as u32, 0, 0, 0]));
         let pipeline = ctx.pipeline(&Variant::new(Kernel::Bandwidth));
         let dispatch =
