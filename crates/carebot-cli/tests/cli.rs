@@ -224,3 +224,30 @@ fn chat_reuses_the_cache() {
     assert!(err.contains("dropped the oldest"), "{err}");
     assert!(stats.iter().all(|s| s.2 + 8 <= 200), "{err}");
 }
+
+/// `carebot bench` runs end to end on synthetic weights and reports sane numbers as JSON; bad
+/// requests are one-line errors.
+#[test]
+fn bench_reports_json() {
+    let (ok, out, err) =
+        carebot(&["bench", "--synthetic", "tiny:q4_k", "--prompt-tokens", "20", "--gen-tokens", "4", "--json"]);
+    if !ok && err.contains("no GPU adapter") && std::env::var(carebot_gpu::SKIP_GPU_TESTS_ENV).is_ok_and(|v| v == "1") {
+        return;
+    }
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    for key in ["load_s", "prefill_tok_s", "decode_tok_s", "read_gb_s", "decode_roofline_pct"] {
+        let v = r[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {out}"));
+        assert!(v.is_finite() && v > 0.0, "{key} = {v}");
+    }
+    assert_eq!(r["prompt_tokens"], 20);
+    assert_eq!(r["gen_tokens"], 4);
+    // The tiny model's weights minus all but one embedding row.
+    let per_token = r["weight_bytes_per_token"].as_u64().unwrap();
+    assert!(per_token > 600_000 && per_token < r["weight_bytes"].as_u64().unwrap(), "{per_token}");
+
+    let (ok, _, err) = carebot(&["bench", "--synthetic", "tiny:q4_k", "--prompt-tokens", "300"]);
+    assert!(!ok && err.lines().any(|l| l.starts_with("error: ") && l.contains("context holds 256")), "{err}");
+    let (ok, _, err) = carebot(&["bench", "--synthetic", "llama9:q4_k"]);
+    assert!(!ok && err.contains("unknown shape"), "{err}");
+}
