@@ -2,6 +2,8 @@
 //! reference, and benchmark.
 
 mod bench;
+mod convert;
+mod download;
 
 use carebot_gpu::weights::{row_bytes, rows_per_part};
 use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat};
@@ -163,6 +165,8 @@ enum Command {
     Chat(ChatArgs),
     /// Measure load time, prefill and decode speed against the device's memory bandwidth.
     Bench(bench::BenchArgs),
+    /// Make a GGUF (q4_k_m by default) from a Hugging Face Llama checkpoint, as llama.cpp would.
+    Convert(convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(&args),
         Command::Chat(args) => chat(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Convert(args) => convert::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,28 @@ pub enum ConfigError {
     UnsupportedType { tensor: String, ty: &'static str },
 }
 
+/// llama.cpp's `rope_freqs` factors for Llama-3.1 RoPE scaling, as convert_hf_to_gguf.py computes
+/// them (in f64, rounded to f32 at the end): frequencies with long wavelengths are divided by
+/// `factor`, short ones kept, and those between blended smoothly.
+pub fn llama3_rope_factors(theta: f64, head_dim: usize, factor: f64, low: f64, high: f64, original: f64) -> Vec<f32> {
+    let (low_wavelen, high_wavelen) = (original / low, original / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let f = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
+}
+
 /// The tensor names of layer `i`, in llama.cpp's naming.
 pub fn block_tensor(i: usize, name: &str) -> String {
     format!("blk.{i}.{name}.weight")

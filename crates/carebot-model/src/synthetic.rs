@@ -8,6 +8,7 @@
 
 use crate::config::block_tensor;
 use crate::gguf::{GgufWriter, TensorSpec, Value, ValueType};
+pub use crate::quant::TypeMix;
 use crate::quant::{self, GgmlType};
 use crate::rng::{SplitMix64, fnv1a64};
 
@@ -85,16 +86,22 @@ impl SyntheticSpec {
         t
     }
 
+    /// The values of tensor `name` (GGUF name) in HF layout `[out, in]`, before llama.cpp's q/k
+    /// permutation: what a Hugging Face checkpoint of this model holds.
+    pub fn hf_tensor_values(&self, name: &str) -> Option<(Vec<f32>, [usize; 2])> {
+        let (_, shape, offset, scale) = self.tensors().into_iter().find(|t| t.0 == name)?;
+        let mut rng = SplitMix64::new(fnv1a64(name.as_bytes()));
+        let n = shape[0] * shape[1];
+        Some(((0..n).map(|_| half::f16::from_f32(offset + rng.next_signed() * scale).to_f32()).collect(), shape))
+    }
+
     /// The values of tensor `name` in GGUF storage order (q/k permuted), or `None` if the model
     /// has no such tensor.
     pub fn tensor_values(&self, name: &str) -> Option<Vec<f32>> {
         if name == "rope_freqs.weight" {
             return self.rope_factors();
         }
-        let (_, [rows, cols], offset, scale) = self.tensors().into_iter().find(|t| t.0 == name)?;
-        let mut rng = SplitMix64::new(fnv1a64(name.as_bytes()));
-        let vals: Vec<f32> =
-            (0..rows * cols).map(|_| half::f16::from_f32(offset + rng.next_signed() * scale).to_f32()).collect();
+        let (vals, [rows, cols]) = self.hf_tensor_values(name)?;
         let heads = if name.ends_with("attn_q.weight") {
             self.n_heads
         } else if name.ends_with("attn_k.weight") {
@@ -105,28 +112,17 @@ impl SyntheticSpec {
         Some(permute_rows_for_rope(&vals, rows, cols, heads))
     }
 
-    /// llama.cpp's `rope_freqs` factors for Llama-3.1 scaling (convert_hf_to_gguf.py's recipe).
+    /// llama.cpp's `rope_freqs` factors for Llama-3.1 scaling.
     pub fn rope_factors(&self) -> Option<Vec<f32>> {
         let s = self.rope_scaling.as_ref()?;
-        let hd = self.head_dim();
-        let low_wavelen = s.original_context as f64 / s.low_freq_factor as f64;
-        let high_wavelen = s.original_context as f64 / s.high_freq_factor as f64;
-        let factors = (0..hd / 2)
-            .map(|i| {
-                let freq = 1.0 / (self.rope_theta as f64).powf(2.0 * i as f64 / hd as f64);
-                let wavelen = 2.0 * std::f64::consts::PI / freq;
-                if wavelen < high_wavelen {
-                    1.0
-                } else if wavelen > low_wavelen {
-                    s.factor
-                } else {
-                    let smooth = ((s.original_context as f64 / wavelen - s.low_freq_factor as f64)
-                        / (s.high_freq_factor - s.low_freq_factor) as f64) as f32;
-                    1.0 / ((1.0 - smooth) / s.factor + smooth)
-                }
-            })
-            .collect();
-        Some(factors)
+        Some(crate::config::llama3_rope_factors(
+            self.rope_theta as f64,
+            self.head_dim(),
+            s.factor as f64,
+            s.low_freq_factor as f64,
+            s.high_freq_factor as f64,
+            s.original_context as f64,
+        ))
     }
 
     /// Llama-3.1-8B's exact shapes (32 layers, dim 4096, 32 heads / 8 KV, FFN 14336, vocab 128256,
@@ -216,37 +212,6 @@ impl SyntheticSpec {
         let align = w.alignment();
         let data: u64 = w.tensors().iter().map(|t| t.n_bytes().expect("checked").next_multiple_of(align)).sum();
         (header, header_len + data)
-    }
-}
-
-/// Which weight type each matrix gets, as llama.cpp's quantization presets choose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TypeMix {
-    Uniform(GgmlType),
-    /// `Q4_K_M`: Q4_K, with Q6_K for the output and for `attn_v`/`ffn_down` in the layers
-    /// llama.cpp's `use_more_bits` picks (the first and last eighth, and every third between).
-    Q4KM,
-    /// `Q4_0`: Q4_0, with Q6_K for the output.
-    Q4_0,
-}
-
-impl TypeMix {
-    pub fn type_of(self, name: &str, n_layers: usize) -> GgmlType {
-        let layer = || name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok();
-        let more_bits = |i: usize| i < n_layers / 8 || i >= 7 * n_layers / 8 || (i - n_layers / 8) % 3 == 2;
-        match self {
-            TypeMix::Uniform(ty) => ty,
-            TypeMix::Q4_0 if name == "output.weight" => GgmlType::Q6_K,
-            TypeMix::Q4_0 => GgmlType::Q4_0,
-            TypeMix::Q4KM if name == "output.weight" => GgmlType::Q6_K,
-            TypeMix::Q4KM
-                if (name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight"))
-                    && layer().is_some_and(more_bits) =>
-            {
-                GgmlType::Q6_K
-            }
-            TypeMix::Q4KM => GgmlType::Q4_K,
-        }
     }
 }
 

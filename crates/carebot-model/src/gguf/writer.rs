@@ -108,13 +108,31 @@ impl GgufWriter {
 
     /// Writes the data of the next tensor in directory order, followed by alignment padding.
     pub fn write_tensor_data(&mut self, w: &mut impl Write, data: &[u8]) -> io::Result<()> {
+        self.write_tensor_pieces(w, std::iter::once(Ok(data.to_vec())))
+    }
+
+    /// Like [`GgufWriter::write_tensor_data`] with the data in consecutive pieces, so that a big
+    /// tensor never has to be whole in memory; fails if the pieces do not add up to its size.
+    pub fn write_tensor_pieces(
+        &mut self,
+        w: &mut impl Write,
+        pieces: impl IntoIterator<Item = io::Result<Vec<u8>>>,
+    ) -> io::Result<()> {
         let alignment = self.alignment();
         let spec = self.tensors.get(self.next).ok_or_else(|| invalid("more tensor data than tensors".into()))?;
         let n = spec.n_bytes().expect("checked in add_tensor");
-        if data.len() as u64 != n {
-            return Err(invalid(format!("tensor {:?} needs {n} bytes, got {}", spec.name, data.len())));
+        let mut written = 0u64;
+        for piece in pieces {
+            let piece = piece?;
+            written += piece.len() as u64;
+            if written > n {
+                break;
+            }
+            w.write_all(&piece)?;
         }
-        w.write_all(data)?;
+        if written != n {
+            return Err(invalid(format!("tensor {:?} needs {n} bytes, got {written}", spec.name)));
+        }
         w.write_all(&vec![0u8; (n.next_multiple_of(alignment) - n) as usize])?;
         self.next += 1;
         Ok(())
