@@ -231,3 +231,102 @@ fn bad_checkpoints_fail_cleanly() {
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
+
+/// A tiny stand-in for the Hugging Face hub on 127.0.0.1: the repo info API and `resolve` file
+/// downloads with Range support, serving the files of `dir` as repo `test/tiny` at revision `main`.
+/// Returns the endpoint and a log of the paths requested.
+fn serve_hub(dir: PathBuf) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut range = None;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    let (a, b) = v.trim().split_once('-').unwrap();
+                    range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
+                }
+            }
+            let path = request.split(' ').nth(1).unwrap_or("").to_string();
+            seen.lock().unwrap().push(path.clone());
+            let (status, headers, body): (&str, Vec<String>, Vec<u8>) = if path == "/api/models/test/tiny/revision/main"
+            {
+                let files: Vec<_> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| serde_json::json!({ "rfilename": e.unwrap().file_name().to_string_lossy() }))
+                    .collect();
+                ("200 OK", vec![], serde_json::json!({ "sha": "0123abcd", "siblings": files }).to_string().into_bytes())
+            } else if let Some(file) = path.strip_prefix("/test/tiny/resolve/main/") {
+                match std::fs::read(dir.join(file)) {
+                    Ok(data) => {
+                        let (a, b) = range
+                            .map_or((0, data.len() - 1), |(a, b)| (a, b.unwrap_or(data.len() - 1).min(data.len() - 1)));
+                        let headers = vec![
+                            format!("content-range: bytes {a}-{b}/{}", data.len()),
+                            format!("etag: \"{}\"", fnv_hex(&data)),
+                            "x-repo-commit: 0123abcd".into(),
+                        ];
+                        ("206 Partial Content", headers, data[a..=b].to_vec())
+                    }
+                    Err(_) => ("404 Not Found", vec![], b"not found".to_vec()),
+                }
+            } else {
+                ("404 Not Found", vec![], b"not found".to_vec())
+            };
+            let mut head = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+            for h in headers {
+                head.push_str(&h);
+                head.push_str("\r\n");
+            }
+            head.push_str("\r\n");
+            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body));
+        }
+    });
+    (endpoint, log)
+}
+
+/// `--hf-repo` downloads through `HF_ENDPOINT` into the HF cache (`HF_HOME`), then converts; a
+/// second run finds the files cached.
+#[test]
+fn hf_repo_downloads_then_converts() {
+    if skip_without_tokenizer() {
+        return;
+    }
+    let scratch = Scratch::new("hub");
+    let repo = scratch.0.join("repo");
+    write_checkpoint(&repo);
+    let (endpoint, log) = serve_hub(repo);
+    let out = scratch.0.join("hub.gguf");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_carebot"))
+            .args(["convert", "--hf-repo", "test/tiny", "--out", out.to_str().unwrap(), "--quant", "q8_0"])
+            .env("HF_ENDPOINT", &endpoint)
+            .env("HF_HOME", scratch.0.join("hf-home"))
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(out.exists());
+    let cached = scratch.0.join("hf-home/hub/models--test--tiny/snapshots/0123abcd/model-00001-of-00002.safetensors");
+    assert!(cached.exists(), "not in the HF cache: {}", cached.display());
+    let downloads = |log: &[String]| log.iter().filter(|p| p.contains("/resolve/")).count();
+    let before = downloads(&log.lock().unwrap());
+    assert!(before >= 6, "{:?}", log.lock().unwrap());
+    let second = run();
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(downloads(&log.lock().unwrap()), before, "cached files were downloaded again");
+}
