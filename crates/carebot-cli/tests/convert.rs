@@ -51,31 +51,38 @@ fn names(spec: &SyntheticSpec) -> Vec<(String, String)> {
 /// Writes the checkpoint into `dir`: bf16 weights in two shards with an index, config.json,
 /// generation_config.json (EOS 128001 only, like CareBot's), and the Llama-3 tokenizer files.
 fn write_checkpoint(dir: &Path) {
+    write_checkpoint_of(dir, &spec(), 2);
+}
+
+/// [`write_checkpoint`] for any shape, the tensors spread in order over `n_shards` shards (each
+/// written as soon as it is complete, so memory holds one shard).
+fn write_checkpoint_of(dir: &Path, spec: &SyntheticSpec, n_shards: usize) {
     std::fs::create_dir_all(dir).unwrap();
-    let spec = spec();
-    let mut shards: [Vec<(String, Vec<usize>, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
-    for (i, (hf, gguf)) in names(&spec).into_iter().enumerate() {
-        let (values, [rows, cols]) = spec.hf_tensor_values(&gguf).unwrap();
-        let shape = if rows == 1 { vec![cols] } else { vec![rows, cols] };
-        let bytes: Vec<u8> = values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
-        // The first half of the tensors in one shard, the rest in the other.
-        shards[(i * 2 / (spec.n_layers * 9 + 3)).min(1)].push((hf, shape, bytes));
-    }
+    let all = names(spec);
+    let per_shard = all.len().div_ceil(n_shards);
     let mut weight_map = BTreeMap::new();
-    for (k, shard) in shards.iter().enumerate() {
-        let file = format!("model-0000{}-of-00002.safetensors", k + 1);
-        let views: Vec<(String, TensorView)> = shard
+    for (k, group) in all.chunks(per_shard).enumerate() {
+        let file = format!("model-{:05}-of-{:05}.safetensors", k + 1, n_shards);
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = group
+            .iter()
+            .map(|(hf, gguf)| {
+                let (values, [rows, cols]) = spec.hf_tensor_values(gguf).unwrap();
+                let shape = if rows == 1 { vec![cols] } else { vec![rows, cols] };
+                (hf.clone(), shape, values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect())
+            })
+            .collect();
+        let views: Vec<(String, TensorView)> = tensors
             .iter()
             .map(|(name, shape, bytes)| (name.clone(), TensorView::new(Dtype::BF16, shape.clone(), bytes).unwrap()))
             .collect();
-        for (name, ..) in shard {
+        for (name, ..) in &tensors {
             weight_map.insert(name.clone(), file.clone());
         }
         safetensors::serialize_to_file(views, None, &dir.join(&file)).unwrap();
     }
     let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
-    let s = &spec;
+    let s = spec;
     let rs = s.rope_scaling.as_ref().unwrap();
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -329,4 +336,14 @@ fn hf_repo_downloads_then_converts() {
     let second = run();
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
     assert_eq!(downloads(&log.lock().unwrap()), before, "cached files were downloaded again");
+}
+
+/// Not a test: writes a checkpoint of Llama-3.1-8B's shapes (16 GB of bf16) into
+/// `$CAREBOT_CHECKPOINT_OUT`, for measuring `carebot convert`'s memory and speed at full size:
+/// `cargo test --release -p carebot-cli --test convert -- --ignored write_llama3_8b_checkpoint`.
+#[test]
+#[ignore]
+fn write_llama3_8b_checkpoint() {
+    let dir = PathBuf::from(std::env::var("CAREBOT_CHECKPOINT_OUT").expect("set CAREBOT_CHECKPOINT_OUT"));
+    write_checkpoint_of(&dir, &SyntheticSpec::llama3_8b(), 17);
 }
