@@ -108,8 +108,9 @@ fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
                             want.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
                         }
                     }
+                    // f32 sums in another order: ~1e-6 here (a wrong weight decode gives ≥ 1e-2).
                     let err = rel_err(&got, &want);
-                    assert!(err <= 2e-6, "{} {epilogue:?} n={n} batched={batched}: relative error {err}", ty.name());
+                    assert!(err <= 1e-5, "{} {epilogue:?} n={n} batched={batched}: relative error {err}", ty.name());
                 }
             }
         }
