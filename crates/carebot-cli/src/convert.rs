@@ -320,7 +320,9 @@ fn metadata(w: &mut GgufWriter, model: &HfModel, quant: Quant) -> Result<()> {
         c.name.rsplit('/').next().unwrap_or(&c.name).to_string()
     };
     w.set("general.architecture", Value::String("llama".into()))
+        .set("general.type", Value::String("model".into()))
         .set("general.name", Value::String(name))
+        .set("general.size_label", Value::String(size_label(parameter_count(c))))
         .set("llama.block_count", u(c.n_layers))
         .set("llama.context_length", u(c.context))
         .set("llama.embedding_length", u(c.dim))
@@ -334,10 +336,33 @@ fn metadata(w: &mut GgufWriter, model: &HfModel, quant: Quant) -> Result<()> {
         .set("general.file_type", Value::U32(quant.file_type()))
         .set("llama.vocab_size", u(c.vocab))
         .set("llama.rope.dimension_count", u(c.head_dim));
-    if quant != Quant::F16 {
-        w.set("general.quantization_version", Value::U32(2));
-    }
+    w.set("general.quantization_version", Value::U32(2));
     tokenizer_metadata(w, model)
+}
+
+/// Weights in the model (what llama.cpp's size label counts).
+fn parameter_count(c: &HfConfig) -> u64 {
+    let (d, f, v, hd) = (c.dim as u64, c.ffn_dim as u64, c.vocab as u64, c.head_dim as u64);
+    let (q, kv) = (c.n_heads as u64 * hd, c.n_kv_heads as u64 * hd);
+    let block = 2 * d + 2 * q * d + 2 * kv * d + 3 * f * d;
+    let rope = if c.rope_llama3.is_some() { hd / 2 } else { 0 };
+    v * d * if c.tied { 1 } else { 2 } + c.n_layers as u64 * block + d + rope
+}
+
+/// gguf-py's `model_weight_count_rounded_notation`: "67M", "8.0B" (at least two digits).
+fn size_label(n: u64) -> String {
+    let n = n as f64;
+    let (scaled, suffix) = if n > 1e12 {
+        (n * 1e-12, "T")
+    } else if n > 1e9 {
+        (n * 1e-9, "B")
+    } else if n > 1e6 {
+        (n * 1e-6, "M")
+    } else {
+        (n * 1e-3, "K")
+    };
+    let digits = format!("{}", scaled.round() as u64).trim_start_matches('0').len();
+    format!("{scaled:.*}{suffix}", 2usize.saturating_sub(digits))
 }
 
 /// The vocabulary as GGUF arrays (`gpt2` BPE tokens, token types, merges), special token ids and
@@ -434,8 +459,34 @@ fn tokenizer_metadata(w: &mut GgufWriter, model: &HfModel) -> Result<()> {
     if let Some(eom) = id_of("<|eom_id|>") {
         w.set("tokenizer.ggml.eom_token_id", Value::U32(eom));
     }
-    if let Some(add) = tc["add_bos_token"].as_bool() {
+    // Whether encoding adds BOS/EOS: from tokenizer.json's post-processor (a ByteLevel one adds
+    // neither; a template starting with BOS adds it), overridden by tokenizer_config.json.
+    let (mut add_bos, mut add_eos) = (None, None);
+    let post = &t["post_processor"];
+    for p in post["processors"].as_array().cloned().unwrap_or_else(|| vec![post.clone()]) {
+        match p["type"].as_str() {
+            Some("ByteLevel") => {
+                add_bos = add_bos.or(Some(false));
+                add_eos = add_eos.or(Some(false));
+            }
+            Some("TemplateProcessing") => {
+                let single = p["single"].as_array().cloned().unwrap_or_default();
+                let special = |i: Option<&Json>| i.and_then(|s| s["SpecialToken"]["id"].as_str()).and_then(id_of);
+                if single.len() > 1 {
+                    add_bos = Some(special(single.first()).is_some() && special(single.first()) == named("bos_token"));
+                    add_eos = Some(special(single.last()).is_some() && special(single.last()) == named("eos_token"));
+                }
+            }
+            _ => {}
+        }
+    }
+    add_bos = tc["add_bos_token"].as_bool().or(add_bos);
+    add_eos = tc["add_eos_token"].as_bool().or(add_eos);
+    if let Some(add) = add_bos {
         w.set("tokenizer.ggml.add_bos_token", Value::Bool(add));
+    }
+    if let Some(add) = add_eos {
+        w.set("tokenizer.ggml.add_eos_token", Value::Bool(add));
     }
     if let Some(template) = tc["chat_template"].as_str() {
         w.set("tokenizer.chat_template", Value::String(template.into()));

@@ -43,24 +43,24 @@ pub enum ConfigError {
     UnsupportedType { tensor: String, ty: &'static str },
 }
 
-/// llama.cpp's `rope_freqs` factors for Llama-3.1 RoPE scaling, as convert_hf_to_gguf.py computes
-/// them (in f64, rounded to f32 at the end): frequencies with long wavelengths are divided by
-/// `factor`, short ones kept, and those between blended smoothly.
+/// llama.cpp's `rope_freqs` factors for Llama-3.1 RoPE scaling, bit for bit as its converter
+/// computes them (torch f32 arithmetic, `a / t` as `(1 / t) · a`): frequencies with long
+/// wavelengths are divided by `factor`, short ones kept, and those between blended smoothly.
 pub fn llama3_rope_factors(theta: f64, head_dim: usize, factor: f64, low: f64, high: f64, original: f64) -> Vec<f32> {
-    let (low_wavelen, high_wavelen) = (original / low, original / high);
+    let (theta, factor, low, high, original) = (theta as f32, factor as f32, low as f32, high as f32, original as f32);
+    let two_pi = (2.0 * std::f64::consts::PI) as f32;
     (0..head_dim / 2)
         .map(|i| {
-            let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
-            let wavelen = 2.0 * std::f64::consts::PI / freq;
-            let f = if wavelen < high_wavelen {
+            let freq = 1.0 / theta.powf((2 * i) as f32 / head_dim as f32);
+            let wavelen = (1.0 / freq) * two_pi;
+            if wavelen < original / high {
                 1.0
-            } else if wavelen > low_wavelen {
+            } else if wavelen > original / low {
                 factor
             } else {
-                let smooth = (original / wavelen - low) / (high - low);
+                let smooth = ((1.0 / wavelen) * original - low) / (high - low);
                 1.0 / ((1.0 - smooth) / factor + smooth)
-            };
-            f as f32
+            }
         })
         .collect()
 }
