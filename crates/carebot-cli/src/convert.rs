@@ -299,7 +299,7 @@ fn plan(cfg: &HfConfig, quant: Quant, has_lm_head: bool) -> Vec<Planned> {
 
 /// llama.cpp's fallback when a row does not fill whole 256-value K-quant blocks.
 fn fallback(ty: GgmlType, cols: usize) -> GgmlType {
-    if cols % ty.block_size() == 0 {
+    if cols.is_multiple_of(ty.block_size()) {
         return ty;
     }
     match ty {

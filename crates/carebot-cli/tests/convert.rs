@@ -425,11 +425,13 @@ fn converted_files_equal_llama_cpp_conversions() {
         .unwrap()["value"]
         .clone();
     assert_eq!(llama_bpe, "llama-bpe");
+    let logits = read_fixture("logits.json");
     for quant in ["f16", "q8_0", "q4_k_m", "q4_0"] {
         let out = scratch.0.join(format!("ours-{quant}.gguf"));
         let (ok, _, err) =
             carebot(&["convert", "--hf", hf.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quant", quant]);
         assert!(ok, "{quant}: {err}");
+        greedy_tokens_match(&out, &logits["prompt_ids"], &logits["files"][quant], quant);
         let reference = read_fixture(&format!("llamacpp_{quant}.json"));
         let mut f = std::fs::File::open(&out).unwrap();
         let len = f.metadata().unwrap().len();
