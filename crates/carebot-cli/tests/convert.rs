@@ -514,3 +514,30 @@ fn greedy_tokens_match(path: &Path, prompt: &Json, reference: &Json, quant: &str
         _ => assert_eq!(ours, llamacpp, "{quant}: greedy tokens vs llama.cpp"),
     }
 }
+
+/// A conversion killed part-way (no chance to clean up) leaves nothing under the final name, and
+/// the next run replaces its leftover.
+#[test]
+fn an_interrupted_conversion_leaves_no_file_under_the_final_name() {
+    if skip_without_tokenizer() {
+        return;
+    }
+    let scratch = Scratch::new("interrupted");
+    let hf = scratch.0.join("hf");
+    write_checkpoint(&hf);
+    let out = scratch.0.join("model.gguf");
+    let partial = scratch.0.join(".model.gguf.partial");
+    let args = ["convert", "--hf", hf.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quant", "q4_k_m"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carebot")).args(args).spawn().unwrap();
+    // Kill it as soon as it has started writing.
+    while !partial.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "finished before writing anything");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "a killed conversion left {}", out.display());
+    let (ok, _, err) = carebot(&args);
+    assert!(ok, "{err}");
+    assert!(out.exists() && !partial.exists());
+}
