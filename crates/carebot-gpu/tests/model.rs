@@ -48,19 +48,8 @@ fn random_tokens(rng: &mut SplitMix64, n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
 }
 
-const TYPES: [GgmlType; 11] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+/// Every weight format the model crate reads; the GPU engine must read them all.
+const TYPES: [GgmlType; 11] = carebot_model::quant::SUPPORTED_TYPES;
 
 #[test]
 fn logits_match_the_cpu_reference_for_every_weight_type() {

@@ -17,19 +17,8 @@ use carebot_model::rng::SplitMix64;
 use common::*;
 use half::f16;
 
-const TYPES: [GgmlType; 11] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+/// Every weight format the model crate reads; the GPU engine must read them all.
+const TYPES: [GgmlType; 11] = carebot_model::quant::SUPPORTED_TYPES;
 
 /// A random `rows × cols` matrix in format `ty` (rows with different magnitudes and offsets, so
 /// scales and mins vary).
