@@ -541,3 +541,29 @@ fn an_interrupted_conversion_leaves_no_file_under_the_final_name() {
     assert!(ok, "{err}");
     assert!(out.exists() && !partial.exists());
 }
+
+/// When the disk (here: the file-size limit, which makes writes fail like a full disk or quota)
+/// runs out mid-write, the message names the file, the exit is non-zero and nothing is left.
+#[test]
+fn a_full_disk_fails_cleanly() {
+    if skip_without_tokenizer() {
+        return;
+    }
+    let scratch = Scratch::new("full");
+    let hf = scratch.0.join("hf");
+    write_checkpoint(&hf);
+    let out = scratch.0.join("model.gguf");
+    // 4 MiB allowed per file; SIGXFSZ ignored (inherited through exec) so writes fail with EFBIG.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 8192; exec '{}' convert --hf '{}' --out '{}' --quant q8_0",
+        env!("CARGO_BIN_EXE_carebot"),
+        hf.display(),
+        out.display()
+    );
+    let result = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "a 4 MiB limit let a 75 MiB conversion succeed");
+    assert!(err.contains("error: writing") && err.contains("model.gguf.partial"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&scratch.0).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(left, ["hf"], "left behind: {left:?}");
+}
