@@ -1,24 +1,9 @@
-// Y[t][r] = Σ_c W[r][c] · X[t][c] for a batch of tokens, the prefill path. Each invocation owns one
-// row and a tile of 16 tokens: it decodes its row 4 weights at a time, once per tile, and multiplies
-// them into 16 running sums (four vec4s). Inputs come straight from the storage buffer: the
-// invocations of a workgroup read the same x values together, which caches serve as a broadcast,
-// and without workgroup memory there are no barriers. With SWIGLU a second matrix (up) shares the
-// pass, as in matvec.
-struct Params {
-    rows: u32,
-    cols: u32,
-    row_offset: u32,
-    // Length of one output row (one token's outputs).
-    out_stride: u32,
-}
-
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> weights_a: array<u32>;
-#if SWIGLU
-@group(0) @binding(5) var<storage, read> weights_b: array<u32>;
-#endif
+// Y[t][r] = Σ_c W[r][c] · X[t][c] for a batch of tokens, the prefill path (bindings in
+// product_io.wgsl). Each invocation owns one row and a tile of 16 tokens: it decodes its row 4
+// weights at a time, once per tile, and multiplies them into 16 running sums (four vec4s). Inputs
+// come straight from the storage buffer: the invocations of a workgroup read the same x values
+// together, which caches serve as a broadcast, and without workgroup memory there are no
+// barriers. With SWIGLU a second matrix (up) shares the pass, as in matvec.
 
 const TILE_TOKENS: u32 = 16u;
 

@@ -1,22 +1,7 @@
-// y = W · x for one token, the decode path. W (`rows × cols`, any GGUF type) is dequantized on the
-// fly, 4 weights at a time; with SWIGLU a second matrix (up) shares the pass and y = silu(W_a x) · (W_b x). A workgroup
-// takes 4 rows with 64 lanes each; lane i sums 32-weight chunks i, i + 64, … of its row.
-struct Params {
-    rows: u32,
-    cols: u32,
-    // Output index of this matrix part's first row (big matrices are split by rows).
-    row_offset: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> weights_a: array<u32>;
-#if SWIGLU
-@group(0) @binding(5) var<storage, read> weights_b: array<u32>;
-#endif
-
+// y = W · x for one token, the decode path (bindings in product_io.wgsl). W is dequantized on the
+// fly, 4 weights at a time; with SWIGLU a second matrix (up) shares the pass and
+// y = silu(W_a x) · (W_b x). A workgroup takes ROWS rows with LANES lanes each (set in shader.rs);
+// lane i sums 32-weight chunks i, i + LANES, … of its row, then the lanes of a row add up.
 const LANES: u32 = {{MATVEC_LANES}}u;
 const ROWS: u32 = {{MATVEC_ROWS}}u;
 

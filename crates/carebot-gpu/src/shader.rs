@@ -13,6 +13,7 @@ macro_rules! shader {
 
 const COMMON: &str = shader!("common.wgsl");
 const EPILOGUE: &str = shader!("epilogue.wgsl");
+const PRODUCT_IO: &str = shader!("product_io.wgsl");
 const KV: &str = shader!("kv.wgsl");
 const BYTES: &str = shader!("quant/bytes.wgsl");
 const K_SCALES: &str = shader!("quant/k_scales.wgsl");
@@ -122,6 +123,9 @@ impl Variant {
             src.push_str(KV);
         }
         let body = self.kernel.source();
+        if matches!(self.kernel, Kernel::MatVec | Kernel::MatMul) {
+            src.push_str(PRODUCT_IO);
+        }
         if body.contains("write_out(") {
             src.push_str(EPILOGUE);
         }
