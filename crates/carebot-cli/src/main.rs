@@ -7,7 +7,7 @@ mod download;
 
 use carebot_gpu::weights::{row_bytes, rows_per_part};
 use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat};
-use carebot_model::chat::{ChatMessage, ChatTemplate, stop_token_ids};
+use carebot_model::chat::{ChatMessage, ChatTemplate, FitError, fit_conversation, stop_token_ids};
 use carebot_model::config::LlamaConfig;
 use carebot_model::generate::{Backend, Generation, Session, StopReason};
 use carebot_model::gguf::{GgufFile, read_header, read_tensor_data};
@@ -527,37 +527,33 @@ fn chat_on(model: impl Backend, tok: &Tokenizer, template: &ChatTemplate, args: 
         }
         messages.push(ChatMessage::user(line));
 
-        // Render the whole conversation; while it leaves no room for the answer, drop the oldest
-        // turn (a user message and its answer), never the system message or the new message.
-        let mut dropped = 0;
-        let ids = loop {
-            let ids = tok.encode(&template.render(&messages, true)?, false)?;
-            if ids.len() + reserve <= capacity {
-                break ids;
-            }
-            if messages.len() - first_turn > 1 {
-                let answered = messages.get(first_turn + 1).is_some_and(|m| m.role == "assistant");
-                messages.drain(first_turn..first_turn + if answered { 2 } else { 1 });
-                dropped += 1;
+        // While the conversation leaves no room for the answer, the oldest turns are left out
+        // (never the system message or the new message).
+        let fitted = match fit_conversation(template, tok, &messages, first_turn, capacity, reserve) {
+            Ok(f) => f,
+            Err(FitError::TooLong { tokens, capacity }) => {
+                eprintln!(
+                    "[this message makes the prompt {tokens} tokens, more than the context of {capacity} holds: not sent]"
+                );
+                messages.pop();
                 continue;
             }
-            break ids;
+            Err(e) => return Err(e.into()),
         };
+        let dropped = fitted.dropped_turns;
         if dropped > 0 {
             eprintln!(
                 "[the conversation no longer fits the context of {capacity} tokens: dropped the oldest {dropped} \
                  turn{}]",
                 if dropped == 1 { "" } else { "s" }
             );
+            // Forget them for good, as the prompt did.
+            for _ in 0..dropped {
+                let answered = messages.get(first_turn + 1).is_some_and(|m| m.role == "assistant");
+                messages.drain(first_turn..first_turn + if answered { 2 } else { 1 });
+            }
         }
-        if ids.len() >= capacity {
-            eprintln!(
-                "[this message makes the prompt {} tokens, more than the context of {capacity} holds: not sent]",
-                ids.len()
-            );
-            messages.pop();
-            continue;
-        }
+        let ids = fitted.ids;
 
         let t0 = Instant::now();
         let g = stream_answer(&mut session, tok, &ids, &mut sampler, max_tokens)?;

@@ -5,11 +5,13 @@
 pub mod context;
 pub mod engine;
 pub mod ops;
+pub mod session;
 pub mod shader;
 pub mod weights;
 
 pub use context::{GpuContext, GpuError, GpuOptions};
 pub use engine::{EngineOptions, GpuModel, KvFormat};
+pub use session::GpuSession;
 
 /// Set to `1` to skip GPU tests on a machine with no Vulkan driver at all. CI never sets it: there
 /// the tests run on Mesa's lavapipe.

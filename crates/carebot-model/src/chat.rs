@@ -276,6 +276,55 @@ pub fn stop_token_ids(tokenizer: &Tokenizer) -> Vec<u32> {
     ids
 }
 
+/// Why a conversation could not be made into a prompt.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error("the message makes the prompt {tokens} tokens, more than the context of {capacity} holds")]
+    TooLong { tokens: usize, capacity: usize },
+}
+
+/// A conversation as prompt tokens that fit the context.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FittedPrompt {
+    pub ids: Vec<u32>,
+    /// Oldest turns (a user message and its answer) left out so the prompt fits.
+    pub dropped_turns: usize,
+}
+
+/// Renders `messages` (ending with the new user message) for generation, leaving out the oldest
+/// turns while the prompt leaves fewer than `reserve` positions of `capacity` for the answer. The
+/// first `keep` messages (the system message) and the last one are never left out.
+pub fn fit_conversation(
+    template: &ChatTemplate,
+    tokenizer: &Tokenizer,
+    messages: &[ChatMessage],
+    keep: usize,
+    capacity: usize,
+    reserve: usize,
+) -> Result<FittedPrompt, FitError> {
+    let keep = keep.min(messages.len());
+    let mut start = keep;
+    let mut dropped_turns = 0;
+    loop {
+        let kept: Vec<ChatMessage> = messages[..keep].iter().chain(&messages[start..]).cloned().collect();
+        // The template writes BOS itself when the model wants it.
+        let ids = tokenizer.encode(&template.render(&kept, true)?, false)?;
+        if ids.len() + reserve <= capacity || messages.len() - start <= 1 {
+            if ids.len() >= capacity {
+                return Err(FitError::TooLong { tokens: ids.len(), capacity });
+            }
+            return Ok(FittedPrompt { ids, dropped_turns });
+        }
+        let answered = messages.get(start + 1).is_some_and(|m| m.role == "assistant");
+        start += if answered { 2 } else { 1 };
+        dropped_turns += 1;
+    }
+}
+
 fn classify(err: Error) -> ChatError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(e) = source {

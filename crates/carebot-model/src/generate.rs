@@ -77,6 +77,12 @@ impl Backend for CpuModel {
     }
 }
 
+/// How many leading tokens of `prompt` a KV cache holding `cached` can keep: their shared prefix,
+/// less the prompt's last token, which must run to produce logits.
+pub fn reusable_prefix(cached: &[u32], prompt: &[u32]) -> usize {
+    cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len().saturating_sub(1))
+}
+
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -141,8 +147,7 @@ impl<B: Backend> Session<B> {
         if prompt.len() > self.backend.capacity() {
             return Err(BackendError::ContextFull { needed: prompt.len(), capacity: self.backend.capacity() });
         }
-        // At least the last prompt token must run to produce logits.
-        let keep = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        let keep = reusable_prefix(&self.tokens, prompt);
         self.backend.truncate(keep);
         self.tokens.truncate(keep);
         Ok(keep)

@@ -1,0 +1,456 @@
+//! The chat page: state in one place ([`State`]), the link to the inference worker, and the Leptos
+//! components in [`view`].
+
+mod history;
+mod view;
+
+use crate::conversation::{Conversation, Turn};
+use crate::i18n::Lang;
+use crate::params::{LinkParams, default_model_url};
+use crate::protocol::{Failure, FromWorker, ModelInfo, ModelSource, Phase, ProbeInfo, Settings, ToWorker};
+use leptos::prelude::*;
+use std::cell::RefCell;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{MessageEvent, Worker};
+
+/// Where the model is in its life.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelState {
+    /// Waiting for the worker.
+    Starting,
+    NoWebGpu,
+    Probing,
+    /// Looked at, not loaded: the user decides to download.
+    Probed(ProbeInfo),
+    Loading {
+        phase: Phase,
+        done: u64,
+        total: u64,
+        bytes_per_second: f64,
+    },
+    Ready(ModelInfo),
+    Failed(Failure),
+}
+
+impl ModelState {
+    /// `data-state` of the `model-status` test hook.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelState::Starting => "starting",
+            ModelState::NoWebGpu => "no-webgpu",
+            ModelState::Probing => "probing",
+            ModelState::Probed(_) => "probed",
+            ModelState::Loading { .. } => "loading",
+            ModelState::Ready(_) => "ready",
+            ModelState::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Everything the page shows, in one place.
+#[derive(Clone, Copy)]
+pub struct State {
+    pub lang: RwSignal<Lang>,
+    pub model: RwSignal<ModelState>,
+    pub source: RwSignal<ModelSource>,
+    pub settings: RwSignal<Settings>,
+    pub conversation: RwSignal<Conversation>,
+    pub saved: RwSignal<Vec<Conversation>>,
+    /// The answer being written.
+    pub answering: RwSignal<Option<u64>>,
+    /// Text for the input box (set by "edit").
+    pub draft: RwSignal<String>,
+    /// A short message at the top (cache deleted, link parameters ignored, storage errors).
+    pub notice: RwSignal<Option<String>>,
+    pub show_disclaimer: RwSignal<bool>,
+    pub show_settings: RwSignal<bool>,
+}
+
+thread_local! {
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+const DISCLAIMER_KEY: &str = "carebot.disclaimer-accepted";
+const LANG_KEY: &str = "carebot.lang";
+
+/// Sends a message to the worker (with a local file beside it when there is one).
+pub fn send(msg: &ToWorker, file: Option<&web_sys::File>) {
+    WORKER.with(|w| {
+        if let Some(worker) = w.borrow().as_ref() {
+            let json = JsValue::from_str(&msg.to_json());
+            let data = match file {
+                Some(f) => js_sys::Array::of2(&json, f).into(),
+                None => json,
+            };
+            let _ = worker.post_message(&data);
+        }
+    });
+}
+
+/// The page's URL with `relative` resolved against it.
+fn absolute(relative: &str) -> String {
+    let base =
+        web_sys::window().and_then(|w| w.document()).and_then(|d| d.base_uri().ok().flatten()).unwrap_or_default();
+    web_sys::Url::new_with_base(relative, &base).map(|u| u.href()).unwrap_or_else(|_| relative.to_string())
+}
+
+/// Restricts what the page (and the worker, which inherits the policy) may load or contact: this
+/// origin and, for a model URL, the model's origin. Nothing else, so nothing typed can leave.
+fn install_content_security_policy(model_url: Option<&str>) {
+    let origin = model_url.and_then(|u| web_sys::Url::new(u).ok()).map(|u| u.origin()).filter(|o| o != "null");
+    let connect = match origin {
+        Some(o) => format!("'self' {o}"),
+        None => "'self'".into(),
+    };
+    let policy = format!(
+        "default-src 'self'; connect-src {connect}; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; object-src 'none'; base-uri 'self'; \
+         form-action 'none'; frame-src 'none'"
+    );
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else { return };
+    if let (Ok(meta), Some(head)) = (document.create_element("meta"), document.head()) {
+        let _ = meta.set_attribute("http-equiv", "Content-Security-Policy");
+        let _ = meta.set_attribute("content", &policy);
+        let _ = head.prepend_with_node_1(&meta);
+    }
+}
+
+fn has_webgpu() -> bool {
+    web_sys::window()
+        .map(|w| js_sys::Reflect::get(&w.navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null()))
+        .unwrap_or(false)
+}
+
+/// A dedicated worker from a blob that imports trunk's worker script: a blob worker inherits this
+/// page's Content-Security-Policy.
+fn spawn_worker() -> Result<Worker, JsValue> {
+    let js = absolute("carebot-worker.js");
+    let wasm = absolute("carebot-worker_bg.wasm");
+    let script = format!("importScripts({js:?}); wasm_bindgen({wasm:?});");
+    let parts = js_sys::Array::of1(&JsValue::from_str(&script));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("text/javascript");
+    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob)?;
+    Worker::new(&url)
+}
+
+impl State {
+    fn new() -> Self {
+        let lang = local_storage()
+            .and_then(|s| s.get_item(LANG_KEY).ok().flatten())
+            .or_else(|| web_sys::window().and_then(|w| w.navigator().language()))
+            .map(|t| Lang::from_tag(&t))
+            .unwrap_or(Lang::En);
+        let accepted = local_storage().and_then(|s| s.get_item(DISCLAIMER_KEY).ok().flatten()).is_some();
+        State {
+            lang: RwSignal::new(lang),
+            model: RwSignal::new(ModelState::Starting),
+            source: RwSignal::new(ModelSource::Url { url: String::new() }),
+            settings: RwSignal::new(Settings::default()),
+            conversation: RwSignal::new(Conversation::new(now_ms())),
+            saved: RwSignal::new(Vec::new()),
+            answering: RwSignal::new(None),
+            draft: RwSignal::new(String::new()),
+            notice: RwSignal::new(None),
+            show_disclaimer: RwSignal::new(!accepted),
+            show_settings: RwSignal::new(false),
+        }
+    }
+
+    pub fn set_lang(&self, lang: Lang) {
+        self.lang.set(lang);
+        if let Some(s) = local_storage() {
+            let _ = s.set_item(LANG_KEY, lang.tag());
+        }
+    }
+
+    pub fn accept_disclaimer(&self) {
+        self.show_disclaimer.set(false);
+        if let Some(s) = local_storage() {
+            let _ = s.set_item(DISCLAIMER_KEY, "1");
+        }
+    }
+
+    /// Looks at the current source again (after an error or a cache deletion).
+    pub fn probe(&self, file: Option<&web_sys::File>) {
+        self.model.set(ModelState::Probing);
+        send(&ToWorker::Probe { source: self.source.get_untracked() }, file);
+    }
+
+    pub fn load(&self) {
+        // Shown at once, so the load button cannot be pressed twice.
+        let phase = match self.source.get_untracked() {
+            ModelSource::File { .. } => Phase::LocalFile,
+            ModelSource::Url { .. } => Phase::Download,
+        };
+        self.model.set(ModelState::Loading { phase, done: 0, total: 0, bytes_per_second: 0.0 });
+        send(&ToWorker::Load { source: self.source.get_untracked() }, None);
+    }
+
+    pub fn open_local_file(&self, file: web_sys::File) {
+        self.source.set(ModelSource::File { name: file.name(), size: file.size() as u64 });
+        self.probe(Some(&file));
+    }
+
+    /// Sends the conversation for an answer: a new, empty assistant turn fills as tokens arrive.
+    pub fn ask(&self) {
+        if self.answering.get_untracked().is_some() {
+            return;
+        }
+        let id = now_ms() as u64;
+        let messages = self.conversation.with_untracked(Conversation::messages);
+        if messages.last().is_none_or(|m| m.role != "user") {
+            return;
+        }
+        self.conversation.update(|c| {
+            c.turns.push(Turn::assistant());
+            c.retitle();
+            c.updated = now_ms();
+        });
+        self.answering.set(Some(id));
+        send(&ToWorker::Generate { id, messages, settings: self.settings.get_untracked() }, None);
+    }
+
+    pub fn submit(&self, text: String) {
+        let text = text.trim().to_string();
+        if text.is_empty() || self.answering.get_untracked().is_some() {
+            return;
+        }
+        self.conversation.update(|c| c.turns.push(Turn::user(text)));
+        self.ask();
+    }
+
+    /// Drops the last answer and asks again.
+    pub fn regenerate(&self) {
+        if self.answering.get_untracked().is_some() {
+            return;
+        }
+        self.conversation.update(|c| {
+            if c.turns.last().is_some_and(|t| t.role == "assistant") {
+                c.turns.pop();
+            }
+        });
+        self.ask();
+    }
+
+    /// Takes user message `index` back into the input box, dropping it and all after it.
+    pub fn edit(&self, index: usize) {
+        if self.answering.get_untracked().is_some() {
+            return;
+        }
+        let text = self.conversation.with_untracked(|c| c.turns.get(index).map(|t| t.content.clone()));
+        if let Some(text) = text {
+            self.conversation.update(|c| c.turns.truncate(index));
+            self.draft.set(text);
+        }
+    }
+
+    pub fn new_conversation(&self) {
+        if self.answering.get_untracked().is_some() {
+            return;
+        }
+        self.conversation.set(Conversation::new(now_ms()));
+    }
+
+    pub fn open_conversation(&self, c: Conversation) {
+        if self.answering.get_untracked().is_none() {
+            self.conversation.set(c);
+        }
+    }
+
+    pub fn refresh_saved(&self) {
+        let state = *self;
+        wasm_bindgen_futures::spawn_local(async move {
+            match history::list().await {
+                Ok(list) => state.saved.set(list),
+                Err(e) => state.notice.set(Some(e)),
+            }
+        });
+    }
+
+    fn save(&self) {
+        let state = *self;
+        let c = self.conversation.get_untracked();
+        if c.turns.is_empty() {
+            return;
+        }
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(e) = history::put(&c).await {
+                state.notice.set(Some(e));
+            }
+            state.refresh_saved();
+        });
+    }
+
+    pub fn delete_saved(&self, id: String) {
+        let state = *self;
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(e) = history::delete(&id).await {
+                state.notice.set(Some(e));
+            }
+            if state.conversation.with_untracked(|c| c.id == id) && state.answering.get_untracked().is_none() {
+                state.conversation.set(Conversation::new(now_ms()));
+            }
+            state.refresh_saved();
+        });
+    }
+
+    pub fn delete_all_saved(&self) {
+        let state = *self;
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(e) = history::clear().await {
+                state.notice.set(Some(e));
+            }
+            if state.answering.get_untracked().is_none() {
+                state.conversation.set(Conversation::new(now_ms()));
+            }
+            state.refresh_saved();
+        });
+    }
+
+    fn on_worker_message(&self, msg: FromWorker) {
+        match msg {
+            FromWorker::Started => self.probe(None),
+            FromWorker::Probed { info } => {
+                let complete = info.cached == info.size;
+                let local = matches!(self.source.get_untracked(), ModelSource::File { .. });
+                self.model.set(ModelState::Probed(info));
+                // Nothing to download: load at once.
+                if complete || local {
+                    self.load();
+                }
+            }
+            FromWorker::Progress { phase, done, total, bytes_per_second } => {
+                self.model.set(ModelState::Loading { phase, done, total, bytes_per_second })
+            }
+            FromWorker::Loaded { info } => self.model.set(ModelState::Ready(info)),
+            FromWorker::Token { id, text } => {
+                if self.answering.get_untracked() == Some(id) {
+                    self.conversation.update(|c| {
+                        if let Some(t) = c.turns.last_mut() {
+                            t.content.push_str(&text)
+                        }
+                    });
+                }
+            }
+            FromWorker::Done { id, stats } => {
+                if self.answering.get_untracked() == Some(id) {
+                    self.conversation.update(|c| {
+                        if let Some(t) = c.turns.last_mut() {
+                            t.stats = Some(stats);
+                        }
+                        c.updated = now_ms();
+                    });
+                    self.answering.set(None);
+                    self.save();
+                }
+            }
+            FromWorker::CacheDeleted { .. } => {
+                self.notice.set(Some(crate::i18n::Key::CacheDeleted.text(self.lang.get_untracked()).into()));
+                self.probe(None);
+            }
+            FromWorker::Failed { id: Some(id), failure } => {
+                if self.answering.get_untracked() == Some(id) {
+                    self.conversation.update(|c| {
+                        if let Some(t) = c.turns.last_mut() {
+                            t.error = Some(failure.detail.clone());
+                        }
+                    });
+                    self.answering.set(None);
+                    self.save();
+                }
+                if failure.kind.needs_reload() {
+                    self.model.set(ModelState::Failed(failure));
+                }
+            }
+            FromWorker::Failed { id: None, failure } => self.model.set(ModelState::Failed(failure)),
+        }
+    }
+}
+
+pub fn start() {
+    console_error_panic_hook::set_once();
+    let state = State::new();
+
+    let query = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
+    let params = web_sys::UrlSearchParams::new_with_str(&query).ok();
+    let pairs: Vec<(String, String)> = params
+        .map(|p| {
+            let entries = js_sys::try_iter(&p).ok().flatten();
+            entries
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    let e: js_sys::Array = e.ok()?.unchecked_into();
+                    Some((e.get(0).as_string()?, e.get(1).as_string()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let link = LinkParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let url = absolute(link.model.as_deref().unwrap_or(default_model_url()));
+    install_content_security_policy(Some(&url));
+    state.source.set(ModelSource::Url { url });
+    state.settings.set(link.settings.clone());
+    if !link.ignored.is_empty() {
+        let lang = state.lang.get_untracked();
+        state.notice.set(Some(format!("{} {}", crate::i18n::Key::LinkIgnored.text(lang), link.ignored.join("; "))));
+    }
+
+    if has_webgpu() {
+        match spawn_worker() {
+            Ok(worker) => {
+                let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |e: MessageEvent| {
+                    if let Some(msg) = e.data().as_string().and_then(|s| serde_json::from_str::<FromWorker>(&s).ok()) {
+                        state.on_worker_message(msg);
+                    }
+                });
+                worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+                on_message.forget();
+                let on_error = Closure::<dyn Fn(web_sys::ErrorEvent)>::new(move |e: web_sys::ErrorEvent| {
+                    state.model.set(ModelState::Failed(Failure {
+                        kind: crate::protocol::ErrorKind::Internal,
+                        detail: format!("the inference worker failed: {}", e.message()),
+                    }));
+                });
+                worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+                on_error.forget();
+                WORKER.with(|w| *w.borrow_mut() = Some(worker));
+            }
+            Err(e) => state.model.set(ModelState::Failed(Failure {
+                kind: crate::protocol::ErrorKind::Internal,
+                detail: format!("could not start the inference worker: {e:?}"),
+            })),
+        }
+    } else {
+        state.model.set(ModelState::NoWebGpu);
+    }
+    // A reload continues the most recent conversation.
+    wasm_bindgen_futures::spawn_local(async move {
+        match history::list().await {
+            Ok(list) => {
+                if let Some(latest) = list.first()
+                    && state.conversation.with_untracked(|c| c.turns.is_empty())
+                {
+                    state.conversation.set(latest.clone());
+                }
+                state.saved.set(list);
+            }
+            Err(e) => state.notice.set(Some(e)),
+        }
+    });
+    leptos::mount::mount_to_body(move || {
+        provide_context(state);
+        view::App()
+    });
+}

@@ -1,0 +1,454 @@
+//! The page's components. They read and change [`State`] (from context); none keeps state of its own
+//! beyond what an input box holds.
+
+use super::{ModelState, State};
+use crate::conversation::Turn;
+use crate::i18n::{Key, Lang};
+use crate::markdown;
+use crate::protocol::{ErrorKind, ModelSource, Phase, ToWorker};
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+
+fn state() -> State {
+    expect_context::<State>()
+}
+
+/// `key` in the current language, tracked.
+fn t(key: Key) -> impl Fn() -> &'static str + Copy + Send + Sync + 'static {
+    let lang = state().lang;
+    move || key.text(lang.get())
+}
+
+pub fn bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 1e9 => format!("{:.2} GB", n / 1e9),
+        n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
+        n if n >= 1e3 => format!("{:.0} KB", n / 1e3),
+        n => format!("{n:.0} B"),
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h {:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn failure_text(kind: ErrorKind) -> Key {
+    match kind {
+        ErrorKind::NoWebGpu => Key::ErrNoWebGpu,
+        ErrorKind::GpuTooSmall => Key::ErrGpuTooSmall,
+        ErrorKind::DeviceLost => Key::ErrDeviceLost,
+        ErrorKind::OutOfMemory => Key::ErrOutOfMemory,
+        ErrorKind::NotFound => Key::ErrNotFound,
+        ErrorKind::Http => Key::ErrHttp,
+        ErrorKind::NoRange => Key::ErrNoRange,
+        ErrorKind::Network => Key::ErrNetwork,
+        ErrorKind::NotGguf => Key::ErrNotGguf,
+        ErrorKind::WrongArchitecture => Key::ErrWrongArchitecture,
+        ErrorKind::StorageFull => Key::ErrStorageFull,
+        ErrorKind::Model => Key::ErrModel,
+        ErrorKind::Busy => Key::ErrBusy,
+        ErrorKind::Internal => Key::ErrInternal,
+    }
+}
+
+/// Offers a text as a file download (made here, from a blob: nothing leaves the machine).
+fn download(name: &str, mime: &str, text: &str) {
+    let parts = js_sys::Array::of1(&text.into());
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let Ok(blob) = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options) else { return };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else { return };
+    if let Some(a) = document().create_element("a").ok().and_then(|e| e.dyn_into::<web_sys::HtmlAnchorElement>().ok()) {
+        a.set_href(&url);
+        a.set_download(name);
+        a.click();
+    }
+    let _ = web_sys::Url::revoke_object_url(&url);
+}
+
+#[allow(non_snake_case)]
+pub fn App() -> impl IntoView {
+    let s = state();
+    view! {
+        <div class="app" lang=move || s.lang.get().tag()>
+            <Header/>
+            {move || s.notice.get().map(|n| view! {
+                <div class="notice" role="status">{n}<button on:click=move |_| s.notice.set(None)>"×"</button></div>
+            })}
+            {move || if s.model.with(|m| *m == ModelState::NoWebGpu) {
+                view! { <NoWebGpu/> }.into_any()
+            } else {
+                view! {
+                    <div class="main">
+                        <Sidebar/>
+                        <section class="chat">
+                            <ModelPanel/>
+                            <Messages/>
+                            <Composer/>
+                        </section>
+                    </div>
+                }.into_any()
+            }}
+            <Disclaimer/>
+            <SettingsPanel/>
+        </div>
+    }
+}
+
+#[component]
+fn Header() -> impl IntoView {
+    let s = state();
+    view! {
+        <header>
+            <h1>{t(Key::AppTitle)}</h1>
+            <p class="tagline">{t(Key::Tagline)}</p>
+            <nav>
+                <button on:click=move |_| s.show_settings.set(true)>{t(Key::Settings)}</button>
+                <button on:click=move |_| s.show_disclaimer.set(true)>{t(Key::About)}</button>
+                <label>
+                    {t(Key::Language)} " "
+                    <select
+                        data-testid="language"
+                        on:change=move |ev| s.set_lang(if event_target_value(&ev) == "zh" { Lang::Zh } else { Lang::En })
+                        prop:value=move || if s.lang.get() == Lang::Zh { "zh" } else { "en" }
+                    >
+                        <option value="en">"English"</option>
+                        <option value="zh">"简体中文"</option>
+                    </select>
+                </label>
+            </nav>
+        </header>
+    }
+}
+
+#[component]
+fn NoWebGpu() -> impl IntoView {
+    view! {
+        <section class="no-webgpu" data-testid="model-status" data-state="no-webgpu">
+            <h2>{t(Key::ErrNoWebGpu)}</h2>
+            <p>{t(Key::ErrNoWebGpuHelp)}</p>
+        </section>
+    }
+}
+
+#[component]
+fn Disclaimer() -> impl IntoView {
+    let s = state();
+    view! {
+        <Show when=move || s.show_disclaimer.get()>
+            <div class="modal" role="dialog" aria-modal="true" data-testid="disclaimer">
+                <div class="card">
+                    <h2>{t(Key::DisclaimerTitle)}</h2>
+                    <p>{t(Key::DisclaimerBody)}</p>
+                    <button class="primary" data-testid="accept-disclaimer" on:click=move |_| s.accept_disclaimer()>
+                        {t(Key::DisclaimerAccept)}
+                    </button>
+                </div>
+            </div>
+        </Show>
+    }
+}
+
+#[component]
+fn SettingsPanel() -> impl IntoView {
+    let s = state();
+    // A number field changes its setting only when it holds a number in range.
+    let set = move |ev: &leptos::ev::Event, min: f64, max: f64, apply: &dyn Fn(&mut crate::protocol::Settings, f64)| {
+        if let Some(v) = event_target_value(ev).parse::<f64>().ok().filter(|v| (min..=max).contains(v)) {
+            s.settings.update(|x| apply(x, v));
+        }
+    };
+    view! {
+        <Show when=move || s.show_settings.get()>
+            <div class="modal" role="dialog" aria-modal="true">
+                <div class="card settings">
+                    <h2>{t(Key::Settings)}</h2>
+                    <label>{t(Key::SystemPrompt)}
+                        <textarea rows="4" prop:value=move || s.settings.with(|x| x.system.clone())
+                            on:input=move |ev| s.settings.update(|x| x.system = event_target_value(&ev))></textarea>
+                    </label>
+                    <label>{t(Key::Temperature)}
+                        <input type="number" min="0" max="2" step="0.05" prop:value=move || s.settings.with(|x| x.temperature.to_string())
+                            on:change=move |ev| set(&ev, 0.0, 2.0, &|x, v| x.temperature = v as f32)/>
+                    </label>
+                    <label>{t(Key::TopP)}
+                        <input type="number" min="0.05" max="1" step="0.05" prop:value=move || s.settings.with(|x| x.top_p.to_string())
+                            on:change=move |ev| set(&ev, 0.01, 1.0, &|x, v| x.top_p = v as f32)/>
+                    </label>
+                    <label>{t(Key::MaxTokens)}
+                        <input type="number" min="1" max="8192" step="1" prop:value=move || s.settings.with(|x| x.max_tokens.to_string())
+                            on:change=move |ev| set(&ev, 1.0, 8192.0, &|x, v| x.max_tokens = v as usize)/>
+                    </label>
+                    <label>{t(Key::Seed)}
+                        <input type="number" min="0" step="1" prop:value=move || s.settings.with(|x| x.seed.to_string())
+                            on:change=move |ev| set(&ev, 0.0, 1.8e19, &|x, v| x.seed = v as u64)/>
+                    </label>
+                    <button class="primary" on:click=move |_| s.show_settings.set(false)>{t(Key::Close)}</button>
+                </div>
+            </div>
+        </Show>
+    }
+}
+
+#[component]
+fn Sidebar() -> impl IntoView {
+    let s = state();
+    let export = move |json: bool| {
+        let c = s.conversation.get_untracked();
+        let stem = format!("carebot-{}", c.id);
+        if json {
+            download(&format!("{stem}.json"), "application/json", &c.to_json());
+        } else {
+            download(&format!("{stem}.md"), "text/markdown", &c.to_markdown());
+        }
+    };
+    view! {
+        <aside class="sidebar">
+            <button class="primary" data-testid="new-chat" on:click=move |_| s.new_conversation()>{t(Key::NewChat)}</button>
+            <h2>{t(Key::History)}</h2>
+            <ul data-testid="history">
+                {move || {
+                    let current = s.conversation.with(|c| c.id.clone());
+                    let saved = s.saved.get();
+                    if saved.is_empty() {
+                        return view! { <li class="empty">{t(Key::NoConversations)}</li> }.into_any();
+                    }
+                    saved.into_iter().map(|c| {
+                        let id = c.id.clone();
+                        let active = c.id == current;
+                        let title = if c.title.is_empty() { "…".to_string() } else { c.title.clone() };
+                        view! {
+                            <li class:active=active>
+                                <button class="open" on:click=move |_| s.open_conversation(c.clone())>{title}</button>
+                                <button class="delete" title=t(Key::DeleteOne) on:click=move |_| s.delete_saved(id.clone())>"✕"</button>
+                            </li>
+                        }
+                    }).collect_view().into_any()
+                }}
+            </ul>
+            <div class="exports">
+                <button on:click=move |_| export(false)>{t(Key::ExportMarkdown)}</button>
+                <button on:click=move |_| export(true)>{t(Key::ExportJson)}</button>
+                <button class="danger" on:click=move |_| {
+                    let sure = window().confirm_with_message(Key::ConfirmDeleteAll.text(s.lang.get_untracked())).unwrap_or(false);
+                    if sure { s.delete_all_saved() }
+                }>{t(Key::DeleteAll)}</button>
+            </div>
+        </aside>
+    }
+}
+
+#[component]
+fn ModelPanel() -> impl IntoView {
+    let s = state();
+    let on_pick = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        if let Some(file) = input.files().and_then(|f| f.get(0)) {
+            s.open_local_file(file);
+        }
+    };
+    let on_drop = move |ev: leptos::ev::DragEvent| {
+        ev.prevent_default();
+        if let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
+            s.open_local_file(file);
+        }
+    };
+    let source_text = move || match s.source.get() {
+        ModelSource::Url { url } => url,
+        ModelSource::File { name, .. } => name,
+    };
+    let delete_cache = move |_| {
+        if let ModelSource::Url { url } = s.source.get_untracked() {
+            s.model.set(ModelState::Probing);
+            super::send(&ToWorker::DeleteCache { url }, None);
+        }
+    };
+    let body = move || match s.model.get() {
+        ModelState::Starting | ModelState::NoWebGpu | ModelState::Probing => {
+            view! { <p>{t(Key::ModelProbing)}</p> }.into_any()
+        }
+        ModelState::Probed(info) => {
+            let lang = s.lang.get();
+            let needed = info.size - info.cached;
+            let short = info.available.is_some_and(|a| a < needed);
+            let space = info
+                .available
+                .map(|a| format!(" · {} {}", bytes(a), Key::StorageAvailable.text(lang)))
+                .unwrap_or_default();
+            view! {
+                <p><strong>{info.name.clone()}</strong>" · "{info.architecture.clone()}" · "{format!("{:.2}B", info.parameters as f64 / 1e9)}
+                   " · "{bytes(info.size)}{space}</p>
+                <p>{if info.cached > 0 { Key::ModelPartlyCached.text(lang) } else { Key::ModelNotCached.text(lang) }}</p>
+                {short.then(|| view! {
+                    <p class="error" data-testid="storage-short">
+                        {format!("{} {}, {} {}. ", Key::StorageShort.text(lang), bytes(needed), Key::StorageShortAvail.text(lang), bytes(info.available.unwrap_or(0)))}
+                        {Key::StorageShortHint.text(lang)}
+                    </p>
+                })}
+                <button class="primary" data-testid="load-model" disabled=short on:click=move |_| s.load()>
+                    {format!("{} ({})", Key::DownloadAndLoad.text(lang), bytes(needed))}
+                </button>
+            }.into_any()
+        }
+        ModelState::Loading { phase, done, total, bytes_per_second } => {
+            let lang = s.lang.get();
+            let label = match phase {
+                Phase::Download => Key::Downloading,
+                Phase::Cache => Key::LoadingFromCache,
+                Phase::LocalFile => Key::ReadingFile,
+            }
+            .text(lang);
+            let left = if bytes_per_second > 0.0 { (total - done) as f64 / bytes_per_second } else { 0.0 };
+            view! {
+                <progress data-testid="progress" max=total.to_string() value=done.to_string()></progress>
+                <p>{format!("{label}: {} / {} · {}/s · {} {}", bytes(done), bytes(total), bytes(bytes_per_second as u64), duration(left), Key::TimeLeft.text(lang))}</p>
+            }.into_any()
+        }
+        ModelState::Ready(info) => {
+            let lang = s.lang.get();
+            view! {
+                <p><strong>{Key::ModelReady.text(lang)}</strong>": "{info.name.clone()}" · "{info.adapter.clone()}
+                   {info.from_cache.then(|| format!(" · {}", Key::FromCache.text(lang)))}
+                   {format!(" · {:.1}s", info.load_seconds)}</p>
+                {info.software_adapter.then(|| view! { <p class="hint">{Key::SoftwareGpu.text(lang)}</p> })}
+            }
+            .into_any()
+        }
+        ModelState::Failed(f) => {
+            let lang = s.lang.get();
+            let reload = f.kind.needs_reload();
+            view! {
+                <p class="error" data-testid="model-error" data-kind=format!("{:?}", f.kind)>
+                    <strong>{failure_text(f.kind).text(lang)}</strong><br/>{f.detail.clone()}
+                </p>
+                <button class="primary" data-testid="retry" on:click=move |_| if reload { s.load() } else { s.probe(None) }>
+                    {if reload { Key::Reload.text(lang) } else { Key::Retry.text(lang) }}
+                </button>
+            }.into_any()
+        }
+    };
+    view! {
+        <div class="model" data-testid="model-status" data-state=move || s.model.with(ModelState::name)
+            on:dragover=|ev: leptos::ev::DragEvent| ev.prevent_default() on:drop=on_drop>
+            <p class="source">{t(Key::Model)}": "<code>{source_text}</code></p>
+            {body}
+            <details>
+                <summary>{t(Key::DropHere)}</summary>
+                <p>{t(Key::OpenLocal)}" "<input type="file" accept=".gguf" data-testid="model-file" on:change=on_pick/></p>
+                <button class="danger" data-testid="delete-cache" on:click=delete_cache
+                    disabled=move || !matches!(s.source.get(), ModelSource::Url { .. })>{t(Key::DeleteCache)}</button>
+            </details>
+        </div>
+    }
+}
+
+#[component]
+fn Messages() -> impl IntoView {
+    let s = state();
+    view! {
+        <div class="messages" data-testid="messages">
+            {move || {
+                let answering = s.answering.get().is_some();
+                let turns = s.conversation.with(|c| c.turns.clone());
+                let last = turns.len().saturating_sub(1);
+                turns.into_iter().enumerate().map(|(i, turn)| message(turn, i, i == last && answering)).collect_view()
+            }}
+        </div>
+    }
+}
+
+fn message(turn: Turn, index: usize, writing: bool) -> impl IntoView {
+    let s = state();
+    let lang = s.lang.get_untracked();
+    if turn.role == "user" {
+        return view! {
+            <div class="msg user" data-testid="user-message">
+                <div class="who">{Key::You.text(lang)}</div>
+                <div class="text">{turn.content.clone()}</div>
+                <button class="small" data-testid="edit" on:click=move |_| s.edit(index)>{Key::Edit.text(lang)}</button>
+            </div>
+        }
+        .into_any();
+    }
+    let html = markdown::render(&turn.content);
+    let stats = turn.stats.clone().map(|st| {
+        let stop = match st.stop.as_str() {
+            "cancelled" => format!(" · {}", Key::Stopped.text(lang)),
+            "context_full" => format!(" · {}", Key::CutShort.text(lang)),
+            _ => String::new(),
+        };
+        let dropped = (st.dropped_turns > 0).then(|| view! {
+            <p class="dropped" data-testid="dropped-notice">{format!("{} {}", Key::Dropped.text(lang), st.dropped_turns)}</p>
+        });
+        view! {
+            {dropped}
+            <div class="stats" data-testid="answer-stats">
+                {format!("{} {} · {:.1} {}{stop}", st.generated, Key::Tokens.text(lang), st.tokens_per_second, Key::TokensPerSecond.text(lang))}
+            </div>
+        }
+    });
+    let done = !writing;
+    view! {
+        <div class="msg assistant" data-testid="assistant-message" data-done=done.to_string() data-text=turn.content.clone()>
+            <div class="who">{Key::Assistant.text(lang)}</div>
+            <div class="text markdown" inner_html=html></div>
+            {turn.error.clone().map(|e| view! { <p class="error">{e}</p> })}
+            {stats}
+        </div>
+    }
+    .into_any()
+}
+
+#[component]
+fn Composer() -> impl IntoView {
+    let s = state();
+    let ready = move || s.model.with(|m| matches!(m, ModelState::Ready(_)));
+    let answering = move || s.answering.get().is_some();
+    let send = move || {
+        let text = s.draft.get_untracked();
+        if ready() && !text.trim().is_empty() && s.answering.get_untracked().is_none() {
+            s.draft.set(String::new());
+            s.submit(text);
+        }
+    };
+    let meter = move || {
+        s.conversation.with(|c| c.turns.iter().rev().find_map(|t| t.stats.clone())).map(|st| {
+            let pct = 100.0 * st.context_used as f64 / st.context_size.max(1) as f64;
+            view! {
+                <div class="meter" data-testid="context-meter" title=format!("{pct:.0}%")>
+                    {t(Key::Context)}": "{format!("{} / {}", st.context_used, st.context_size)}
+                    <meter min="0" max=st.context_size.to_string() value=st.context_used.to_string()></meter>
+                </div>
+            }
+        })
+    };
+    let can_regenerate = move || {
+        !answering() && ready() && s.conversation.with(|c| c.turns.last().is_some_and(|t| t.role == "assistant"))
+    };
+    view! {
+        <div class="composer">
+            <textarea data-testid="chat-input" rows="3" placeholder=t(Key::Placeholder)
+                prop:value=move || s.draft.get()
+                on:input=move |ev| s.draft.set(event_target_value(&ev))
+                on:keydown=move |ev: leptos::ev::KeyboardEvent| if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+                    ev.prevent_default();
+                    send();
+                }></textarea>
+            <div class="buttons">
+                <button class="primary" data-testid="send" disabled=move || !ready() || answering() on:click=move |_| send()>{t(Key::Send)}</button>
+                <button data-testid="stop" disabled=move || !answering() on:click=move |_| super::send(&ToWorker::Stop, None)>{t(Key::Stop)}</button>
+                <button data-testid="regenerate" disabled=move || !can_regenerate() on:click=move |_| s.regenerate()>{t(Key::Regenerate)}</button>
+                {meter}
+            </div>
+            <p class="disclaimer-line">{t(Key::DisclaimerShort)}</p>
+        </div>
+    }
+}

@@ -1,0 +1,154 @@
+//! The UI's two languages, 简体中文 and English: every visible string is a [`Key`], looked up in
+//! one table so a missing translation cannot compile.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Zh,
+}
+
+impl Lang {
+    /// From a BCP 47 tag such as `navigator.language` (`zh-CN`, `zh-Hans`, `en-US`).
+    pub fn from_tag(tag: &str) -> Lang {
+        if tag.to_ascii_lowercase().starts_with("zh") { Lang::Zh } else { Lang::En }
+    }
+
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh-CN",
+        }
+    }
+}
+
+macro_rules! texts {
+    ($($key:ident => $en:expr, $zh:expr;)*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Key { $($key),* }
+
+        impl Key {
+            pub const ALL: &[Key] = &[$(Key::$key),*];
+
+            pub fn text(self, lang: Lang) -> &'static str {
+                match (self, lang) {
+                    $((Key::$key, Lang::En) => $en, (Key::$key, Lang::Zh) => $zh,)*
+                }
+            }
+        }
+    };
+}
+
+texts! {
+    AppTitle => "CareBot", "CareBot 医疗助手";
+    Tagline => "Private medical chat: the model runs on your own GPU and nothing you type leaves this device.",
+        "私密医疗咨询：模型在您自己的 GPU 上运行，您输入的内容不会离开本设备。";
+    DisclaimerTitle => "Before you start", "使用前请阅读";
+    DisclaimerBody => "CareBot gives general health information, not a diagnosis or treatment. It can be wrong. Talk to a doctor about your health. In an emergency, call your local emergency number now (for example 120 in China, 911 in the US, 112 in Europe).",
+        "CareBot 提供一般健康信息，不能代替诊断或治疗，也可能出错。有关健康问题请咨询医生。遇到紧急情况，请立即拨打当地急救电话（例如中国 120、美国 911、欧洲 112）。";
+    DisclaimerAccept => "I understand", "我已了解";
+    DisclaimerShort => "Information, not a diagnosis. In an emergency, call your local emergency number.",
+        "仅供参考，不构成诊断。紧急情况请拨打当地急救电话。";
+    About => "About & disclaimer", "说明与免责声明";
+    Language => "Language", "语言";
+    History => "Conversations", "对话记录";
+    NewChat => "New conversation", "新对话";
+    DeleteOne => "Delete", "删除";
+    DeleteAll => "Delete all conversations", "删除全部对话";
+    ConfirmDeleteAll => "Delete every saved conversation?", "确定删除所有已保存的对话吗？";
+    ExportMarkdown => "Export Markdown", "导出 Markdown";
+    ExportJson => "Export JSON", "导出 JSON";
+    NoConversations => "No saved conversations yet.", "还没有保存的对话。";
+    Settings => "Settings", "设置";
+    SystemPrompt => "System prompt (empty: none)", "系统提示词（留空则不使用）";
+    Temperature => "Temperature (0 = most likely answer)", "温度（0 = 总是选最可能的词）";
+    TopP => "Top-p", "Top-p";
+    MaxTokens => "Most tokens per answer", "每次回答的最大词元数";
+    Seed => "Seed", "随机种子";
+    Close => "Close", "关闭";
+    Model => "Model", "模型";
+    Source => "Source", "来源";
+    ModelProbing => "Looking at the model…", "正在检查模型…";
+    ModelNotCached => "This model is not on this device yet.", "此模型尚未保存在本设备上。";
+    ModelPartlyCached => "Part of this model is already on this device; the download continues where it stopped.",
+        "此模型已部分下载，将从中断处继续。";
+    DownloadAndLoad => "Download and load", "下载并加载";
+    LoadModel => "Load model", "加载模型";
+    Downloading => "Downloading", "正在下载";
+    LoadingFromCache => "Loading from this device", "正在从本设备加载";
+    ReadingFile => "Reading the file", "正在读取文件";
+    TimeLeft => "left", "剩余";
+    ModelReady => "Ready", "已就绪";
+    FromCache => "loaded from this device, no network used", "从本设备加载，未使用网络";
+    DeleteCache => "Delete the downloaded model", "删除已下载的模型";
+    CacheDeleted => "The downloaded model was deleted from this device.", "已从本设备删除下载的模型。";
+    OpenLocal => "Or open a .gguf file from this computer (read in place, never uploaded):",
+        "或打开本机的 .gguf 文件（直接读取，不会上传）：";
+    DropHere => "Drop a .gguf file here", "将 .gguf 文件拖到此处";
+    StorageShort => "Not enough browser storage: the model needs", "浏览器存储空间不足：模型还需要";
+    StorageShortAvail => "but this site may store only", "但本站点只能再存储";
+    StorageShortHint => "Free space on the disk, allow this site more storage, or open the .gguf file from this computer instead.",
+        "请释放磁盘空间、允许本站点使用更多存储，或改为打开本机的 .gguf 文件。";
+    StorageAvailable => "browser storage available", "可用浏览器存储";
+    Retry => "Try again", "重试";
+    Reload => "Load the model again", "重新加载模型";
+    Placeholder => "Describe your symptoms or ask a health question…", "描述您的症状或提出健康问题……";
+    Send => "Send", "发送";
+    Stop => "Stop", "停止";
+    Regenerate => "Regenerate", "重新生成";
+    Edit => "Edit", "编辑";
+    You => "You", "您";
+    Assistant => "CareBot", "CareBot";
+    TokensPerSecond => "tokens/s", "词元/秒";
+    Tokens => "tokens", "词元";
+    Context => "Context", "上下文";
+    Dropped => "The conversation outgrew the model's context: the oldest turns were left out of this answer:",
+        "对话超出了模型的上下文长度，本次回答未包含最早的几轮对话：";
+    Stopped => "stopped", "已停止";
+    CutShort => "cut short: the context is full", "上下文已满，回答被截断";
+    ErrNoWebGpu => "This browser cannot run CareBot: it has no WebGPU.", "此浏览器无法运行 CareBot：不支持 WebGPU。";
+    ErrNoWebGpuHelp => "Use a current Chrome or Edge (version 113 or later) on Windows, macOS or ChromeOS, Chrome on Android 12+, or Safari 26+. On Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu and chrome://flags/#enable-vulkan enabled. Firefox supports WebGPU on Windows from version 141. Make sure hardware acceleration is on in the browser's settings.",
+        "请使用新版 Chrome 或 Edge（113 或更高版本，Windows、macOS、ChromeOS）、Android 12 及以上的 Chrome，或 Safari 26 及以上版本。Linux 上的 Chrome 需要在 chrome://flags 中启用 #enable-unsafe-webgpu 和 #enable-vulkan。Windows 上的 Firefox 自 141 版起支持 WebGPU。请确认浏览器设置中已开启硬件加速。";
+    ErrGpuTooSmall => "This GPU is too small for the model.", "此 GPU 无法容纳该模型。";
+    ErrDeviceLost => "The GPU stopped working (device lost). Your conversation is kept.", "GPU 停止工作（设备丢失）。您的对话已保留。";
+    ErrOutOfMemory => "The GPU ran out of memory. Your conversation is kept; close other tabs or apps using the GPU and load again.",
+        "GPU 内存不足。您的对话已保留；请关闭其他使用 GPU 的标签页或程序后重新加载。";
+    ErrNotFound => "There is no model file at this address.", "此地址没有模型文件。";
+    ErrHttp => "The server refused the download.", "服务器拒绝了下载请求。";
+    ErrNoRange => "The server cannot send the file in parts (HTTP Range requests), which CareBot needs to download big models safely.",
+        "服务器不支持分段传输（HTTP Range 请求），CareBot 需要它来安全下载大模型。";
+    ErrNetwork => "The download failed. What was downloaded is kept; try again to continue.", "下载失败。已下载的部分已保留，重试即可继续。";
+    ErrNotGguf => "This file is not a GGUF model.", "此文件不是 GGUF 模型。";
+    ErrWrongArchitecture => "This model's architecture is not supported: CareBot runs llama-architecture models.",
+        "不支持此模型的架构：CareBot 只能运行 llama 架构的模型。";
+    ErrStorageFull => "The browser's storage for this site is full. What was downloaded is kept.", "本站点的浏览器存储已满。已下载的部分已保留。";
+    ErrModel => "The model could not be used.", "无法使用该模型。";
+    ErrBusy => "Busy: wait for the current answer, or stop it.", "正忙：请等待当前回答完成或先停止。";
+    ErrInternal => "Something went wrong.", "出现错误。";
+    LinkIgnored => "Ignored link parameters:", "已忽略的链接参数：";
+    SoftwareGpu => "This GPU is a software renderer: answers will be slow.", "当前 GPU 为软件渲染，回答会很慢。";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_text_exists_in_both_languages() {
+        for key in Key::ALL {
+            let (en, zh) = (key.text(Lang::En), key.text(Lang::Zh));
+            assert!(!en.is_empty() && !zh.is_empty(), "{key:?}");
+            // Only names and symbols may read the same in both languages.
+            if en == zh {
+                assert!(matches!(key, Key::TopP | Key::Assistant), "{key:?} is not translated");
+            }
+        }
+    }
+
+    #[test]
+    fn browser_language_picks_the_ui_language() {
+        assert_eq!(Lang::from_tag("zh-CN"), Lang::Zh);
+        assert_eq!(Lang::from_tag("zh-Hant-TW"), Lang::Zh);
+        assert_eq!(Lang::from_tag("en-GB"), Lang::En);
+        assert_eq!(Lang::from_tag("fr"), Lang::En);
+    }
+}

@@ -1,0 +1,218 @@
+//! The typed messages between the page and the inference worker (sent as JSON strings; a local
+//! model file travels beside the message as a `File`, which the worker reads in place).
+
+use carebot_model::chat::ChatMessage;
+use serde::{Deserialize, Serialize};
+
+/// Where the model comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelSource {
+    /// A GGUF file on a server that answers HTTP Range requests; cached in the Origin Private File
+    /// System.
+    Url { url: String },
+    /// A `.gguf` the user picked or dropped, read in place (never uploaded, never copied).
+    File { name: String, size: u64 },
+}
+
+/// The answer settings a user can change (and a link can preset).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Empty: no system message.
+    pub system: String,
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_tokens: usize,
+    pub seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { system: DEFAULT_SYSTEM.into(), temperature: 0.7, top_p: 0.9, max_tokens: 512, seed: 0 }
+    }
+}
+
+pub const DEFAULT_SYSTEM: &str = "You are CareBot, a careful medical assistant. Give general health information, say when \
+    something needs a doctor, and never claim to diagnose. 你是 CareBot，一名谨慎的医疗助手。";
+
+impl Settings {
+    /// The sampler the CLI's `generate` uses with the same temperature, top-p and seed (its
+    /// defaults for the rest), so a link reproduces `carebot generate --chat` exactly.
+    pub fn sampler(&self) -> carebot_model::sampler::SamplerConfig {
+        carebot_model::sampler::SamplerConfig {
+            temperature: self.temperature,
+            top_k: 40,
+            top_p: self.top_p,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// Look at the source without downloading it: cached? size? a llama GGUF? room to store it?
+    Probe { source: ModelSource },
+    /// Load the probed source onto the GPU (downloading what the cache lacks).
+    Load { source: ModelSource },
+    /// Answer the conversation (the last message is the user's new one).
+    Generate { id: u64, messages: Vec<ChatMessage>, settings: Settings },
+    /// End the current answer after the token being computed.
+    Stop,
+    /// Delete the cached copy of this URL's model (whole or partial).
+    DeleteCache { url: String },
+}
+
+/// What a probe found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    pub size: u64,
+    /// Bytes already in the cache (equal to `size` when complete).
+    pub cached: u64,
+    /// What the browser says this origin may still store (None: it would not say).
+    pub available: Option<u64>,
+    /// `general.name`, else the file name.
+    pub name: String,
+    pub architecture: String,
+    pub parameters: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub context: usize,
+    pub adapter: String,
+    pub software_adapter: bool,
+    pub from_cache: bool,
+    pub load_seconds: f64,
+    /// Size of the worker's wasm memory after loading: the peak, as wasm memory never shrinks.
+    pub wasm_heap_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Download,
+    Cache,
+    LocalFile,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnswerStats {
+    pub generated: usize,
+    pub prompt_tokens: usize,
+    /// Prompt tokens that had to run (the rest came from the KV cache).
+    pub prompt_tokens_run: usize,
+    pub tokens_per_second: f64,
+    /// `stop`, `max_tokens`, `cancelled` or `context_full`.
+    pub stop: String,
+    /// Positions of the context in use after the answer, and its size.
+    pub context_used: usize,
+    pub context_size: usize,
+    /// Oldest turns left out so the conversation fits the context.
+    pub dropped_turns: usize,
+}
+
+/// Kinds of failure the page explains in the user's language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NoWebGpu,
+    GpuTooSmall,
+    DeviceLost,
+    OutOfMemory,
+    NotFound,
+    Http,
+    NoRange,
+    Network,
+    NotGguf,
+    WrongArchitecture,
+    StorageFull,
+    Model,
+    Busy,
+    Internal,
+}
+
+impl ErrorKind {
+    /// Failures after which the model must be loaded again (the conversation is kept).
+    pub fn needs_reload(self) -> bool {
+        matches!(self, ErrorKind::DeviceLost | ErrorKind::OutOfMemory)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    /// The precise reason, in English (numbers, URLs, the driver's words).
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    /// The worker's wasm is running and listening.
+    Started,
+    Probed {
+        info: ProbeInfo,
+    },
+    Progress {
+        phase: Phase,
+        done: u64,
+        total: u64,
+        bytes_per_second: f64,
+    },
+    Loaded {
+        info: ModelInfo,
+    },
+    /// Text of answer `id` (already decoded; may be empty while a character's bytes are incomplete).
+    Token {
+        id: u64,
+        text: String,
+    },
+    Done {
+        id: u64,
+        stats: AnswerStats,
+    },
+    CacheDeleted {
+        url: String,
+        bytes: u64,
+    },
+    /// `id`: the answer that failed, if it was one.
+    Failed {
+        id: Option<u64>,
+        failure: Failure,
+    },
+}
+
+impl ToWorker {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("messages serialize")
+    }
+}
+
+impl FromWorker {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("messages serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_json() {
+        let m = ToWorker::Generate {
+            id: 7,
+            messages: vec![ChatMessage::user("头痛 <b>")],
+            settings: Settings { system: String::new(), ..Settings::default() },
+        };
+        assert_eq!(serde_json::from_str::<ToWorker>(&m.to_json()).unwrap(), m);
+        let f = FromWorker::Failed { id: None, failure: Failure { kind: ErrorKind::NoRange, detail: "x".into() } };
+        assert!(f.to_json().contains(r#""kind":"no_range""#));
+        assert_eq!(serde_json::from_str::<FromWorker>(&f.to_json()).unwrap(), f);
+    }
+}

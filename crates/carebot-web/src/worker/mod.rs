@@ -1,0 +1,439 @@
+//! The inference worker. It owns the GPU engine, the tokenizer and the model cache; the page talks
+//! to it only through [`crate::protocol`] messages. Each token's GPU readback is awaited, so a
+//! `Stop` message is handled between two tokens.
+
+mod js;
+mod source;
+mod store;
+
+use crate::protocol::{
+    AnswerStats, ErrorKind, Failure, FromWorker, ModelInfo, ModelSource, Phase, ProbeInfo, Settings, ToWorker,
+};
+use carebot_gpu::{EngineOptions, GpuContext, GpuError, GpuModel, GpuOptions, GpuSession};
+use carebot_model::chat::{ChatMessage, ChatTemplate, FitError, fit_conversation, stop_token_ids};
+use carebot_model::config::LlamaConfig;
+use carebot_model::generate::StopReason;
+use carebot_model::gguf::{GgufError, GgufFile};
+use carebot_model::sampler::Sampler;
+use carebot_model::tokenizer::Tokenizer;
+use js::{now_ms, wasm_heap_bytes};
+use source::Remote;
+use std::cell::{Cell, RefCell};
+use std::ops::ControlFlow;
+use std::rc::Rc;
+use store::CachedFile;
+use wasm_bindgen::prelude::*;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+/// Bytes per read from the network, the cache or a local file: the wasm heap holds one piece
+/// (plus the header while it is parsed), whatever the model's size.
+const PIECE: usize = 8 << 20;
+/// First bytes read to look at a file; GGUF headers with a big vocabulary need more (read on demand).
+const PROBE_BYTES: usize = 1 << 20;
+/// Longest context the browser engine allocates a KV cache for.
+const MAX_CONTEXT: usize = 4096;
+
+/// A model on the GPU with what it takes to chat with it.
+struct Loaded {
+    session: GpuSession,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    stops: Vec<u32>,
+}
+
+/// The model file's bytes: from the cache where it has them, else from the source (and then
+/// into the cache).
+struct Bytes {
+    remote: Option<Remote>,
+    cache: Option<CachedFile>,
+    size: u64,
+}
+
+/// A source looked at by `Probe`, ready for `Load`.
+struct Probed {
+    source: ModelSource,
+    bytes: Bytes,
+    file: GgufFile,
+}
+
+#[derive(Default)]
+struct Worker {
+    probed: RefCell<Option<Probed>>,
+    loaded: RefCell<Option<Loaded>>,
+    /// Set by `Stop`, read between tokens.
+    stop: Cell<bool>,
+    /// An answer is being written (the model is out of `loaded` meanwhile).
+    answering: Cell<bool>,
+    /// A probe or load is running (they hold the cache file open).
+    loading: Cell<bool>,
+    /// A local file posted with the last `Probe`.
+    file: RefCell<Option<web_sys::File>>,
+}
+
+fn post(msg: &FromWorker) {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    // Only fails if the page is gone.
+    let _ = scope.post_message(&JsValue::from_str(&msg.to_json()));
+}
+
+fn fail(id: Option<u64>, failure: Failure) {
+    post(&FromWorker::Failed { id, failure });
+}
+
+fn failure(kind: ErrorKind, detail: impl Into<String>) -> Failure {
+    Failure { kind, detail: detail.into() }
+}
+
+fn gpu_failure(e: GpuError) -> Failure {
+    let kind = match &e {
+        GpuError::NoAdapter(_) | GpuError::RequestDevice(_) => ErrorKind::NoWebGpu,
+        GpuError::TooSmall { .. } => ErrorKind::GpuTooSmall,
+        GpuError::OutOfMemory { .. } => ErrorKind::OutOfMemory,
+        GpuError::DeviceLost(_) => ErrorKind::DeviceLost,
+        GpuError::Wgpu(_) | GpuError::Model(_) => ErrorKind::Model,
+    };
+    failure(kind, e.to_string())
+}
+
+pub fn start() {
+    console_error_panic_hook::set_once();
+    let worker = Rc::new(Worker::default());
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |event: MessageEvent| {
+        let data = event.data();
+        // A message is a JSON string, or [JSON string, File] for a local model.
+        let (text, file) = match data.dyn_ref::<js_sys::Array>() {
+            Some(a) => (a.get(0).as_string(), a.get(1).dyn_into::<web_sys::File>().ok()),
+            None => (data.as_string(), None),
+        };
+        let msg = match text.as_deref().map(serde_json::from_str::<ToWorker>) {
+            Some(Ok(msg)) => msg,
+            other => {
+                fail(None, failure(ErrorKind::Internal, format!("unreadable message: {other:?}")));
+                return;
+            }
+        };
+        if file.is_some() {
+            *worker.file.borrow_mut() = file;
+        }
+        // Stop must not wait behind the answer it stops.
+        if msg == ToWorker::Stop {
+            worker.stop.set(true);
+            return;
+        }
+        let worker = worker.clone();
+        wasm_bindgen_futures::spawn_local(async move { worker.handle(msg).await });
+    });
+    scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    post(&FromWorker::Started);
+}
+
+impl Worker {
+    async fn handle(&self, msg: ToWorker) {
+        match msg {
+            ToWorker::Probe { .. } | ToWorker::Load { .. } if self.loading.get() => {
+                fail(None, failure(ErrorKind::Busy, "the model is already being loaded"))
+            }
+            ToWorker::Probe { source } => {
+                self.loading.set(true);
+                let result = self.probe(source).await;
+                self.loading.set(false);
+                match result {
+                    Ok(info) => post(&FromWorker::Probed { info }),
+                    Err(f) => fail(None, f),
+                }
+            }
+            ToWorker::Load { source } => {
+                self.loading.set(true);
+                let result = self.load(source).await;
+                self.loading.set(false);
+                if let Err(f) = result {
+                    fail(None, f)
+                }
+            }
+            ToWorker::Generate { id, messages, settings } => {
+                // After a lost device the model is dropped; the page offers to load again.
+                if let Err(f) = self.generate(id, messages, &settings).await {
+                    fail(Some(id), f)
+                }
+            }
+            ToWorker::DeleteCache { url } => {
+                // The cache file may be open for a probe or a load in progress.
+                self.probed.borrow_mut().take();
+                match store::delete(&url).await {
+                    Ok(bytes) => post(&FromWorker::CacheDeleted { url, bytes }),
+                    Err(f) => fail(None, f),
+                }
+            }
+            ToWorker::Stop => self.stop.set(true),
+        }
+    }
+
+    /// Looks at a source: its size, whether it is cached, and whether its header is a llama GGUF,
+    /// reading only the header (from the cache when it is there, so a cached model needs no network).
+    async fn probe(&self, source: ModelSource) -> Result<ProbeInfo, Failure> {
+        self.probed.borrow_mut().take();
+        let (remote, cache, size) = match &source {
+            ModelSource::File { name, size } => {
+                let file = self
+                    .file
+                    .borrow()
+                    .clone()
+                    .ok_or_else(|| failure(ErrorKind::Internal, format!("{name}: no file given")))?;
+                (Some(Remote::File(file)), None, *size)
+            }
+            ModelSource::Url { url } => match CachedFile::peek(url).await {
+                Some((size, cached)) if cached == size => (None, Some(CachedFile::open(url, size).await?), size),
+                _ => {
+                    let remote = Remote::Url(url.clone());
+                    let mut first = vec![0; PROBE_BYTES];
+                    let size = remote.read(0, &mut first).await?;
+                    let cache = CachedFile::open(url, size).await?;
+                    if cache.cached()? == 0 {
+                        cache.append(0, &first[..PROBE_BYTES.min(size as usize)])?;
+                    }
+                    (Some(remote), Some(cache), size)
+                }
+            },
+        };
+        let bytes = Bytes { remote, cache, size };
+        let file = bytes.read_header().await?;
+        LlamaConfig::from_gguf(&file).map_err(|e| {
+            let kind =
+                if file.architecture() != Some("llama") { ErrorKind::WrongArchitecture } else { ErrorKind::Model };
+            failure(kind, e.to_string())
+        })?;
+        let name = match (&source, file.metadata.get_str("general.name")) {
+            (_, Some(n)) => n.to_string(),
+            (ModelSource::File { name, .. }, None) => name.clone(),
+            (ModelSource::Url { url }, None) => url.rsplit('/').next().unwrap_or(url).to_string(),
+        };
+        let cached = bytes.cached()?;
+        let available = match source {
+            ModelSource::File { .. } => None,
+            ModelSource::Url { .. } => store::estimate().await.map(|(usage, quota)| quota.saturating_sub(usage)),
+        };
+        let info = ProbeInfo {
+            size,
+            cached,
+            available,
+            name,
+            architecture: file.architecture().unwrap_or_default().to_string(),
+            parameters: file.tensors.iter().map(|t| t.n_elements()).sum(),
+        };
+        let probed = Probed { source, bytes, file };
+        *self.probed.borrow_mut() = Some(probed);
+        Ok(info)
+    }
+
+    /// Loads the probed source onto the GPU: each piece comes from the cache, or from the network
+    /// into the cache, and on into the GPU's buffers.
+    async fn load(&self, source: ModelSource) -> Result<(), Failure> {
+        let t0 = now_ms();
+        self.loaded.borrow_mut().take();
+        let same = self.probed.borrow().as_ref().is_some_and(|p| p.source == source);
+        if !same {
+            self.probe(source).await?;
+        }
+        let probed = self.probed.borrow_mut().take().ok_or_else(|| failure(ErrorKind::Internal, "nothing probed"))?;
+        let cfg = LlamaConfig::from_gguf(&probed.file).map_err(|e| failure(ErrorKind::Model, e.to_string()))?;
+        let tokenizer =
+            Tokenizer::from_gguf(&probed.file.metadata).map_err(|e| failure(ErrorKind::Model, e.to_string()))?;
+        let template =
+            ChatTemplate::from_gguf(&probed.file.metadata).map_err(|e| failure(ErrorKind::Model, e.to_string()))?;
+        let stops = stop_token_ids(&tokenizer);
+
+        let size = probed.bytes.size;
+        let cached_at_start = probed.bytes.cached()?;
+        if let (Some(_), Some((usage, quota))) = (&probed.bytes.cache, store::estimate().await) {
+            let needed = size - cached_at_start;
+            let available = quota.saturating_sub(usage);
+            if needed > available {
+                return Err(failure(
+                    ErrorKind::StorageFull,
+                    format!(
+                        "the model needs {needed} more bytes of browser storage; this site may use {available} more"
+                    ),
+                ));
+            }
+        }
+
+        let ctx = GpuContext::new(&GpuOptions::default()).await.map_err(gpu_failure)?;
+        let adapter = ctx.describe();
+        let software_adapter = ctx.is_software();
+        let options = EngineOptions { context: cfg.context_length.clamp(1, MAX_CONTEXT), ..EngineOptions::default() };
+        let mut model = GpuModel::new(ctx, &probed.file, &options).await.map_err(gpu_failure)?;
+
+        // Every byte from the end of the header on, in order, from wherever it is.
+        let data_start = probed.file.tensors.iter().map(|t| t.offset).min().unwrap_or(size);
+        let phase = match (&probed.source, cached_at_start == size) {
+            (ModelSource::File { .. }, _) => Phase::LocalFile,
+            (_, true) => Phase::Cache,
+            _ => Phase::Download,
+        };
+        let mut piece = vec![0u8; PIECE];
+        let mut at = data_start;
+        let (mut last_report, mut last_done, mut rate) = (now_ms(), at, 0.0f64);
+        while at < size {
+            let n = (size - at).min(PIECE as u64) as usize;
+            probed.bytes.read(at, &mut piece[..n]).await?;
+            model.upload(at, &piece[..n]).map_err(gpu_failure)?;
+            at += n as u64;
+            let now = now_ms();
+            if now - last_report >= 250.0 || at == size {
+                let instant = (at - last_done) as f64 / ((now - last_report).max(1.0) / 1000.0);
+                rate = if rate == 0.0 { instant } else { 0.7 * rate + 0.3 * instant };
+                post(&FromWorker::Progress { phase, done: at, total: size, bytes_per_second: rate });
+                (last_report, last_done) = (now, at);
+            }
+        }
+        model.finish_upload().map_err(gpu_failure)?;
+        let context = model.capacity();
+        drop(piece);
+        *self.loaded.borrow_mut() = Some(Loaded { session: GpuSession::new(model), tokenizer, template, stops });
+        post(&FromWorker::Loaded {
+            info: ModelInfo {
+                name: probed.file.metadata.get_str("general.name").unwrap_or("model").to_string(),
+                context,
+                adapter,
+                software_adapter,
+                from_cache: phase == Phase::Cache,
+                load_seconds: (now_ms() - t0) / 1000.0,
+                wasm_heap_bytes: wasm_heap_bytes(),
+            },
+        });
+        Ok(())
+    }
+
+    /// Answers with the loaded model, which is taken out of `self.loaded` meanwhile (so no
+    /// borrow is held across the awaits) and put back unless the device is gone.
+    async fn generate(&self, id: u64, messages: Vec<ChatMessage>, settings: &Settings) -> Result<(), Failure> {
+        let Some(mut loaded) = self.loaded.borrow_mut().take() else {
+            return Err(if self.answering.get() {
+                failure(ErrorKind::Busy, "an answer is still being written")
+            } else {
+                failure(ErrorKind::Model, "no model is loaded")
+            });
+        };
+        self.answering.set(true);
+        let result = self.answer(&mut loaded, id, messages, settings).await;
+        self.answering.set(false);
+        let lost = matches!(&result, Err(f) if f.kind.needs_reload());
+        let mut slot = self.loaded.borrow_mut();
+        if !lost && slot.is_none() {
+            *slot = Some(loaded);
+        }
+        result
+    }
+
+    async fn answer(
+        &self,
+        loaded: &mut Loaded,
+        id: u64,
+        messages: Vec<ChatMessage>,
+        settings: &Settings,
+    ) -> Result<(), Failure> {
+        self.stop.set(false);
+        let mut conversation = Vec::with_capacity(messages.len() + 1);
+        if !settings.system.trim().is_empty() {
+            conversation.push(ChatMessage::system(&settings.system));
+        }
+        let keep = conversation.len();
+        conversation.extend(messages);
+        let capacity = loaded.session.model.capacity();
+        let reserve = settings.max_tokens.min(capacity / 2);
+        let fitted = fit_conversation(&loaded.template, &loaded.tokenizer, &conversation, keep, capacity, reserve)
+            .map_err(|e: FitError| failure(ErrorKind::Model, e.to_string()))?;
+
+        let mut sampler = Sampler::new(settings.sampler());
+        let mut stream = loaded.tokenizer.stream().skip_control(true);
+        let t0 = now_ms();
+        let stop = &self.stop;
+        let g = loaded
+            .session
+            .generate(&fitted.ids, &mut sampler, &loaded.stops, settings.max_tokens, |token| {
+                let text = stream.push(token);
+                if !text.is_empty() {
+                    post(&FromWorker::Token { id, text });
+                }
+                if stop.get() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            })
+            .await
+            .map_err(gpu_failure)?;
+        let rest = stream.flush();
+        if !rest.is_empty() {
+            post(&FromWorker::Token { id, text: rest });
+        }
+        let seconds = ((now_ms() - t0) / 1000.0).max(1e-6);
+        post(&FromWorker::Done {
+            id,
+            stats: AnswerStats {
+                generated: g.tokens.len(),
+                prompt_tokens: fitted.ids.len(),
+                prompt_tokens_run: g.prompt_tokens_run,
+                tokens_per_second: g.tokens.len() as f64 / seconds,
+                stop: match g.stop {
+                    StopReason::StopToken(_) => "stop",
+                    StopReason::MaxTokens => "max_tokens",
+                    StopReason::Cancelled => "cancelled",
+                    StopReason::ContextFull => "context_full",
+                }
+                .into(),
+                context_used: loaded.session.tokens.len() + 1,
+                context_size: capacity,
+                dropped_turns: fitted.dropped_turns,
+            },
+        });
+        Ok(())
+    }
+}
+
+impl Bytes {
+    fn cached(&self) -> Result<u64, Failure> {
+        self.cache.as_ref().map_or(Ok(0), CachedFile::cached)
+    }
+
+    /// Reads the file's first bytes until they hold the whole GGUF header, and parses it.
+    async fn read_header(&self) -> Result<GgufFile, Failure> {
+        let mut header = Vec::new();
+        let mut want = PROBE_BYTES.min(self.size as usize);
+        loop {
+            if header.len() < want {
+                let at = header.len();
+                header.resize(want, 0);
+                self.read(at as u64, &mut header[at..]).await?;
+            }
+            match GgufFile::parse(&header, self.size) {
+                Ok(file) => return Ok(file),
+                Err(GgufError::NeedMoreData { needed }) if needed <= self.size => {
+                    want = (needed as usize).max(want * 2).min(self.size as usize);
+                }
+                Err(e @ (GgufError::BadMagic(_) | GgufError::UnsupportedVersion(_) | GgufError::BigEndian)) => {
+                    return Err(failure(ErrorKind::NotGguf, e.to_string()));
+                }
+                Err(e) => return Err(failure(ErrorKind::Model, e.to_string())),
+            }
+        }
+    }
+
+    /// Fills `buf` with the file's bytes at `at`.
+    async fn read(&self, at: u64, buf: &mut [u8]) -> Result<(), Failure> {
+        let cached = self.cached()?;
+        match (&self.cache, &self.remote) {
+            (Some(cache), _) if at + buf.len() as u64 <= cached => cache.read(at, buf),
+            (Some(cache), Some(remote)) => {
+                // Downloads go in order, so the cache ends inside (or at the start of) this piece.
+                if cached < at {
+                    return Err(failure(ErrorKind::Internal, "the cache has a gap"));
+                }
+                let split = (cached - at) as usize;
+                cache.read(at, &mut buf[..split])?;
+                remote.read(cached, &mut buf[split..]).await?;
+                cache.append(cached, &buf[split..])
+            }
+            (None, Some(remote)) => remote.read(at, buf).await.map(|_| ()),
+            (_, None) => Err(failure(ErrorKind::Internal, "the cached model is incomplete")),
+        }
+    }
+}

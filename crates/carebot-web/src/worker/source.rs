@@ -1,0 +1,108 @@
+//! Reading byte ranges of the model: HTTP Range requests for a URL, `Blob.slice` for a local file.
+
+use super::js::{await_promise, js_error};
+use crate::protocol::{ErrorKind, Failure};
+use wasm_bindgen::JsCast;
+use web_sys::{File, Headers, RequestCache, RequestInit, Response, WorkerGlobalScope};
+
+pub enum Remote {
+    Url(String),
+    File(File),
+}
+
+fn failure(kind: ErrorKind, detail: impl Into<String>) -> Failure {
+    Failure { kind, detail: detail.into() }
+}
+
+/// `bytes a-b/TOTAL` → TOTAL
+fn content_range_total(header: &str) -> Option<u64> {
+    header.rsplit_once('/')?.1.trim().parse().ok()
+}
+
+impl Remote {
+    /// Reads `out.len()` bytes at `at`; returns the whole file's size as the source reports it.
+    pub async fn read(&self, at: u64, out: &mut [u8]) -> Result<u64, Failure> {
+        match self {
+            Remote::Url(url) => fetch_range(url, at, out).await,
+            Remote::File(file) => {
+                let end = at + out.len() as u64;
+                let blob = file
+                    .slice_with_f64_and_f64(at as f64, end as f64)
+                    .map_err(|e| failure(ErrorKind::Internal, js_error(&e)))?;
+                let buf = await_promise(blob.array_buffer()).await.map_err(|e| {
+                    failure(
+                        ErrorKind::Network,
+                        format!("reading {}: {} (was the file moved?)", file.name(), js_error(&e)),
+                    )
+                })?;
+                let bytes = js_sys::Uint8Array::new(&buf);
+                if bytes.length() as usize != out.len() {
+                    return Err(failure(
+                        ErrorKind::Network,
+                        format!("{} changed while it was being read", file.name()),
+                    ));
+                }
+                bytes.copy_to(out);
+                Ok(file.size() as u64)
+            }
+        }
+    }
+}
+
+async fn fetch_range(url: &str, at: u64, out: &mut [u8]) -> Result<u64, Failure> {
+    let end = at + out.len() as u64 - 1;
+    let headers = Headers::new().map_err(|e| failure(ErrorKind::Internal, js_error(&e)))?;
+    headers.set("Range", &format!("bytes={at}-{end}")).map_err(|e| failure(ErrorKind::Internal, js_error(&e)))?;
+    let init = RequestInit::new();
+    init.set_headers(&headers);
+    // The Origin Private File System is the cache; the HTTP cache would hold a second copy.
+    init.set_cache(RequestCache::NoStore);
+    let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
+    let response = await_promise(scope.fetch_with_str_and_init(url, &init)).await.map_err(|e| {
+        failure(
+            ErrorKind::Network,
+            format!(
+                "could not reach {url}: {} (offline, or the server does not allow cross-origin requests)",
+                js_error(&e)
+            ),
+        )
+    })?;
+    let response: Response = response.unchecked_into();
+    match response.status() {
+        206 => {}
+        404 | 410 => {
+            return Err(failure(ErrorKind::NotFound, format!("{url}: HTTP {} (no file there)", response.status())));
+        }
+        200 => {
+            return Err(failure(
+                ErrorKind::NoRange,
+                format!(
+                    "{url} answered a Range request with the whole file (HTTP 200): the server does not support Range requests"
+                ),
+            ));
+        }
+        s => return Err(failure(ErrorKind::Http, format!("{url}: HTTP {s} {}", response.status_text()))),
+    }
+    let total =
+        response.headers().get("Content-Range").ok().flatten().as_deref().and_then(content_range_total).ok_or_else(
+            || {
+                failure(
+                    ErrorKind::NoRange,
+                    format!("{url} sent no usable Content-Range header (a cross-origin server must expose it)"),
+                )
+            },
+        )?;
+    let body = await_promise(response.array_buffer().map_err(|e| failure(ErrorKind::Network, js_error(&e)))?)
+        .await
+        .map_err(|e| failure(ErrorKind::Network, format!("download of {url} interrupted: {}", js_error(&e))))?;
+    let bytes = js_sys::Uint8Array::new(&body);
+    let expected = out.len().min(total.saturating_sub(at) as usize);
+    if bytes.length() as usize != expected {
+        return Err(failure(
+            ErrorKind::Network,
+            format!("{url}: asked for {expected} bytes at {at}, got {}", bytes.length()),
+        ));
+    }
+    bytes.copy_to(&mut out[..expected]);
+    Ok(total)
+}

