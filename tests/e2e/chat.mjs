@@ -37,12 +37,15 @@ const otherArch = Buffer.from(model);
     otherArch.write("bloom", at);
 }
 const notGguf = Buffer.alloc(300_000, 0x5a);
+// A real small llama-architecture model with a real tokenizer, when the test data has it.
+const SMOLLM = process.env.CAREBOT_SMOLLM_GGUF;
 const MODELS = {
     "/models/tiny.gguf": { body: model, range: true },
     "/models/bloom.gguf": { body: otherArch, range: true },
     "/models/notes.gguf": { body: notGguf, range: true },
     "/norange/tiny.gguf": { body: model, range: false },
 };
+if (SMOLLM) MODELS["/models/smollm.gguf"] = { body: readFileSync(SMOLLM), range: true };
 
 const requests = [];
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml" };
@@ -130,8 +133,8 @@ async function answer(page, index) {
     return page.locator(sel).nth(index).getAttribute("data-text");
 }
 
-function reference(prompt, maxTokens) {
-    const out = execFileSync(BIN, ["generate", "--model", MODEL_PATH, "--chat", "--prompt", prompt,
+function reference(prompt, maxTokens, path = MODEL_PATH) {
+    const out = execFileSync(BIN, ["generate", "--model", path, "--chat", "--prompt", prompt,
         "--temperature", "0", "--max-tokens", String(maxTokens)], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" } });
     return out.toString("utf8").replace(/\n$/, "");
 }
@@ -151,6 +154,7 @@ try {
     if (first === "probed") await page.click('[data-testid="load-model"]');
     assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
     log(`model loaded: ${(await page.textContent('[data-testid="model-status"]')).trim()}`);
+    assert.ok(Number(await page.getAttribute('[data-testid="model-ready"]', "data-wasm-heap")) <= 256 * 2 ** 20);
     const csp = await page.getAttribute('meta[http-equiv="Content-Security-Policy"]', "content");
     assert.ok(csp && csp.includes("connect-src 'self'") && csp.includes("default-src 'self'"), `CSP: ${csp}`);
 
@@ -252,7 +256,28 @@ try {
         await p.close();
     }
 
-    // 6. The cached model can be deleted; the next visit would download it again.
+    // 6. A real model (SmolLM2-135M, 93 MB, GPT-2-style tokenizer) streamed through the cache: the
+    //    worker's wasm memory stays small, and a Chinese question gets the CLI's greedy answer.
+    if (SMOLLM) {
+        step = "real model";
+        page = await open("?model=/models/smollm.gguf&temperature=0&max_tokens=8&system=");
+        const s0 = await waitState(page, ["probed", "loading", "ready", "failed"]);
+        if (s0 === "probed") await page.click('[data-testid="load-model"]');
+        assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
+        const heap = Number(await page.getAttribute('[data-testid="model-ready"]', "data-wasm-heap"));
+        log(`SmolLM2 loaded; worker wasm memory ${(heap / 2 ** 20).toFixed(1)} MiB for a ${(readFileSync(SMOLLM).length / 2 ** 20).toFixed(0)} MiB model`);
+        assert.ok(heap <= 256 * 2 ** 20, `wasm heap ${heap}`);
+        await page.click('[data-testid="new-chat"]');
+        const q = "头痛三天了，该怎么办？";
+        const n = await ask(page, q);
+        const got = await answer(page, n);
+        log(`SmolLM2 answer: ${JSON.stringify(got)}`);
+        assert.equal(got, reference(q, 8, SMOLLM));
+        await page.screenshot({ path: join(OUT, "smollm.png"), fullPage: true });
+        await page.close();
+    }
+
+    // 7. The cached model can be deleted; the next visit would download it again.
     step = "delete cache";
     page = await open("?model=/models/tiny.gguf&system=");
     await waitState(page, ["ready"]);

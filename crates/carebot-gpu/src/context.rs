@@ -12,9 +12,16 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
-    #[error(
-        "no GPU adapter found: {0}. Without a GPU, install Mesa's software Vulkan driver \
-         (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        error(
+            "no GPU adapter found: {0}. Without a GPU, install Mesa's software Vulkan driver \
+             (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
+        )
+    )]
+    #[cfg_attr(
+        target_arch = "wasm32",
+        error("the browser offers no WebGPU adapter: {0} (is hardware acceleration on, or WebGPU enabled?)")
     )]
     NoAdapter(String),
     #[error("the GPU refused the device request: {0}")]
@@ -146,9 +153,10 @@ impl GpuContext {
 
     /// One line naming the adapter and what the engine uses of it.
     pub fn describe(&self) -> String {
+        // WebGPU does not tell a page the adapter's name.
+        let name = if self.info.name.is_empty() { "WebGPU adapter" } else { &self.info.name };
         format!(
-            "{} ({:?}, {:?}), bindings ≤ {:.0} MiB, shader-f16 {}, subgroups {}",
-            self.info.name,
+            "{name} ({:?}, {:?}), bindings ≤ {:.0} MiB, shader-f16 {}, subgroups {}",
             self.info.device_type,
             self.info.backend,
             self.binding_limit as f64 / MIB,

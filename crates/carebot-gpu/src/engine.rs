@@ -520,6 +520,9 @@ impl Target {
                         chunk.resize(chunk.len().next_multiple_of(4), 0);
                         ctx.queue.write_buffer(buffer, self.written, &chunk);
                         self.written += n as u64;
+                        // Give the memory back: a few hundred tensors each keeping a
+                        // flush-sized buffer would hold as much as the model itself.
+                        self.pending.shrink_to_fit();
                     }
                     if part_done {
                         self.part += 1;

@@ -125,6 +125,7 @@ texts! {
     ErrBusy => "Busy: wait for the current answer, or stop it.", "正忙：请等待当前回答完成或先停止。";
     ErrInternal => "Something went wrong.", "出现错误。";
     LinkIgnored => "Ignored link parameters:", "已忽略的链接参数：";
+    WorkerMemory => "worker memory", "工作线程内存";
     SoftwareGpu => "This GPU is a software renderer: answers will be slow.", "当前 GPU 为软件渲染，回答会很慢。";
 }
 

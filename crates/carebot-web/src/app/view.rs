@@ -315,9 +315,10 @@ fn ModelPanel() -> impl IntoView {
         ModelState::Ready(info) => {
             let lang = s.lang.get();
             view! {
-                <p><strong>{Key::ModelReady.text(lang)}</strong>": "{info.name.clone()}" · "{info.adapter.clone()}
+                <p data-testid="model-ready" data-wasm-heap=info.wasm_heap_bytes.to_string()>
+                   <strong>{Key::ModelReady.text(lang)}</strong>": "{info.name.clone()}" · "{info.adapter.clone()}
                    {info.from_cache.then(|| format!(" · {}", Key::FromCache.text(lang)))}
-                   {format!(" · {:.1}s", info.load_seconds)}</p>
+                   {format!(" · {:.1}s · {} {}", info.load_seconds, bytes(info.wasm_heap_bytes), Key::WorkerMemory.text(lang))}</p>
                 {info.software_adapter.then(|| view! { <p class="hint">{Key::SoftwareGpu.text(lang)}</p> })}
             }
             .into_any()
