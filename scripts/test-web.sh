@@ -18,4 +18,5 @@ for f in dist/*.wasm; do echo "$f: $(stat -c %s "$f") bytes, $(gzip -9 -c "$f" |
 cargo build --release -p carebot-cli
 mkdir -p target/e2e
 cargo run --release -q -p carebot-model --example synthetic_gguf -- target/e2e/tiny.gguf q4_k
+cargo run --release -q -p carebot-model --example synthetic_gguf -- target/e2e/tiny-f16.gguf f16
 CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/chat.mjs

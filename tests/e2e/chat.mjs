@@ -46,6 +46,11 @@ const MODELS = {
     "/norange/tiny.gguf": { body: model, range: false },
 };
 if (SMOLLM) MODELS["/models/smollm.gguf"] = { body: readFileSync(SMOLLM), range: true };
+// The same tiny model in f16 (2.6 MB: more than the first 1 MiB read), whose download fails once
+// after that first read, to check that a reload resumes it.
+const RESUME_PATH = process.env.CAREBOT_E2E_MODEL_F16 || join(OUT, "tiny-f16.gguf");
+MODELS["/models/resume.gguf"] = { body: readFileSync(RESUME_PATH), range: true, failOnce: true };
+const ranges = [];
 
 const requests = [];
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml" };
@@ -59,6 +64,12 @@ const server = createServer((req, res) => {
         const range = req.headers.range && /^bytes=(\d+)-(\d*)$/.exec(req.headers.range);
         if (m.range && range) {
             const start = Number(range[1]);
+            ranges.push([path, start]);
+            if (m.failOnce && start > 0) {
+                m.failOnce = false;
+                res.writeHead(503);
+                return res.end("busy");
+            }
             const end = Math.min(range[2] ? Number(range[2]) : size - 1, size - 1);
             if (start >= size) {
                 res.writeHead(416, { "Content-Range": `bytes */${size}` });
@@ -277,7 +288,27 @@ try {
         await page.close();
     }
 
-    // 7. The cached model can be deleted; the next visit would download it again.
+    // 7. A download cut short resumes after a reload from where it stopped.
+    step = "resume";
+    page = await open("?model=/models/resume.gguf&system=", { collectErrors: false });
+    let s1 = await waitState(page, ["probed", "loading", "failed"]);
+    if (s1 === "probed") await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["failed", "ready"]), "failed");
+    assert.equal(await page.getAttribute('[data-testid="model-error"]', "data-kind"), "Http");
+    await page.close();
+    const mark = ranges.length;
+    page = await open("?model=/models/resume.gguf&system=");
+    assert.equal(await waitState(page, ["probed", "failed"]), "probed");
+    assert.match(await page.textContent('[data-testid="model-status"]'), /continues where it stopped/);
+    await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
+    // After the reload: the size check at 0, then only what the first visit lacked.
+    const after = ranges.slice(mark).filter(([p]) => p === "/models/resume.gguf").map(([, start]) => start);
+    assert.deepEqual(after, [0, 1 << 20], `ranges after the reload: ${after}`);
+    log(`resumed at byte ${after[1]} of ${MODELS["/models/resume.gguf"].body.length}`);
+    await page.close();
+
+    // 8. The cached model can be deleted; the next visit would download it again.
     step = "delete cache";
     page = await open("?model=/models/tiny.gguf&system=");
     await waitState(page, ["ready"]);

@@ -548,10 +548,7 @@ fn chat_on(model: impl Backend, tok: &Tokenizer, template: &ChatTemplate, args: 
                 if dropped == 1 { "" } else { "s" }
             );
             // Forget them for good, as the prompt did.
-            for _ in 0..dropped {
-                let answered = messages.get(first_turn + 1).is_some_and(|m| m.role == "assistant");
-                messages.drain(first_turn..first_turn + if answered { 2 } else { 1 });
-            }
+            messages.drain(first_turn..fitted.first_kept);
         }
         let ids = fitted.ids;
 

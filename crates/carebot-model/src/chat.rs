@@ -293,6 +293,9 @@ pub struct FittedPrompt {
     pub ids: Vec<u32>,
     /// Oldest turns (a user message and its answer) left out so the prompt fits.
     pub dropped_turns: usize,
+    /// Index of the first message kept after the always-kept ones: `messages[keep..first_kept]`
+    /// were left out.
+    pub first_kept: usize,
 }
 
 /// Renders `messages` (ending with the new user message) for generation, leaving out the oldest
@@ -317,7 +320,7 @@ pub fn fit_conversation(
             if ids.len() >= capacity {
                 return Err(FitError::TooLong { tokens: ids.len(), capacity });
             }
-            return Ok(FittedPrompt { ids, dropped_turns });
+            return Ok(FittedPrompt { ids, dropped_turns, first_kept: start });
         }
         let answered = messages.get(start + 1).is_some_and(|m| m.role == "assistant");
         start += if answered { 2 } else { 1 };

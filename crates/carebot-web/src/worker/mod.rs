@@ -47,6 +47,8 @@ struct Bytes {
     remote: Option<Remote>,
     cache: Option<CachedFile>,
     size: u64,
+    /// Some bytes came over the network during this visit.
+    fetched: Cell<bool>,
 }
 
 /// A source looked at by `Probe`, ready for `Load`.
@@ -174,17 +176,17 @@ impl Worker {
     /// reading only the header (from the cache when it is there, so a cached model needs no network).
     async fn probe(&self, source: ModelSource) -> Result<ProbeInfo, Failure> {
         self.probed.borrow_mut().take();
-        let (remote, cache, size) = match &source {
+        let (remote, cache, size, fetched) = match &source {
             ModelSource::File { name, size } => {
                 let file = self
                     .file
                     .borrow()
                     .clone()
                     .ok_or_else(|| failure(ErrorKind::Internal, format!("{name}: no file given")))?;
-                (Some(Remote::File(file)), None, *size)
+                (Some(Remote::File(file)), None, *size, false)
             }
             ModelSource::Url { url } => match CachedFile::peek(url).await {
-                Some((size, cached)) if cached == size => (None, Some(CachedFile::open(url, size).await?), size),
+                Some((size, cached)) if cached == size => (None, Some(CachedFile::open(url, size).await?), size, false),
                 _ => {
                     let remote = Remote::Url(url.clone());
                     let mut first = vec![0; PROBE_BYTES];
@@ -193,11 +195,11 @@ impl Worker {
                     if cache.cached()? == 0 {
                         cache.append(0, &first[..PROBE_BYTES.min(size as usize)])?;
                     }
-                    (Some(remote), Some(cache), size)
+                    (Some(remote), Some(cache), size, true)
                 }
             },
         };
-        let bytes = Bytes { remote, cache, size };
+        let bytes = Bytes { remote, cache, size, fetched: Cell::new(fetched) };
         let file = bytes.read_header().await?;
         LlamaConfig::from_gguf(&file).map_err(|e| {
             let kind =
@@ -298,7 +300,7 @@ impl Worker {
                 context,
                 adapter,
                 software_adapter,
-                from_cache: phase == Phase::Cache,
+                from_cache: phase == Phase::Cache && !probed.bytes.fetched.get(),
                 load_seconds: (now_ms() - t0) / 1000.0,
                 wasm_heap_bytes: wasm_heap_bytes(),
             },
@@ -349,10 +351,12 @@ impl Worker {
         let mut sampler = Sampler::new(settings.sampler());
         let mut stream = loaded.tokenizer.stream().skip_control(true);
         let t0 = now_ms();
+        let mut first_token_at = None;
         let stop = &self.stop;
         let g = loaded
             .session
             .generate(&fitted.ids, &mut sampler, &loaded.stops, settings.max_tokens, |token| {
+                first_token_at.get_or_insert_with(now_ms);
                 let text = stream.push(token);
                 if !text.is_empty() {
                     post(&FromWorker::Token { id, text });
@@ -365,14 +369,20 @@ impl Worker {
         if !rest.is_empty() {
             post(&FromWorker::Token { id, text: rest });
         }
-        let seconds = ((now_ms() - t0) / 1000.0).max(1e-6);
+        // Writing speed: the tokens after the first over the time since it (the first one
+        // carries the prompt's prefill).
+        let end = now_ms();
+        let tokens_per_second = match first_token_at {
+            Some(first) if g.tokens.len() > 1 => (g.tokens.len() - 1) as f64 / ((end - first) / 1000.0).max(1e-6),
+            _ => g.tokens.len() as f64 / ((end - t0) / 1000.0).max(1e-6),
+        };
         post(&FromWorker::Done {
             id,
             stats: AnswerStats {
                 generated: g.tokens.len(),
                 prompt_tokens: fitted.ids.len(),
                 prompt_tokens_run: g.prompt_tokens_run,
-                tokens_per_second: g.tokens.len() as f64 / seconds,
+                tokens_per_second,
                 stop: match g.stop {
                     StopReason::StopToken(_) => "stop",
                     StopReason::MaxTokens => "max_tokens",
@@ -430,6 +440,7 @@ impl Bytes {
                 let split = (cached - at) as usize;
                 cache.read(at, &mut buf[..split])?;
                 remote.read(cached, &mut buf[split..]).await?;
+                self.fetched.set(true);
                 cache.append(cached, &buf[split..])
             }
             (None, Some(remote)) => remote.read(at, buf).await.map(|_| ()),
