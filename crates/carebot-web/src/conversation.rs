@@ -91,7 +91,7 @@ mod tests {
     fn title_messages_and_exports() {
         let mut c = Conversation::new(1.0e12);
         c.turns.push(Turn::user(
-            "头痛三天了，该怎么办？这是一个很长很长很长很长很长很长很长很长很长很长很长很长很长很长的问题",
+            "头痛三天了，该怎么办？这是一个很长很长很长很长很长很长很长很长很长很长很长很长很长很长很长很长很长很长的问题",
         ));
         c.turns.push(Turn { content: "Rest and **fluids**.".into(), ..Turn::assistant() });
         c.turns.push(Turn::user("Thanks"));
