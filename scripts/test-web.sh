@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The browser tests: the GPU kernel tests in headless Chromium (wasm-bindgen-test), then the app
 # end to end (trunk build --release, a local server, headless Chromium; screenshots land in
-# target/e2e/). Needs chromium + chromium-driver (apt) and scripts/install-web-tools.sh.
+# target/e2e/): chat with GGUF models, then the zero-install preparation from a local "hub". Needs chromium + chromium-driver (apt) and scripts/install-web-tools.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 eval "$(scripts/install-web-tools.sh)"
@@ -20,3 +20,10 @@ mkdir -p target/e2e
 cargo run --release -q -p carebot-model --example synthetic_gguf -- target/e2e/tiny.gguf q4_k
 cargo run --release -q -p carebot-model --example synthetic_gguf -- target/e2e/tiny-f16.gguf f16
 CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/chat.mjs
+
+echo "== zero-install: a tiny bf16 checkpoint prepared from a local hub"
+rm -rf target/e2e/hub
+cargo run --release -q -p carebot-model --example hf_checkpoint -- target/e2e/hub/test/tiny-carebot
+target/release/carebot convert --hf target/e2e/hub/test/tiny-carebot --out target/e2e/hub-cli.gguf --quant q4_k_m
+CAREBOT_E2E_HUB=target/e2e/hub/test/tiny-carebot CAREBOT_E2E_HUB_GGUF=target/e2e/hub-cli.gguf \
+    CAREBOT_BIN=target/release/carebot node tests/e2e/prepare.mjs

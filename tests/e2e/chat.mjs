@@ -9,19 +9,10 @@
 // PLAYWRIGHT_CORE: path of the playwright-core package; CAREBOT_E2E_OUT: where the screenshots go.
 
 import { createServer } from "node:http";
-import { createRequire } from "node:module";
-import { execFileSync } from "node:child_process";
-import { readFileSync, existsSync, mkdirSync, statSync } from "node:fs";
-import { join, extname, resolve } from "node:path";
+import { readFileSync, existsSync, statSync } from "node:fs";
+import { join, extname } from "node:path";
 import { strict as assert } from "node:assert";
-
-const ROOT = resolve(new URL("../..", import.meta.url).pathname);
-const DIST = process.env.CAREBOT_DIST || join(ROOT, "dist");
-const BIN = process.env.CAREBOT_BIN || join(ROOT, "target/release/carebot");
-const OUT = process.env.CAREBOT_E2E_OUT || join(ROOT, "target/e2e");
-const require = createRequire(import.meta.url);
-const { chromium } = require(process.env.PLAYWRIGHT_CORE || join(ROOT, "target/web-tools/node_modules/playwright-core"));
-mkdirSync(OUT, { recursive: true });
+import { DIST, OUT, TYPES, launch, waitState, ask, answer, reference as referenceOf, logger } from "./browser.mjs";
 
 // ---- the models the server offers -------------------------------------------------------------
 // The deterministic tiny Llama-3 of the Rust tests (byte vocabulary, Llama-3 chat format), written by
@@ -53,7 +44,6 @@ MODELS["/models/resume.gguf"] = { body: readFileSync(RESUME_PATH), range: true, 
 const ranges = [];
 
 const requests = [];
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml" };
 
 const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
@@ -94,65 +84,11 @@ await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
 const BASE = `http://127.0.0.1:${server.address().port}`;
 
 // ---- the browser ------------------------------------------------------------------------------
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const context = await browser.newContext({ viewport: { width: 1200, height: 860 } });
-const offsite = [];
-const consoleErrors = [];
-context.on("request", (r) => {
-    const u = new URL(r.url());
-    if (!["blob:", "data:"].includes(u.protocol) && u.hostname !== "127.0.0.1") offsite.push(r.url());
-});
-const TIMEOUT = Number(process.env.CAREBOT_E2E_TIMEOUT_MS || 240_000);
-
-async function open(query, { collectErrors = true } = {}) {
-    const page = await context.newPage();
-    page.setDefaultTimeout(TIMEOUT);
-    if (collectErrors) {
-        page.on("console", (m) => m.type() === "error" && consoleErrors.push(`${query}: ${m.text()}`));
-        page.on("pageerror", (e) => consoleErrors.push(`${query}: ${e.message}`));
-    }
-    await page.goto(`${BASE}/${query}`);
-    return page;
-}
-
-const state = (page) => page.getAttribute('[data-testid="model-status"]', "data-state");
-async function waitState(page, wanted) {
-    await page.waitForFunction(
-        (w) => w.includes(document.querySelector('[data-testid="model-status"]')?.dataset.state),
-        wanted, { timeout: TIMEOUT });
-    return state(page);
-}
-
-async function ask(page, text) {
-    const before = await page.locator('[data-testid="assistant-message"]').count();
-    await page.fill('[data-testid="chat-input"]', text);
-    await page.click('[data-testid="send"]');
-    await page.waitForFunction(
-        (n) => document.querySelectorAll('[data-testid="assistant-message"]').length > n,
-        before);
-    return before;
-}
-
-async function answer(page, index) {
-    const sel = '[data-testid="assistant-message"]';
-    await page.waitForFunction(([s, i]) => document.querySelectorAll(s)[i]?.dataset.done === "true", [sel, index], { timeout: TIMEOUT });
-    return page.locator(sel).nth(index).getAttribute("data-text");
-}
-
-function reference(prompt, maxTokens, path = MODEL_PATH) {
-    const out = execFileSync(BIN, ["generate", "--model", path, "--chat", "--prompt", prompt,
-        "--temperature", "0", "--max-tokens", String(maxTokens)], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" } });
-    return out.toString("utf8").replace(/\n$/, "");
-}
+const { browser, context, open, offsite, consoleErrors } = await launch(BASE);
+const reference = (prompt, maxTokens, path = MODEL_PATH) => referenceOf(prompt, maxTokens, path);
 
 let step = "start";
-const t0 = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+const log = logger();
 try {
     // 1. First visit: download through ?model=, chat, compare with the CLI.
     step = "first visit";

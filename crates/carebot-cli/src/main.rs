@@ -2,6 +2,7 @@
 //! reference, and benchmark.
 
 mod bench;
+mod compare;
 mod convert;
 mod download;
 
@@ -167,6 +168,14 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Make a GGUF (q4_k_m by default) from a Hugging Face Llama checkpoint, as llama.cpp would.
     Convert(convert::ConvertArgs),
+    /// Compare two GGUF files of one model: headers, differing weight blocks per tensor, and (when
+    /// blocks differ) the largest logit difference on PROMPT in the CPU reference. Prints JSON.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long, default_value = "Fever and cough for three days. 发烧咳嗽三天了。")]
+        prompt: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -178,6 +187,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Convert(args) => convert::run(&args),
+        Command::Compare { a, b, prompt } => compare::run(&a, &b, &prompt),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,9 +8,7 @@ use carebot_model::gguf::{GgufFile, Value, read_header, read_tensor_data};
 use carebot_model::quant::{self, GgmlType};
 use carebot_model::rng::fnv1a64;
 use carebot_model::synthetic::{SyntheticSpec, permute_rows_for_rope};
-use safetensors::{Dtype, tensor::TensorView};
 use serde_json::Value as Json;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,80 +26,13 @@ fn spec() -> SyntheticSpec {
     SyntheticSpec { vocab: 128_256, ..SyntheticSpec::tiny_llama3() }
 }
 
-/// (HF name, GGUF name) of every weight.
-fn names(spec: &SyntheticSpec) -> Vec<(String, String)> {
-    let mut n = vec![("model.embed_tokens.weight".to_string(), "token_embd.weight".to_string())];
-    for i in 0..spec.n_layers {
-        for (hf, gguf) in [
-            ("input_layernorm", "attn_norm"),
-            ("self_attn.q_proj", "attn_q"),
-            ("self_attn.k_proj", "attn_k"),
-            ("self_attn.v_proj", "attn_v"),
-            ("self_attn.o_proj", "attn_output"),
-            ("post_attention_layernorm", "ffn_norm"),
-            ("mlp.gate_proj", "ffn_gate"),
-            ("mlp.up_proj", "ffn_up"),
-            ("mlp.down_proj", "ffn_down"),
-        ] {
-            n.push((format!("model.layers.{i}.{hf}.weight"), format!("blk.{i}.{gguf}.weight")));
-        }
-    }
-    n.push(("model.norm.weight".into(), "output_norm.weight".into()));
-    n.push(("lm_head.weight".into(), "output.weight".into()));
-    n
-}
-
-/// Writes the checkpoint into `dir`: bf16 weights in two shards with an index, config.json,
-/// generation_config.json (EOS 128001 only, like CareBot's), and the Llama-3 tokenizer files.
+/// The tiny checkpoint in `dir` (two shards, the Llama-3 tokenizer).
 fn write_checkpoint(dir: &Path) {
     write_checkpoint_of(dir, &spec(), 2);
 }
 
-/// [`write_checkpoint`] for any shape, the tensors spread in order over `n_shards` shards (each
-/// written as soon as it is complete, so memory holds one shard).
 fn write_checkpoint_of(dir: &Path, spec: &SyntheticSpec, n_shards: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let all = names(spec);
-    let per_shard = all.len().div_ceil(n_shards);
-    let mut weight_map = BTreeMap::new();
-    for (k, group) in all.chunks(per_shard).enumerate() {
-        let file = format!("model-{:05}-of-{:05}.safetensors", k + 1, n_shards);
-        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = group
-            .iter()
-            .map(|(hf, gguf)| {
-                let (values, [rows, cols]) = spec.hf_tensor_values(gguf).unwrap();
-                let shape = if rows == 1 { vec![cols] } else { vec![rows, cols] };
-                (hf.clone(), shape, values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect())
-            })
-            .collect();
-        let views: Vec<(String, TensorView)> = tensors
-            .iter()
-            .map(|(name, shape, bytes)| (name.clone(), TensorView::new(Dtype::BF16, shape.clone(), bytes).unwrap()))
-            .collect();
-        for (name, ..) in &tensors {
-            weight_map.insert(name.clone(), file.clone());
-        }
-        safetensors::serialize_to_file(views, None, &dir.join(&file)).unwrap();
-    }
-    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
-    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
-    let s = spec;
-    let rs = s.rope_scaling.as_ref().unwrap();
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": s.dim, "intermediate_size": s.ffn_dim, "num_hidden_layers": s.n_layers,
-        "num_attention_heads": s.n_heads, "num_key_value_heads": s.n_kv_heads, "head_dim": s.head_dim(),
-        "vocab_size": s.vocab, "max_position_embeddings": s.context, "rms_norm_eps": s.rms_eps,
-        "rope_theta": s.rope_theta, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
-        "bos_token_id": 128000, "eos_token_id": 128001,
-        "rope_scaling": { "rope_type": "llama3", "factor": rs.factor, "low_freq_factor": rs.low_freq_factor,
-            "high_freq_factor": rs.high_freq_factor, "original_max_position_embeddings": rs.original_context },
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::write(dir.join("generation_config.json"), r#"{"bos_token_id": 128000, "eos_token_id": 128001}"#).unwrap();
-    let tok = tokenizer_dir();
-    std::fs::copy(tok.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
-    std::fs::copy(tok.join("tokenizer_config.json"), dir.join("tokenizer_config.json")).unwrap();
+    spec.write_hf_checkpoint(dir, &tokenizer_dir(), n_shards).unwrap();
 }
 
 /// The Llama-3 tokenizer fetched by `scripts/fetch-test-data.sh`.

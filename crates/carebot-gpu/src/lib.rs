@@ -11,6 +11,7 @@ pub mod weights;
 
 pub use context::{GpuContext, GpuError, GpuOptions};
 pub use engine::{EngineOptions, GpuModel, KvFormat};
+pub use ops::quantize::GpuQuantizer;
 pub use session::GpuSession;
 
 /// Set to `1` to skip GPU tests on a machine with no Vulkan driver at all. CI never sets it: there

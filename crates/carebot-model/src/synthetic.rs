@@ -11,6 +11,9 @@ use crate::gguf::{GgufWriter, TensorSpec, Value, ValueType};
 pub use crate::quant::TypeMix;
 use crate::quant::{self, GgmlType};
 use crate::rng::{SplitMix64, fnv1a64};
+use safetensors::{Dtype, tensor::TensorView};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Llama-3.1 RoPE scaling parameters (`rope_scaling` with `rope_type = "llama3"` in HF configs).
 #[derive(Clone, Debug, PartialEq)]
@@ -293,4 +296,80 @@ pub fn permute_rows_for_rope(w: &[f32], rows: usize, cols: usize, n_heads: usize
         }
     }
     out
+}
+impl SyntheticSpec {
+    /// (HF name, GGUF name) of every weight.
+    pub fn hf_names(&self) -> Vec<(String, String)> {
+        let spec = self;
+        let mut n = vec![("model.embed_tokens.weight".to_string(), "token_embd.weight".to_string())];
+        for i in 0..spec.n_layers {
+            for (hf, gguf) in [
+                ("input_layernorm", "attn_norm"),
+                ("self_attn.q_proj", "attn_q"),
+                ("self_attn.k_proj", "attn_k"),
+                ("self_attn.v_proj", "attn_v"),
+                ("self_attn.o_proj", "attn_output"),
+                ("post_attention_layernorm", "ffn_norm"),
+                ("mlp.gate_proj", "ffn_gate"),
+                ("mlp.up_proj", "ffn_up"),
+                ("mlp.down_proj", "ffn_down"),
+            ] {
+                n.push((format!("model.layers.{i}.{hf}.weight"), format!("blk.{i}.{gguf}.weight")));
+            }
+        }
+        n.push(("model.norm.weight".into(), "output_norm.weight".into()));
+        n.push(("lm_head.weight".into(), "output.weight".into()));
+        n
+    }
+
+    /// Writes the checkpoint into `dir`: bf16 weights in two shards with an index, config.json,
+    /// generation_config.json (EOS 128001 only, like CareBot's), and the Llama-3 tokenizer files.
+    pub fn write_hf_checkpoint(&self, dir: &Path, tokenizer_dir: &Path, n_shards: usize) -> std::io::Result<()> {
+        let spec = self;
+        std::fs::create_dir_all(dir)?;
+        let all = spec.hf_names();
+        let per_shard = all.len().div_ceil(n_shards);
+        let mut weight_map = BTreeMap::new();
+        for (k, group) in all.chunks(per_shard).enumerate() {
+            let file = format!("model-{:05}-of-{:05}.safetensors", k + 1, n_shards);
+            let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = group
+                .iter()
+                .map(|(hf, gguf)| {
+                    let (values, [rows, cols]) = spec.hf_tensor_values(gguf).expect("planned tensor");
+                    let shape = if rows == 1 { vec![cols] } else { vec![rows, cols] };
+                    (hf.clone(), shape, values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect())
+                })
+                .collect();
+            let views: Vec<(String, TensorView)> = tensors
+                .iter()
+                .map(|(name, shape, bytes)| {
+                    (name.clone(), TensorView::new(Dtype::BF16, shape.clone(), bytes).expect("shape and bytes agree"))
+                })
+                .collect();
+            for (name, ..) in &tensors {
+                weight_map.insert(name.clone(), file.clone());
+            }
+            safetensors::serialize_to_file(views, None, &dir.join(&file)).map_err(std::io::Error::other)?;
+        }
+        let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+        std::fs::write(dir.join("model.safetensors.index.json"), index.to_string())?;
+        let s = spec;
+        let rs = s.rope_scaling.as_ref().expect("a Llama-3.1 spec");
+        let config = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "hidden_size": s.dim, "intermediate_size": s.ffn_dim, "num_hidden_layers": s.n_layers,
+            "num_attention_heads": s.n_heads, "num_key_value_heads": s.n_kv_heads, "head_dim": s.head_dim(),
+            "vocab_size": s.vocab, "max_position_embeddings": s.context, "rms_norm_eps": s.rms_eps,
+            "rope_theta": s.rope_theta, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+            "bos_token_id": 128000, "eos_token_id": 128001,
+            "rope_scaling": { "rope_type": "llama3", "factor": rs.factor, "low_freq_factor": rs.low_freq_factor,
+                "high_freq_factor": rs.high_freq_factor, "original_max_position_embeddings": rs.original_context },
+        });
+        std::fs::write(dir.join("config.json"), config.to_string())?;
+        std::fs::write(dir.join("generation_config.json"), r#"{"bos_token_id": 128000, "eos_token_id": 128001}"#)?;
+        let tok = tokenizer_dir;
+        std::fs::copy(tok.join("tokenizer.json"), dir.join("tokenizer.json"))?;
+        std::fs::copy(tok.join("tokenizer_config.json"), dir.join("tokenizer_config.json"))?;
+        Ok(())
+    }
 }

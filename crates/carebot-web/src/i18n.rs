@@ -72,6 +72,16 @@ texts! {
     ModelPartlyCached => "Part of this model is already on this device; the download continues where it stopped.",
         "此模型已部分下载，将从中断处继续。";
     DownloadAndLoad => "Download and load", "下载并加载";
+    PrepareTitle => "One-time preparation", "一次性准备";
+    PrepareExplain => "Nobody hosts a 4-bit copy of this model, so your browser makes one: it downloads the original weights and quantizes them on your GPU to a 4-bit (Q4_K_M) model kept on this device. This happens once; later visits load the prepared model without the network. You can close the page at any time: the preparation continues where it stopped.",
+        "目前没有现成的 4 位模型文件，因此由您的浏览器自行制作：下载原始权重，在您的 GPU 上量化为 4 位（Q4_K_M）模型并保存在本设备上。只需进行一次，之后访问将直接从本设备加载，无需网络。您可以随时关闭页面，下次会从中断处继续。";
+    PrepareDownload => "Download", "下载量";
+    PrepareResult => "prepared model (space needed)", "准备好的模型（所需空间）";
+    PrepareAlreadyDone => "already done", "已完成";
+    PrepareAndLoad => "Prepare and load", "准备并加载";
+    Preparing => "Preparing", "正在准备";
+    Quantizing => "Quantizing on the GPU", "正在 GPU 上量化";
+    PreparedIn => "prepared in", "准备用时";
     LoadModel => "Load model", "加载模型";
     Downloading => "Downloading", "正在下载";
     LoadingFromCache => "Loading from this device", "正在从本设备加载";

@@ -1,19 +1,24 @@
-//! What a link can preset: `?model=<url>` (any llama-architecture GGUF), and the initial
+//! What a link can preset: `?model=<url>` (any llama-architecture GGUF) or `?hf=OWNER/NAME[@REV]`
+//! (a llama repository on the Hugging Face hub, `?endpoint=` for a mirror), and the initial
 //! `temperature`, `top_p`, `max_tokens`, `seed` and `system` (an empty `system=` means no system
 //! message), so a link reproduces an answer.
 
 use crate::protocol::Settings;
 
-/// The model URL used when a link names none, set at build time with `CAREBOT_MODEL_URL`. Without
-/// it the page looks for `carebot-q4_k_m.gguf` beside itself (made with `carebot convert`).
-pub fn default_model_url() -> &'static str {
-    option_env!("CAREBOT_MODEL_URL").unwrap_or("carebot-q4_k_m.gguf")
+/// A GGUF URL to use when a link names no model, set at build time with `CAREBOT_MODEL_URL` (for
+/// a site that hosts its own `carebot convert` output). Without it the page prepares CareBot from
+/// its hub repository.
+pub fn default_model_url() -> Option<&'static str> {
+    option_env!("CAREBOT_MODEL_URL")
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinkParams {
     /// The model URL as given (relative URLs are resolved against the page by the caller).
     pub model: Option<String>,
+    /// `OWNER/NAME[@REVISION]` of a hub repository, and the hub to read it from.
+    pub hf: Option<String>,
+    pub endpoint: Option<String>,
     pub settings: Settings,
     /// Parameters that were present but unusable, with why (shown to the user, not fatal).
     pub ignored: Vec<String>,
@@ -22,11 +27,14 @@ pub struct LinkParams {
 impl LinkParams {
     /// From the decoded query pairs, in order (a later repeat wins, as for any form).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut p = LinkParams { model: None, settings: Settings::default(), ignored: Vec::new() };
+        let mut p =
+            LinkParams { model: None, hf: None, endpoint: None, settings: Settings::default(), ignored: Vec::new() };
         for (key, value) in pairs {
             let bad = |what: &str| format!("{key}={value}: {what}");
             match key {
                 "model" if !value.trim().is_empty() => p.model = Some(value.trim().to_string()),
+                "hf" if !value.trim().is_empty() => p.hf = Some(value.trim().to_string()),
+                "endpoint" if !value.trim().is_empty() => p.endpoint = Some(value.trim().to_string()),
                 "system" => p.settings.system = value.to_string(),
                 "temperature" => match value.parse::<f32>() {
                     Ok(t) if (0.0..=2.0).contains(&t) => p.settings.temperature = t,
@@ -64,7 +72,9 @@ mod tests {
             ("max_tokens", "33"),
             ("seed", "42"),
             ("system", ""),
+            ("hf", "a/b@v1"),
         ]);
+        assert_eq!(p.hf.as_deref(), Some("a/b@v1"));
         assert_eq!(p.model.as_deref(), Some("https://models.example/tiny.gguf"));
         assert_eq!(
             p.settings,

@@ -1,6 +1,7 @@
 //! The typed messages between the page and the inference worker (sent as JSON strings; a local
 //! model file travels beside the message as a `File`, which the worker reads in place).
 
+pub use crate::hub::HubRepo;
 use carebot_model::chat::ChatMessage;
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,20 @@ pub enum ModelSource {
     Url { url: String },
     /// A `.gguf` the user picked or dropped, read in place (never uploaded, never copied).
     File { name: String, size: u64 },
+    /// A Llama repository on the Hugging Face hub, prepared (downloaded and quantized to Q4_K_M
+    /// on the GPU) once into the Origin Private File System.
+    Hub(HubRepo),
+}
+
+impl ModelSource {
+    /// The name of its copy in the browser's cache (a local file has none).
+    pub fn cache_key(&self) -> Option<String> {
+        match self {
+            ModelSource::Url { url } => Some(url.clone()),
+            ModelSource::Hub(repo) => Some(repo.cache_key()),
+            ModelSource::File { .. } => None,
+        }
+    }
 }
 
 /// The answer settings a user can change (and a link can preset).
@@ -62,7 +77,7 @@ pub enum ToWorker {
     Generate { id: u64, messages: Vec<ChatMessage>, settings: Settings },
     /// End the current answer after the token being computed.
     Stop,
-    /// Delete the cached copy of this URL's model (whole or partial).
+    /// Delete the cached copy (whole or partial) named by [`ModelSource::cache_key`].
     DeleteCache { url: String },
 }
 
@@ -78,6 +93,47 @@ pub struct ProbeInfo {
     pub name: String,
     pub architecture: String,
     pub parameters: u64,
+    /// For a hub repository not prepared yet: what the one-time preparation costs.
+    #[serde(default)]
+    pub preparation: Option<PrepareInfo>,
+}
+
+/// The one-time preparation of a hub repository, as explained before it starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrepareInfo {
+    /// Bytes of weights to download (bf16), and how many of them an earlier visit already did.
+    pub download: u64,
+    pub downloaded: u64,
+    /// The commit being read.
+    pub revision: String,
+    /// Repository page, for the user to see what is being downloaded.
+    pub page: String,
+}
+
+/// Progress of a preparation: the download, and the GPU quantization writing the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrepareProgress {
+    pub downloaded: u64,
+    pub download_total: u64,
+    /// Bytes of the prepared model written so far.
+    pub written: u64,
+    pub write_total: u64,
+    /// Source bytes per second over the network, and through the GPU quantizer.
+    pub download_rate: f64,
+    pub quantize_rate: f64,
+    /// The tensor being prepared.
+    pub tensor: String,
+}
+
+/// What a finished preparation measured (source bytes, and seconds spent waiting on each side).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrepareStats {
+    pub source_bytes: u64,
+    pub download_seconds: f64,
+    pub quantize_seconds: f64,
+    pub total_seconds: f64,
+    /// Bytes of the prepared model written in this visit.
+    pub written: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,11 +146,16 @@ pub struct ModelInfo {
     pub load_seconds: f64,
     /// Size of the worker's wasm memory after loading: the peak, as wasm memory never shrinks.
     pub wasm_heap_bytes: u64,
+    /// Set when the model was prepared from a hub repository in this visit.
+    #[serde(default)]
+    pub prepared: Option<PrepareStats>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// Downloading a hub repository's weights and quantizing them on the GPU.
+    Prepare,
     Download,
     Cache,
     LocalFile,
@@ -163,6 +224,8 @@ pub enum FromWorker {
         done: u64,
         total: u64,
         bytes_per_second: f64,
+        #[serde(default)]
+        prepare: Option<PrepareProgress>,
     },
     Loaded {
         info: ModelInfo,
@@ -214,5 +277,8 @@ mod tests {
         let f = FromWorker::Failed { id: None, failure: Failure { kind: ErrorKind::NoRange, detail: "x".into() } };
         assert!(f.to_json().contains(r#""kind":"no_range""#));
         assert_eq!(serde_json::from_str::<FromWorker>(&f.to_json()).unwrap(), f);
+        let hub = ToWorker::Probe { source: ModelSource::Hub(HubRepo::carebot()) };
+        assert!(hub.to_json().contains(r#""kind":"hub""#), "{}", hub.to_json());
+        assert_eq!(serde_json::from_str::<ToWorker>(&hub.to_json()).unwrap(), hub);
     }
 }

@@ -7,7 +7,7 @@ mod view;
 use crate::conversation::{Conversation, Turn};
 use crate::i18n::Lang;
 use crate::params::{LinkParams, default_model_url};
-use crate::protocol::{Failure, FromWorker, ModelInfo, ModelSource, Phase, ProbeInfo, Settings, ToWorker};
+use crate::protocol::{Failure, FromWorker, HubRepo, ModelInfo, ModelSource, Phase, ProbeInfo, Settings, ToWorker};
 use leptos::prelude::*;
 use std::cell::RefCell;
 use wasm_bindgen::JsCast;
@@ -28,6 +28,8 @@ pub enum ModelState {
         done: u64,
         total: u64,
         bytes_per_second: f64,
+        /// While a hub repository is prepared: download and quantization, each.
+        prepare: Option<crate::protocol::PrepareProgress>,
     },
     Ready(ModelInfo),
     Failed(Failure),
@@ -104,13 +106,11 @@ fn absolute(relative: &str) -> String {
 }
 
 /// Restricts what the page (and the worker, which inherits the policy) may load or contact: this
-/// origin and, for a model URL, the model's origin. Nothing else, so nothing typed can leave.
-fn install_content_security_policy(model_url: Option<&str>) {
-    let origin = model_url.and_then(|u| web_sys::Url::new(u).ok()).map(|u| u.origin()).filter(|o| o != "null");
-    let connect = match origin {
-        Some(o) => format!("'self' {o}"),
-        None => "'self'".into(),
-    };
+/// origin and the model's origins (a GGUF URL's, or the hub's). Nothing else, so nothing typed
+/// can leave.
+fn install_content_security_policy(model_origins: &[String]) {
+    let connect =
+        std::iter::once("'self'".to_string()).chain(model_origins.iter().cloned()).collect::<Vec<_>>().join(" ");
     let policy = format!(
         "default-src 'self'; connect-src {connect}; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; \
          style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; object-src 'none'; base-uri 'self'; \
@@ -192,8 +192,9 @@ impl State {
         let phase = match self.source.get_untracked() {
             ModelSource::File { .. } => Phase::LocalFile,
             ModelSource::Url { .. } => Phase::Download,
+            ModelSource::Hub(_) => Phase::Prepare,
         };
-        self.model.set(ModelState::Loading { phase, done: 0, total: 0, bytes_per_second: 0.0 });
+        self.model.set(ModelState::Loading { phase, done: 0, total: 0, bytes_per_second: 0.0, prepare: None });
         send(&ToWorker::Load { source: self.source.get_untracked() }, None);
     }
 
@@ -330,8 +331,8 @@ impl State {
                     self.load();
                 }
             }
-            FromWorker::Progress { phase, done, total, bytes_per_second } => {
-                self.model.set(ModelState::Loading { phase, done, total, bytes_per_second })
+            FromWorker::Progress { phase, done, total, bytes_per_second, prepare } => {
+                self.model.set(ModelState::Loading { phase, done, total, bytes_per_second, prepare })
             }
             FromWorker::Loaded { info } => self.model.set(ModelState::Ready(info)),
             FromWorker::Token { id, text } => {
@@ -398,13 +399,35 @@ pub fn start() {
         })
         .unwrap_or_default();
     let link = LinkParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let url = absolute(link.model.as_deref().unwrap_or(default_model_url()));
-    install_content_security_policy(Some(&url));
-    state.source.set(ModelSource::Url { url });
+    let mut ignored = link.ignored.clone();
+    let source = match (&link.model, &link.hf, default_model_url()) {
+        (Some(url), _, _) => ModelSource::Url { url: absolute(url) },
+        (None, Some(spec), _) => {
+            let endpoint = link.endpoint.as_deref().unwrap_or(crate::hub::default_endpoint());
+            match HubRepo::parse(spec, &absolute(endpoint)) {
+                Ok(repo) => ModelSource::Hub(repo),
+                Err(e) => {
+                    ignored.push(format!("hf={spec}: {e}"));
+                    ModelSource::Hub(HubRepo::carebot())
+                }
+            }
+        }
+        (None, None, Some(url)) => ModelSource::Url { url: absolute(url) },
+        (None, None, None) => ModelSource::Hub(HubRepo::carebot()),
+    };
+    let origins = match &source {
+        ModelSource::Url { url } => {
+            web_sys::Url::new(url).ok().map(|u| u.origin()).filter(|o| o != "null").into_iter().collect()
+        }
+        ModelSource::Hub(repo) => repo.connect_origins(),
+        ModelSource::File { .. } => Vec::new(),
+    };
+    install_content_security_policy(&origins);
+    state.source.set(source);
     state.settings.set(link.settings.clone());
-    if !link.ignored.is_empty() {
+    if !ignored.is_empty() {
         let lang = state.lang.get_untracked();
-        state.notice.set(Some(format!("{} {}", crate::i18n::Key::LinkIgnored.text(lang), link.ignored.join("; "))));
+        state.notice.set(Some(format!("{} {}", crate::i18n::Key::LinkIgnored.text(lang), ignored.join("; "))));
     }
 
     if has_webgpu() {

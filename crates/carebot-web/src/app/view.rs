@@ -264,9 +264,10 @@ fn ModelPanel() -> impl IntoView {
     let source_text = move || match s.source.get() {
         ModelSource::Url { url } => url,
         ModelSource::File { name, .. } => name,
+        ModelSource::Hub(repo) => format!("{}@{}", repo.page_url(), repo.revision),
     };
     let delete_cache = move |_| {
-        if let ModelSource::Url { url } = s.source.get_untracked() {
+        if let Some(url) = s.source.get_untracked().cache_key() {
             s.model.set(ModelState::Probing);
             super::send(&ToWorker::DeleteCache { url }, None);
         }
@@ -283,9 +284,26 @@ fn ModelPanel() -> impl IntoView {
                 .available
                 .map(|a| format!(" · {} {}", bytes(a), Key::StorageAvailable.text(lang)))
                 .unwrap_or_default();
+            let preparation = info.preparation.clone().map(|p| {
+                let done = if p.downloaded > 0 {
+                    format!(" ({} {})", bytes(p.downloaded), Key::PrepareAlreadyDone.text(lang))
+                } else {
+                    String::new()
+                };
+                view! {
+                    <div class="prepare" data-testid="prepare-info" data-download=p.download.to_string()>
+                        <p><strong>{Key::PrepareTitle.text(lang)}</strong></p>
+                        <p>{Key::PrepareExplain.text(lang)}</p>
+                        <p>{format!("{}: {}{done} · {}: {} · ", Key::PrepareDownload.text(lang), bytes(p.download), Key::PrepareResult.text(lang), bytes(info.size))}
+                           <code>{p.revision.clone()}</code></p>
+                    </div>
+                }
+            });
+            let preparing = info.preparation.is_some();
             view! {
                 <p><strong>{info.name.clone()}</strong>" · "{info.architecture.clone()}" · "{format!("{:.2}B", info.parameters as f64 / 1e9)}
                    " · "{bytes(info.size)}{space}</p>
+                {preparation}
                 <p>{if info.cached > 0 { Key::ModelPartlyCached.text(lang) } else { Key::ModelNotCached.text(lang) }}</p>
                 {short.then(|| view! {
                     <p class="error" data-testid="storage-short">
@@ -294,13 +312,34 @@ fn ModelPanel() -> impl IntoView {
                     </p>
                 })}
                 <button class="primary" data-testid="load-model" disabled=short on:click=move |_| s.load()>
-                    {format!("{} ({})", Key::DownloadAndLoad.text(lang), bytes(needed))}
+                    {if preparing {
+                        Key::PrepareAndLoad.text(lang).to_string()
+                    } else {
+                        format!("{} ({})", Key::DownloadAndLoad.text(lang), bytes(needed))
+                    }}
                 </button>
             }.into_any()
         }
-        ModelState::Loading { phase, done, total, bytes_per_second } => {
+        ModelState::Loading { prepare: Some(p), .. } => {
+            let lang = s.lang.get();
+            let left = if p.download_rate > 0.0 {
+                p.download_total.saturating_sub(p.downloaded) as f64 / p.download_rate
+            } else {
+                0.0
+            };
+            view! {
+                <p><strong>{Key::Preparing.text(lang)}</strong>": "<code>{p.tensor.clone()}</code></p>
+                <progress data-testid="prepare-download" max=p.download_total.to_string() value=p.downloaded.to_string()></progress>
+                <p>{format!("{}: {} / {} · {}/s · {} {}", Key::Downloading.text(lang), bytes(p.downloaded), bytes(p.download_total),
+                    bytes(p.download_rate as u64), duration(left), Key::TimeLeft.text(lang))}</p>
+                <progress data-testid="prepare-quantize" max=p.write_total.to_string() value=p.written.to_string()></progress>
+                <p>{format!("{}: {} / {} · {}/s", Key::Quantizing.text(lang), bytes(p.written), bytes(p.write_total), bytes(p.quantize_rate as u64))}</p>
+            }.into_any()
+        }
+        ModelState::Loading { phase, done, total, bytes_per_second, .. } => {
             let lang = s.lang.get();
             let label = match phase {
+                Phase::Prepare => Key::Preparing,
                 Phase::Download => Key::Downloading,
                 Phase::Cache => Key::LoadingFromCache,
                 Phase::LocalFile => Key::ReadingFile,
@@ -319,6 +358,14 @@ fn ModelPanel() -> impl IntoView {
                    <strong>{Key::ModelReady.text(lang)}</strong>": "{info.name.clone()}" · "{info.adapter.clone()}
                    {info.from_cache.then(|| format!(" · {}", Key::FromCache.text(lang)))}
                    {format!(" · {:.1}s · {} {}", info.load_seconds, bytes(info.wasm_heap_bytes), Key::WorkerMemory.text(lang))}</p>
+                {info.prepared.clone().map(|p| view! {
+                    <p class="hint" data-testid="prepared" data-stats=serde_json::to_string(&p).unwrap_or_default()>
+                        {format!("{} {}: {} {} ({}/s), {} {}/s", Key::PreparedIn.text(lang), duration(p.total_seconds),
+                            Key::PrepareDownload.text(lang), bytes(p.source_bytes),
+                            bytes((p.source_bytes as f64 / p.download_seconds.max(1e-3)) as u64),
+                            Key::Quantizing.text(lang), bytes((p.source_bytes as f64 / p.quantize_seconds.max(1e-3)) as u64))}
+                    </p>
+                })}
                 {info.software_adapter.then(|| view! { <p class="hint">{Key::SoftwareGpu.text(lang)}</p> })}
             }
             .into_any()
@@ -345,7 +392,7 @@ fn ModelPanel() -> impl IntoView {
                 <summary>{t(Key::DropHere)}</summary>
                 <p>{t(Key::OpenLocal)}" "<input type="file" accept=".gguf" data-testid="model-file" on:change=on_pick/></p>
                 <button class="danger" data-testid="delete-cache" on:click=delete_cache
-                    disabled=move || !matches!(s.source.get(), ModelSource::Url { .. })>{t(Key::DeleteCache)}</button>
+                    disabled=move || s.source.with(|m| m.cache_key().is_none())>{t(Key::DeleteCache)}</button>
             </details>
         </div>
     }

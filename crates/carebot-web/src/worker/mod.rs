@@ -3,6 +3,7 @@
 //! `Stop` message is handled between two tokens.
 
 mod js;
+mod prepare;
 mod source;
 mod store;
 
@@ -56,6 +57,8 @@ struct Probed {
     source: ModelSource,
     bytes: Bytes,
     file: GgufFile,
+    /// A hub repository still to prepare (into `bytes.cache`).
+    prepare: Option<prepare::Plan>,
 }
 
 #[derive(Default)]
@@ -86,7 +89,7 @@ fn failure(kind: ErrorKind, detail: impl Into<String>) -> Failure {
     Failure { kind, detail: detail.into() }
 }
 
-fn gpu_failure(e: GpuError) -> Failure {
+pub(crate) fn gpu_failure(e: GpuError) -> Failure {
     let kind = match &e {
         GpuError::NoAdapter(_) | GpuError::RequestDevice(_) => ErrorKind::NoWebGpu,
         GpuError::TooSmall { .. } => ErrorKind::GpuTooSmall,
@@ -176,7 +179,23 @@ impl Worker {
     /// reading only the header (from the cache when it is there, so a cached model needs no network).
     async fn probe(&self, source: ModelSource) -> Result<ProbeInfo, Failure> {
         self.probed.borrow_mut().take();
+        let mut plan = None;
         let (remote, cache, size, fetched) = match &source {
+            ModelSource::Hub(repo) => {
+                let key = repo.cache_key();
+                match CachedFile::peek(&key).await {
+                    Some((size, cached)) if cached == size => {
+                        (None, Some(CachedFile::open(&key, size).await?), size, false)
+                    }
+                    _ => {
+                        let p = prepare::Plan::fetch(repo).await?;
+                        let cache = CachedFile::open(&key, p.size).await?;
+                        let size = p.size;
+                        plan = Some(p);
+                        (None, Some(cache), size, true)
+                    }
+                }
+            }
             ModelSource::File { name, size } => {
                 let file = self
                     .file
@@ -200,7 +219,10 @@ impl Worker {
             },
         };
         let bytes = Bytes { remote, cache, size, fetched: Cell::new(fetched) };
-        let file = bytes.read_header().await?;
+        let file = match &plan {
+            Some(p) => GgufFile::parse(&p.header, size).map_err(|e| failure(ErrorKind::Internal, e.to_string()))?,
+            None => bytes.read_header().await?,
+        };
         LlamaConfig::from_gguf(&file).map_err(|e| {
             let kind =
                 if file.architecture() != Some("llama") { ErrorKind::WrongArchitecture } else { ErrorKind::Model };
@@ -210,11 +232,12 @@ impl Worker {
             (_, Some(n)) => n.to_string(),
             (ModelSource::File { name, .. }, None) => name.clone(),
             (ModelSource::Url { url }, None) => url.rsplit('/').next().unwrap_or(url).to_string(),
+            (ModelSource::Hub(repo), None) => repo.repo.clone(),
         };
         let cached = bytes.cached()?;
         let available = match source {
             ModelSource::File { .. } => None,
-            ModelSource::Url { .. } => store::estimate().await.map(|(usage, quota)| quota.saturating_sub(usage)),
+            _ => store::estimate().await.map(|(usage, quota)| quota.saturating_sub(usage)),
         };
         let info = ProbeInfo {
             size,
@@ -223,8 +246,9 @@ impl Worker {
             name,
             architecture: file.architecture().unwrap_or_default().to_string(),
             parameters: file.tensors.iter().map(|t| t.n_elements()).sum(),
+            preparation: plan.as_ref().map(|p| p.info(cached)),
         };
-        let probed = Probed { source, bytes, file };
+        let probed = Probed { source, bytes, file, prepare: plan };
         *self.probed.borrow_mut() = Some(probed);
         Ok(info)
     }
@@ -262,6 +286,30 @@ impl Worker {
         }
 
         let ctx = GpuContext::new(&GpuOptions::default()).await.map_err(gpu_failure)?;
+        let mut prepared = None;
+        if let (Some(plan), Some(cache)) = (&probed.prepare, &probed.bytes.cache)
+            && cached_at_start < size
+        {
+            let mut last_report = 0.0;
+            let stats = plan
+                .run(&ctx, cache, |p| {
+                    let now = now_ms();
+                    if now - last_report >= 250.0 || p.written == p.write_total {
+                        last_report = now;
+                        post(&FromWorker::Progress {
+                            phase: Phase::Prepare,
+                            done: p.written,
+                            total: p.write_total,
+                            bytes_per_second: p.download_rate,
+                            prepare: Some(p),
+                        });
+                    }
+                })
+                .await?;
+            probed.bytes.fetched.set(true);
+            prepared = Some(stats);
+        }
+        let cached_at_start = probed.bytes.cached()?;
         let adapter = ctx.describe();
         let software_adapter = ctx.is_software();
         let options = EngineOptions { context: cfg.context_length.clamp(1, MAX_CONTEXT), ..EngineOptions::default() };
@@ -286,7 +334,7 @@ impl Worker {
             if now - last_report >= 250.0 || at == size {
                 let instant = (at - last_done) as f64 / ((now - last_report).max(1.0) / 1000.0);
                 rate = if rate == 0.0 { instant } else { 0.7 * rate + 0.3 * instant };
-                post(&FromWorker::Progress { phase, done: at, total: size, bytes_per_second: rate });
+                post(&FromWorker::Progress { phase, done: at, total: size, bytes_per_second: rate, prepare: None });
                 (last_report, last_done) = (now, at);
             }
         }
@@ -303,6 +351,7 @@ impl Worker {
                 from_cache: phase == Phase::Cache && !probed.bytes.fetched.get(),
                 load_seconds: (now_ms() - t0) / 1000.0,
                 wasm_heap_bytes: wasm_heap_bytes(),
+                prepared,
             },
         });
         Ok(())

@@ -49,6 +49,47 @@ impl Remote {
     }
 }
 
+/// A whole small file (a repository's JSON), and the commit the hub says it came from. `None`
+/// when there is no such file (HTTP 404).
+pub async fn fetch_file(url: &str) -> Result<Option<(Vec<u8>, Option<String>)>, Failure> {
+    let init = RequestInit::new();
+    init.set_cache(RequestCache::NoStore);
+    let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
+    let response = await_promise(scope.fetch_with_str_and_init(url, &init)).await.map_err(|e| {
+        failure(
+            ErrorKind::Network,
+            format!(
+                "could not reach {url}: {} (offline, or the server does not allow cross-origin requests)",
+                js_error(&e)
+            ),
+        )
+    })?;
+    let response: Response = response.unchecked_into();
+    match response.status() {
+        200 => {}
+        404 | 410 => return Ok(None),
+        // The hub answers 401 for a repository that does not exist (or is private).
+        401 if response.headers().get("X-Error-Code").ok().flatten().as_deref() == Some("RepoNotFound") => {
+            return Err(failure(
+                ErrorKind::NotFound,
+                format!("{url}: no such repository on the hub (or it is private and needs a login)"),
+            ));
+        }
+        401 | 403 => {
+            return Err(failure(
+                ErrorKind::Http,
+                format!("{url}: HTTP {}: the repository is private or gated (it needs a login)", response.status()),
+            ));
+        }
+        s => return Err(failure(ErrorKind::Http, format!("{url}: HTTP {s} {}", response.status_text()))),
+    }
+    let commit = response.headers().get("X-Repo-Commit").ok().flatten();
+    let body = await_promise(response.array_buffer().map_err(|e| failure(ErrorKind::Network, js_error(&e)))?)
+        .await
+        .map_err(|e| failure(ErrorKind::Network, format!("download of {url} interrupted: {}", js_error(&e))))?;
+    Ok(Some((js_sys::Uint8Array::new(&body).to_vec(), commit)))
+}
+
 async fn fetch_range(url: &str, at: u64, out: &mut [u8]) -> Result<u64, Failure> {
     let end = at + out.len() as u64 - 1;
     let headers = Headers::new().map_err(|e| failure(ErrorKind::Internal, js_error(&e)))?;

@@ -146,6 +146,12 @@ impl CachedFile {
         Ok(())
     }
 
+    /// Cuts the cached file back to its first `len` bytes (a preparation resuming after a torn write).
+    pub fn truncate(&self, len: u64) -> Result<(), Failure> {
+        self.handle.truncate_with_f64(len as f64).map_err(storage_failure)?;
+        self.handle.flush().map_err(storage_failure)
+    }
+
     /// Appends the file's bytes at `at` (which must be where the cache ends).
     pub fn append(&self, at: u64, bytes: &[u8]) -> Result<(), Failure> {
         write_all(&self.handle, at, bytes)

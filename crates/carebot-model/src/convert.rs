@@ -1,0 +1,721 @@
+//! From a Hugging Face Llama checkpoint (config, tokenizer, safetensors) to the GGUF CareBot
+//! loads, planned the way llama.cpp's `convert_hf_to_gguf.py` + `llama-quantize` would: tensor
+//! names, metadata keys, q/k row permutation and type mix. Only the plan and the file's header are
+//! made here; the bytes of each tensor are read, widened, permuted and quantized by the caller
+//! (`carebot convert` on every core, the browser on the GPU), one tensor after another in
+//! directory order, so the output can be written front to back.
+
+use crate::gguf::{GgufWriter, TensorSpec, Value, ValueType};
+use crate::quant::{GgmlType, TypeMix};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The checkpoint is another architecture.
+    #[error("{0}")]
+    NotLlama(String),
+    /// A file is missing a field, malformed, or inconsistent with another.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConvertError {
+    ConvertError::Invalid(msg.into())
+}
+
+/// The output's type mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quant {
+    /// llama.cpp's Q4_K_M mix: Q4_K, Q6_K for the output and some attn_v/ffn_down layers.
+    Q4KM,
+    Q4_0,
+    Q8_0,
+    F16,
+}
+
+impl Quant {
+    pub fn mix(self) -> TypeMix {
+        match self {
+            Quant::Q4KM => TypeMix::Q4KM,
+            Quant::Q4_0 => TypeMix::Q4_0,
+            Quant::Q8_0 => TypeMix::Uniform(GgmlType::Q8_0),
+            Quant::F16 => TypeMix::Uniform(GgmlType::F16),
+        }
+    }
+
+    /// llama.cpp's `llama_ftype` (`general.file_type`).
+    pub fn file_type(self) -> u32 {
+        match self {
+            Quant::F16 => 1,
+            Quant::Q4_0 => 2,
+            Quant::Q8_0 => 7,
+            Quant::Q4KM => 15,
+        }
+    }
+}
+
+/// The JSON files of a checkpoint (`Json::Null` for an optional one that is absent).
+#[derive(Clone, Debug)]
+pub struct HfFiles {
+    pub config: Json,
+    pub tokenizer: Json,
+    pub tokenizer_config: Json,
+    pub generation_config: Json,
+    /// `general.name` when config.json has no `_name_or_path`: the directory or repository name.
+    pub dir_name: String,
+}
+
+/// Hyperparameters from config.json.
+#[derive(Debug)]
+pub struct HfConfig {
+    pub name: String,
+    pub n_layers: usize,
+    pub dim: usize,
+    pub ffn_dim: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub context: usize,
+    pub rms_eps: f64,
+    pub rope_theta: f64,
+    pub tied: bool,
+    /// (factor, low_freq_factor, high_freq_factor, original context) of Llama-3.1 RoPE scaling.
+    pub rope_llama3: Option<(f64, f64, f64, f64)>,
+}
+
+impl HfConfig {
+    pub fn from_json(c: &Json) -> Result<Self, ConvertError> {
+        let arch = c["architectures"].as_array().and_then(|a| a.first()).and_then(Json::as_str).unwrap_or("");
+        let model_type = c["model_type"].as_str().unwrap_or("");
+        if arch != "LlamaForCausalLM" && model_type != "llama" {
+            return Err(ConvertError::NotLlama(format!(
+                "config.json: architecture {arch:?} (model_type {model_type:?}) is not a llama model; CareBot converts LlamaForCausalLM checkpoints"
+            )));
+        }
+        let count = |k: &str| -> Result<usize, ConvertError> {
+            c[k].as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| ConvertError::Invalid(format!("config.json: {k} is missing")))
+        };
+        let n_heads = count("num_attention_heads")?;
+        let dim = count("hidden_size")?;
+        let rope_llama3 = match &c["rope_scaling"] {
+            Json::Object(s) if s.get("rope_type").or(s.get("type")).and_then(Json::as_str) == Some("llama3") => {
+                let f = |k: &str| {
+                    s.get(k)
+                        .and_then(Json::as_f64)
+                        .ok_or_else(|| ConvertError::Invalid(format!("config.json: rope_scaling.{k} is missing")))
+                };
+                Some((
+                    f("factor")?,
+                    f("low_freq_factor")?,
+                    f("high_freq_factor")?,
+                    f("original_max_position_embeddings")?,
+                ))
+            }
+            _ => None,
+        };
+        Ok(HfConfig {
+            name: c["_name_or_path"].as_str().unwrap_or("").to_string(),
+            n_layers: count("num_hidden_layers")?,
+            dim,
+            ffn_dim: count("intermediate_size")?,
+            n_heads,
+            n_kv_heads: c["num_key_value_heads"].as_u64().map_or(n_heads, |v| v as usize),
+            head_dim: c["head_dim"].as_u64().map_or(dim / n_heads.max(1), |v| v as usize),
+            vocab: count("vocab_size")?,
+            context: count("max_position_embeddings")?,
+            rms_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-5),
+            rope_theta: c["rope_theta"].as_f64().unwrap_or(10_000.0),
+            tied: c["tie_word_embeddings"].as_bool().unwrap_or(false),
+            rope_llama3,
+        })
+    }
+
+    /// llama.cpp's `rope_freqs` for Llama-3.1 scaling.
+    pub fn rope_factors(&self) -> Option<Vec<f32>> {
+        let (factor, low, high, original) = self.rope_llama3?;
+        Some(crate::config::llama3_rope_factors(self.rope_theta, self.head_dim, factor, low, high, original))
+    }
+}
+
+/// One GGUF tensor and where it comes from.
+pub struct Planned {
+    pub gguf: String,
+    /// HF tensor name, or `None` for `rope_freqs` (computed).
+    pub hf: Option<String>,
+    /// `[rows, cols]` (HF layout); 1-D tensors have rows = 1.
+    pub shape: [usize; 2],
+    pub one_d: bool,
+    /// Permute rows for adjacent-pair RoPE over this many heads (attn_q / attn_k).
+    pub permute_heads: Option<usize>,
+    pub ty: GgmlType,
+}
+
+fn plan(cfg: &HfConfig, quant: Quant, has_lm_head: bool) -> Vec<Planned> {
+    let (d, f, v, hd) = (cfg.dim, cfg.ffn_dim, cfg.vocab, cfg.head_dim);
+    let (q, kv) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
+    let mut out = Vec::new();
+    let mut add = |gguf: String, hf: &str, shape: [usize; 2], permute_heads: Option<usize>| {
+        let one_d = shape[0] == 1;
+        let ty = if one_d { GgmlType::F32 } else { fallback(quant.mix().type_of(&gguf, cfg.n_layers), shape[1]) };
+        out.push(Planned { gguf, hf: Some(hf.to_string()), shape, one_d, permute_heads, ty });
+    };
+    add("token_embd.weight".into(), "model.embed_tokens.weight", [v, d], None);
+    for i in 0..cfg.n_layers {
+        let b = |n: &str| format!("blk.{i}.{n}.weight");
+        let h = |n: &str| format!("model.layers.{i}.{n}.weight");
+        add(b("attn_norm"), &h("input_layernorm"), [1, d], None);
+        add(b("attn_q"), &h("self_attn.q_proj"), [q, d], Some(cfg.n_heads));
+        add(b("attn_k"), &h("self_attn.k_proj"), [kv, d], Some(cfg.n_kv_heads));
+        add(b("attn_v"), &h("self_attn.v_proj"), [kv, d], None);
+        add(b("attn_output"), &h("self_attn.o_proj"), [d, q], None);
+        add(b("ffn_norm"), &h("post_attention_layernorm"), [1, d], None);
+        add(b("ffn_gate"), &h("mlp.gate_proj"), [f, d], None);
+        add(b("ffn_up"), &h("mlp.up_proj"), [f, d], None);
+        add(b("ffn_down"), &h("mlp.down_proj"), [d, f], None);
+    }
+    add("output_norm.weight".into(), "model.norm.weight", [1, d], None);
+    if !cfg.tied && has_lm_head {
+        add("output.weight".into(), "lm_head.weight", [v, d], None);
+    }
+    if cfg.rope_llama3.is_some() {
+        out.insert(
+            0,
+            Planned {
+                gguf: "rope_freqs.weight".into(),
+                hf: None,
+                shape: [1, hd / 2],
+                one_d: true,
+                permute_heads: None,
+                ty: GgmlType::F32,
+            },
+        );
+    }
+    out
+}
+
+/// llama.cpp's fallback when a row does not fill whole 256-value K-quant blocks.
+pub fn fallback(ty: GgmlType, cols: usize) -> GgmlType {
+    if cols.is_multiple_of(ty.block_size()) {
+        return ty;
+    }
+    match ty {
+        GgmlType::Q4_K => GgmlType::Q5_0,
+        GgmlType::Q5_K => GgmlType::Q5_1,
+        GgmlType::Q6_K => GgmlType::Q8_0,
+        _ => GgmlType::F16,
+    }
+}
+
+/// The GGUF metadata llama.cpp's converter writes for a Llama-3 checkpoint.
+fn metadata(
+    w: &mut GgufWriter,
+    model: &HfFiles,
+    c: &HfConfig,
+    quant: Quant,
+    notes: &mut Vec<String>,
+) -> Result<(), ConvertError> {
+    let u = |v: usize| Value::U32(v as u32);
+    let name = if c.name.is_empty() {
+        model.dir_name.clone()
+    } else {
+        c.name.rsplit('/').next().unwrap_or(&c.name).to_string()
+    };
+    w.set("general.architecture", Value::String("llama".into()))
+        .set("general.type", Value::String("model".into()))
+        .set("general.name", Value::String(name))
+        .set("general.size_label", Value::String(size_label(parameter_count(c))))
+        .set("llama.block_count", u(c.n_layers))
+        .set("llama.context_length", u(c.context))
+        .set("llama.embedding_length", u(c.dim))
+        .set("llama.feed_forward_length", u(c.ffn_dim))
+        .set("llama.attention.head_count", u(c.n_heads))
+        .set("llama.attention.head_count_kv", u(c.n_kv_heads))
+        .set("llama.rope.freq_base", Value::F32(c.rope_theta as f32))
+        .set("llama.attention.layer_norm_rms_epsilon", Value::F32(c.rms_eps as f32))
+        .set("llama.attention.key_length", u(c.head_dim))
+        .set("llama.attention.value_length", u(c.head_dim))
+        .set("general.file_type", Value::U32(quant.file_type()))
+        .set("llama.vocab_size", u(c.vocab))
+        .set("llama.rope.dimension_count", u(c.head_dim));
+    w.set("general.quantization_version", Value::U32(2));
+    tokenizer_metadata(w, model, c, notes)
+}
+
+/// Weights in the model (what llama.cpp's size label counts).
+fn parameter_count(c: &HfConfig) -> u64 {
+    let (d, f, v, hd) = (c.dim as u64, c.ffn_dim as u64, c.vocab as u64, c.head_dim as u64);
+    let (q, kv) = (c.n_heads as u64 * hd, c.n_kv_heads as u64 * hd);
+    let block = 2 * d + 2 * q * d + 2 * kv * d + 3 * f * d;
+    let rope = if c.rope_llama3.is_some() { hd / 2 } else { 0 };
+    v * d * if c.tied { 1 } else { 2 } + c.n_layers as u64 * block + d + rope
+}
+
+/// gguf-py's `model_weight_count_rounded_notation`: "67M", "8.0B" (at least two digits).
+fn size_label(n: u64) -> String {
+    let n = n as f64;
+    let (scaled, suffix) = if n > 1e12 {
+        (n * 1e-12, "T")
+    } else if n > 1e9 {
+        (n * 1e-9, "B")
+    } else if n > 1e6 {
+        (n * 1e-6, "M")
+    } else {
+        (n * 1e-3, "K")
+    };
+    let digits = format!("{}", scaled.round() as u64).trim_start_matches('0').len();
+    format!("{scaled:.*}{suffix}", 2usize.saturating_sub(digits))
+}
+
+/// The vocabulary as GGUF arrays (`gpt2` BPE tokens, token types, merges), special token ids and
+/// the chat template.
+fn tokenizer_metadata(
+    w: &mut GgufWriter,
+    model: &HfFiles,
+    c: &HfConfig,
+    notes: &mut Vec<String>,
+) -> Result<(), ConvertError> {
+    let t = &model.tokenizer;
+    let m = &t["model"];
+    if m["type"].as_str() != Some("BPE") {
+        return Err(invalid(format!(
+            "tokenizer.json: model type {:?}; CareBot converts BPE (Llama-3) tokenizers",
+            m["type"]
+        )));
+    }
+    let vocab = m["vocab"].as_object().ok_or_else(|| invalid("tokenizer.json: model.vocab is missing"))?;
+    let n = c.vocab;
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    for (text, id) in vocab {
+        if let Some(slot) = id.as_u64().and_then(|i| tokens.get_mut(i as usize)) {
+            *slot = Some(text.clone());
+        }
+    }
+    let mut types = vec![1i32; n];
+    for added in t["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(text)) = (added["id"].as_u64(), added["content"].as_str()) else { continue };
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = Some(text.to_string());
+            // Special added tokens are control tokens; the others are user-defined.
+            types[id as usize] = if added["special"].as_bool().unwrap_or(false) { 3 } else { 4 };
+        }
+    }
+    let tokens: Vec<Value> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Value::String(t.unwrap_or_else(|| {
+                types[i] = 5;
+                format!("[PAD{i}]")
+            }))
+        })
+        .collect();
+    let merges: Vec<Value> = m["merges"]
+        .as_array()
+        .ok_or_else(|| invalid("tokenizer.json: model.merges is missing"))?
+        .iter()
+        .map(|mg| match mg {
+            Json::String(s) => Ok(Value::String(s.clone())),
+            Json::Array(pair) if pair.len() == 2 => {
+                Ok(Value::String(format!("{} {}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or(""))))
+            }
+            other => Err(invalid(format!("tokenizer.json: unreadable merge {other}"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let id_of = |text: &str| -> Option<u32> {
+        vocab.get(text).and_then(Json::as_u64).map(|v| v as u32).or_else(|| {
+            t["added_tokens"]
+                .as_array()?
+                .iter()
+                .find(|a| a["content"].as_str() == Some(text))
+                .and_then(|a| a["id"].as_u64())
+                .map(|v| v as u32)
+        })
+    };
+    let is_llama3 = id_of("<|begin_of_text|>").is_some() && id_of("<|eot_id|>").is_some();
+    let pre = if is_llama3 { "llama-bpe" } else { "default" };
+    if !is_llama3 {
+        notes.push("the tokenizer is not Llama-3's; writing tokenizer.ggml.pre = default".into());
+    }
+    w.set("tokenizer.ggml.model", Value::String("gpt2".into()))
+        .set("tokenizer.ggml.pre", Value::String(pre.into()))
+        .set("tokenizer.ggml.tokens", Value::Array(ValueType::String, tokens))
+        .set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()))
+        .set("tokenizer.ggml.merges", Value::Array(ValueType::String, merges));
+
+    // BOS/EOS: the token named by tokenizer_config.json, else the id in generation_config.json.
+    let tc = &model.tokenizer_config;
+    let named = |key: &str| -> Option<u32> {
+        let v = &tc[key];
+        id_of(v.as_str().or_else(|| v["content"].as_str())?)
+    };
+    let gen_id = |key: &str| -> Option<u32> {
+        let v = &model.generation_config[key];
+        v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()).map(|v| v as u32)
+    };
+    if let Some(bos) = named("bos_token").or_else(|| gen_id("bos_token_id")) {
+        w.set("tokenizer.ggml.bos_token_id", Value::U32(bos));
+    }
+    if let Some(eos) = named("eos_token").or_else(|| gen_id("eos_token_id")) {
+        w.set("tokenizer.ggml.eos_token_id", Value::U32(eos));
+    }
+    // End of turn: CareBot's generation_config lists only <|end_of_text|>, but a chat answer ends
+    // with <|eot_id|>, which must stop generation too.
+    if let Some(eot) = id_of("<|eot_id|>") {
+        w.set("tokenizer.ggml.eot_token_id", Value::U32(eot));
+    }
+    if let Some(eom) = id_of("<|eom_id|>") {
+        w.set("tokenizer.ggml.eom_token_id", Value::U32(eom));
+    }
+    // Whether encoding adds BOS/EOS: from tokenizer.json's post-processor (a ByteLevel one adds
+    // neither; a template starting with BOS adds it), overridden by tokenizer_config.json.
+    let (mut add_bos, mut add_eos) = (None, None);
+    let post = &t["post_processor"];
+    for p in post["processors"].as_array().cloned().unwrap_or_else(|| vec![post.clone()]) {
+        match p["type"].as_str() {
+            Some("ByteLevel") => {
+                add_bos = add_bos.or(Some(false));
+                add_eos = add_eos.or(Some(false));
+            }
+            Some("TemplateProcessing") => {
+                let single = p["single"].as_array().cloned().unwrap_or_default();
+                let special = |i: Option<&Json>| i.and_then(|s| s["SpecialToken"]["id"].as_str()).and_then(id_of);
+                if single.len() > 1 {
+                    add_bos = Some(special(single.first()).is_some() && special(single.first()) == named("bos_token"));
+                    add_eos = Some(special(single.last()).is_some() && special(single.last()) == named("eos_token"));
+                }
+            }
+            _ => {}
+        }
+    }
+    add_bos = tc["add_bos_token"].as_bool().or(add_bos);
+    add_eos = tc["add_eos_token"].as_bool().or(add_eos);
+    if let Some(add) = add_bos {
+        w.set("tokenizer.ggml.add_bos_token", Value::Bool(add));
+    }
+    if let Some(add) = add_eos {
+        w.set("tokenizer.ggml.add_eos_token", Value::Bool(add));
+    }
+    if let Some(template) = tc["chat_template"].as_str() {
+        w.set("tokenizer.chat_template", Value::String(template.into()));
+    }
+    Ok(())
+}
+
+impl Planned {
+    /// The shape in the checkpoint: `[cols]` for 1-D tensors, else `[rows, cols]`.
+    pub fn hf_shape(&self) -> Vec<usize> {
+        if self.one_d { vec![self.shape[1]] } else { self.shape.to_vec() }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.shape[0]
+    }
+
+    pub fn cols(&self) -> usize {
+        self.shape[1]
+    }
+
+    /// Bytes of one row in the output.
+    pub fn out_row_bytes(&self) -> usize {
+        self.cols() / self.ty.block_size() * self.ty.block_bytes()
+    }
+
+    /// Rows that must stay together in one piece: the permutation moves rows within a head.
+    pub fn row_group(&self) -> usize {
+        match self.permute_heads {
+            Some(heads) => self.rows() / heads.max(1),
+            None => 1,
+        }
+    }
+}
+
+/// Everything about the output file except its tensors' bytes.
+pub struct Conversion {
+    pub cfg: HfConfig,
+    /// In directory (and file) order.
+    pub tensors: Vec<Planned>,
+    pub writer: GgufWriter,
+    /// Things worth telling the user (e.g. a tokenizer that is not Llama-3's).
+    pub notes: Vec<String>,
+}
+
+impl Conversion {
+    /// Plans the conversion of `files` to `quant`; `has_lm_head`: the checkpoint stores
+    /// `lm_head.weight` (else the output reuses the embeddings).
+    pub fn plan(files: &HfFiles, quant: Quant, has_lm_head: bool) -> Result<Self, ConvertError> {
+        let cfg = HfConfig::from_json(&files.config)?;
+        let tensors = plan(&cfg, quant, has_lm_head);
+        let mut writer = GgufWriter::new();
+        let mut notes = Vec::new();
+        metadata(&mut writer, files, &cfg, quant, &mut notes)?;
+        for p in &tensors {
+            let dims: Vec<u64> =
+                if p.one_d { vec![p.shape[1] as u64] } else { vec![p.shape[1] as u64, p.shape[0] as u64] };
+            writer.add_tensor(TensorSpec::new(p.gguf.clone(), &dims, p.ty)).map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok(Conversion { cfg, tensors, writer, notes })
+    }
+
+    /// The file's header: magic, metadata, tensor directory, padding.
+    pub fn header(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.writer.write_header(&mut out).expect("writing to memory");
+        out
+    }
+
+    /// (start in the file, data bytes, bytes with alignment padding) of each tensor, given the
+    /// header's length.
+    pub fn layout(&self, header_len: u64) -> Vec<(u64, u64, u64)> {
+        let alignment = self.writer.alignment();
+        let mut at = header_len;
+        self.writer
+            .tensors()
+            .iter()
+            .map(|t| {
+                let n = t.n_bytes().expect("checked when added");
+                let padded = n.next_multiple_of(alignment);
+                let entry = (at, n, padded);
+                at += padded;
+                entry
+            })
+            .collect()
+    }
+
+    /// The `rope_freqs` tensor's values (planned only for Llama-3.1 RoPE scaling).
+    pub fn rope_factors(&self) -> Option<Vec<f32>> {
+        self.cfg.rope_factors()
+    }
+}
+
+/// Element types a checkpoint's weights may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceDtype {
+    BF16,
+    F16,
+    F32,
+}
+
+impl SourceDtype {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "BF16" => Some(SourceDtype::BF16),
+            "F16" => Some(SourceDtype::F16),
+            "F32" => Some(SourceDtype::F32),
+            _ => None,
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            SourceDtype::F32 => 4,
+            _ => 2,
+        }
+    }
+
+    /// Widens raw little-endian values to f32.
+    pub fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            SourceDtype::BF16 => {
+                bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            SourceDtype::F16 => {
+                bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            SourceDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        }
+    }
+}
+
+/// Where one tensor's bytes are in a safetensors file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceTensor {
+    pub dtype: SourceDtype,
+    pub shape: Vec<usize>,
+    /// Absolute byte range in the shard file.
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Bytes of a safetensors file's header-length prefix.
+pub const SAFETENSORS_PREFIX: usize = 8;
+
+/// The length of the JSON header a safetensors file starts with (from its first 8 bytes),
+/// checked against the file's size.
+pub fn safetensors_header_len(prefix: &[u8], file_size: u64) -> Result<usize, ConvertError> {
+    let bytes: [u8; 8] = prefix
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| invalid("not a safetensors file (shorter than 8 bytes)"))?;
+    let n = u64::from_le_bytes(bytes);
+    // safetensors itself caps headers at 100 MB.
+    if n > 100_000_000 || n + 8 > file_size {
+        return Err(invalid(format!("not a safetensors file (header length {n} in a file of {file_size} bytes)")));
+    }
+    Ok(n as usize)
+}
+
+/// The tensors listed in a safetensors JSON header, each checked to lie inside the file and to
+/// have as many bytes as its shape needs.
+pub fn parse_safetensors_header(json: &[u8], file_size: u64) -> Result<BTreeMap<String, SourceTensor>, ConvertError> {
+    let header: Json = serde_json::from_slice(json).map_err(|e| invalid(format!("safetensors header: {e}")))?;
+    let map = header.as_object().ok_or_else(|| invalid("safetensors header is not an object"))?;
+    let data_start = (SAFETENSORS_PREFIX + json.len()) as u64;
+    let mut out = BTreeMap::new();
+    for (name, t) in map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype_name = t["dtype"].as_str().unwrap_or("?");
+        let dtype = SourceDtype::from_name(dtype_name)
+            .ok_or_else(|| invalid(format!("tensor {name:?} is {dtype_name}; expected BF16, F16 or F32")))?;
+        let shape: Option<Vec<usize>> =
+            t["shape"].as_array().map(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect()).unwrap_or(None);
+        let offsets: Option<Vec<u64>> =
+            t["data_offsets"].as_array().map(|a| a.iter().map(Json::as_u64).collect()).unwrap_or(None);
+        let (Some(shape), Some([begin, end])) =
+            (shape, offsets.as_deref().map(|o| <[u64; 2]>::try_from(o).ok()).unwrap_or(None))
+        else {
+            return Err(invalid(format!("tensor {name:?}: unreadable shape or data_offsets")));
+        };
+        let elements = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+        let bytes = elements.and_then(|e| e.checked_mul(dtype.size() as u64));
+        let stop = data_start.checked_add(end);
+        if bytes != end.checked_sub(begin) || stop.is_none_or(|s| s > file_size) {
+            return Err(invalid(format!(
+                "tensor {name:?}: data_offsets [{begin}, {end}] do not fit shape {shape:?} of {dtype_name} in a file of {file_size} bytes"
+            )));
+        }
+        out.insert(name.clone(), SourceTensor { dtype, shape, start: data_start + begin, end: data_start + end });
+    }
+    Ok(out)
+}
+
+/// `weight_map` of `model.safetensors.index.json`: tensor name → shard file name.
+pub fn weight_map(index: &Json) -> Result<BTreeMap<String, String>, ConvertError> {
+    let map = index["weight_map"].as_object().ok_or_else(|| invalid("model.safetensors.index.json: no weight_map"))?;
+    map.iter()
+        .map(|(k, v)| match v.as_str() {
+            // A shard is fetched by this name: no paths out of the repository.
+            Some(f) if !f.is_empty() && !f.contains("..") && !f.starts_with('/') => Ok((k.clone(), f.to_string())),
+            _ => Err(invalid(format!("model.safetensors.index.json: tensor {k:?} has shard {v}"))),
+        })
+        .collect()
+}
+
+/// Reorders the rows of each head of a q/k projection for adjacent-pair RoPE (llama.cpp's
+/// `LlamaModel.permute`): within each head, row `j·hd/2 + i` moves to `2i + j`.
+pub fn permute_rows_for_rope(w: &[f32], rows: usize, cols: usize, n_heads: usize) -> Vec<f32> {
+    crate::synthetic::permute_rows_for_rope(w, rows, cols, n_heads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::{Dtype, tensor::TensorView};
+
+    fn shard() -> Vec<u8> {
+        let a: Vec<u8> = (0..6u16).flat_map(|v| half::bf16::from_f32(v as f32 - 2.5).to_le_bytes()).collect();
+        let b: Vec<u8> = (0..3u32).flat_map(|v| (v as f32 * 0.25).to_le_bytes()).collect();
+        let views = vec![
+            ("a".to_string(), TensorView::new(Dtype::BF16, vec![2, 3], &a).unwrap()),
+            ("b".to_string(), TensorView::new(Dtype::F32, vec![3], &b).unwrap()),
+        ];
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    #[test]
+    fn safetensors_headers_are_read_from_their_first_bytes_alone() {
+        let file = shard();
+        let size = file.len() as u64;
+        let n = safetensors_header_len(&file[..8], size).unwrap();
+        let tensors = parse_safetensors_header(&file[8..8 + n], size).unwrap();
+        let a = &tensors["a"];
+        assert_eq!((a.dtype, a.shape.clone()), (SourceDtype::BF16, vec![2, 3]));
+        let values = a.dtype.to_f32(&file[a.start as usize..a.end as usize]);
+        assert_eq!(values, vec![-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]);
+        let b = &tensors["b"];
+        assert_eq!(b.dtype.to_f32(&file[b.start as usize..b.end as usize]), vec![0.0, 0.25, 0.5]);
+    }
+
+    #[test]
+    fn bad_safetensors_headers_are_errors() {
+        let file = shard();
+        let size = file.len() as u64;
+        // Truncated files, absurd lengths.
+        assert!(safetensors_header_len(&file[..5], size).is_err());
+        assert!(safetensors_header_len(&u64::MAX.to_le_bytes(), size).is_err());
+        assert!(safetensors_header_len(&file[..8], 20).is_err());
+        let n = safetensors_header_len(&file[..8], size).unwrap();
+        let json = &file[8..8 + n];
+        // A file cut short: the tensors no longer fit.
+        assert!(parse_safetensors_header(json, size - 1).is_err());
+        for bad in [
+            r#"{"a":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#,
+            r#"{"a":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,10]}}"#,
+            r#"{"a":{"dtype":"BF16","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,0]}}"#,
+            r#"{"a":{"dtype":"BF16","shape":[2],"data_offsets":[18446744073709551615,3]}}"#,
+            r#"{"a":{"dtype":"BF16","shape":"x","data_offsets":[0,4]}}"#,
+            r#"[1,2]"#,
+            "not json",
+        ] {
+            assert!(parse_safetensors_header(bad.as_bytes(), 1 << 20).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shard_names_cannot_leave_the_repository() {
+        let ok = serde_json::json!({"weight_map": {"x": "model-00001-of-00002.safetensors"}});
+        assert_eq!(weight_map(&ok).unwrap()["x"], "model-00001-of-00002.safetensors");
+        for bad in ["../secret", "/etc/passwd", ""] {
+            assert!(weight_map(&serde_json::json!({"weight_map": {"x": bad}})).is_err(), "{bad}");
+        }
+        assert!(weight_map(&serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn other_architectures_are_refused_by_name() {
+        let c = serde_json::json!({"architectures": ["MistralForCausalLM"], "model_type": "mistral"});
+        assert!(matches!(HfConfig::from_json(&c), Err(ConvertError::NotLlama(_))));
+    }
+
+    #[test]
+    fn the_layout_is_where_the_writer_puts_each_tensor() {
+        let spec = crate::synthetic::SyntheticSpec::tiny_llama3();
+        let s = &spec;
+        let config = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": s.dim, "intermediate_size": s.ffn_dim,
+            "num_hidden_layers": s.n_layers, "num_attention_heads": s.n_heads,
+            "num_key_value_heads": s.n_kv_heads, "vocab_size": s.vocab, "max_position_embeddings": s.context,
+        });
+        let vocab: serde_json::Map<String, Json> =
+            (0..s.vocab).map(|i| (format!("t{i}"), Json::from(i as u64))).collect();
+        let tokenizer = serde_json::json!({"model": {"type": "BPE", "vocab": vocab, "merges": ["t1 t2"]}});
+        let files = HfFiles {
+            config,
+            tokenizer,
+            tokenizer_config: Json::Null,
+            generation_config: Json::Null,
+            dir_name: "tiny".into(),
+        };
+        let mut c = Conversion::plan(&files, Quant::Q4KM, true).unwrap();
+        let header = c.header();
+        let layout = c.layout(header.len() as u64);
+        let data: Vec<Vec<u8>> = layout.iter().map(|&(_, n, _)| vec![7u8; n as usize]).collect();
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let file = c.writer.to_bytes(&refs).unwrap();
+        assert_eq!(&file[..header.len()], &header[..]);
+        let parsed = crate::gguf::GgufFile::parse(&header, file.len() as u64).unwrap();
+        for ((start, n, padded), t) in layout.iter().zip(&parsed.tensors) {
+            assert_eq!((t.offset, t.n_bytes), (*start, *n), "{}", t.name);
+            assert!(padded >= n);
+        }
+        let (last_start, _, last_padded) = *layout.last().unwrap();
+        assert_eq!(last_start + last_padded, file.len() as u64);
+        // The output, and attn_v + ffn_down of the last layer (llama.cpp's use_more_bits for 2 layers).
+        assert_eq!(c.tensors.iter().filter(|p| p.ty == GgmlType::Q6_K).count(), 3);
+    }
+}

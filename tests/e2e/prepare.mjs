@@ -1,0 +1,243 @@
+// End-to-end test of the zero-install path: a local server plays the Hugging Face hub
+// (`/OWNER/NAME/resolve/REVISION/FILE`, Range support, `X-Repo-Commit`) for a tiny bf16 Llama-3
+// checkpoint, and headless Chromium prepares it (download + GPU quantization to Q4_K_M into the
+// Origin Private File System), chats with it, reloads it without the network, and resumes a
+// preparation cut short. The prepared file is compared with `carebot convert --quant q4_k_m`'s.
+//
+//   node tests/e2e/prepare.mjs   (scripts/test-web.sh writes the checkpoint and the CLI's file)
+//
+// CAREBOT_E2E_HUB: the checkpoint directory (its last part is the repository's name);
+// CAREBOT_E2E_HUB_GGUF: `carebot convert`'s output for it.
+
+import { createServer } from "node:http";
+import { readFileSync, readdirSync, existsSync, statSync, writeFileSync } from "node:fs";
+import { join, extname, basename } from "node:path";
+import { execFileSync } from "node:child_process";
+import { strict as assert } from "node:assert";
+import { DIST, BIN, OUT, TYPES, launch, waitState, ask, answer, reference, logger } from "./browser.mjs";
+
+const HUB_DIR = process.env.CAREBOT_E2E_HUB || join(OUT, "hub/test/tiny-carebot");
+const CLI_GGUF = process.env.CAREBOT_E2E_HUB_GGUF || join(OUT, "hub-cli.gguf");
+const NAME = basename(HUB_DIR);
+const COMMIT = "0123456789abcdef0123456789abcdef01234567";
+const files = Object.fromEntries(readdirSync(HUB_DIR).map((f) => [f, readFileSync(join(HUB_DIR, f))]));
+const shards = Object.keys(files).filter((f) => f.endsWith(".safetensors")).sort();
+const config = JSON.parse(files["config.json"]);
+const mistral = Buffer.from(JSON.stringify({ ...config, architectures: ["MistralForCausalLM"], model_type: "mistral" }));
+
+// Repositories: the checkpoint; the same under another owner, whose second shard fails once (to
+// resume); one of another architecture; none at all for test/missing.
+const REPOS = {
+    [`test/${NAME}`]: { files },
+    [`other/${NAME}`]: { files, failOnce: shards[1] },
+    "test/not-llama": { files: { ...files, "config.json": mistral } },
+    "test/no-tokenizer": { files: Object.fromEntries(Object.entries(files).filter(([f]) => f !== "tokenizer.json")) },
+};
+const requests = []; // [path, range start or null]
+
+const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    if (req.method === "POST" && path.startsWith("/upload/")) {
+        const parts = [];
+        req.on("data", (c) => parts.push(c));
+        req.on("end", () => {
+            writeFileSync(join(OUT, basename(path)), Buffer.concat(parts));
+            res.writeHead(204);
+            res.end();
+        });
+        return;
+    }
+    const hub = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
+    if (hub) {
+        const [, repo, revision, file] = hub;
+        const range = req.headers.range && /^bytes=(\d+)-(\d*)$/.exec(req.headers.range);
+        requests.push([path, range ? Number(range[1]) : null]);
+        const r = REPOS[repo];
+        if (!r) {
+            // What the hub says for a repository that does not exist (or is private).
+            res.writeHead(401, { "X-Error-Code": "RepoNotFound" });
+            return res.end("Repository not found");
+        }
+        const body = [COMMIT, "main"].includes(revision) ? r.files[file] : undefined;
+        if (!body) {
+            res.writeHead(404, { "X-Error-Code": "EntryNotFound" });
+            return res.end("Entry not found");
+        }
+        const headers = { "X-Repo-Commit": COMMIT, "Accept-Ranges": "bytes" };
+        if (!range) {
+            res.writeHead(200, { ...headers, "Content-Length": body.length });
+            return res.end(body);
+        }
+        const start = Number(range[1]);
+        // The first read of the shard's tensors (past its header) fails, once.
+        if (r.failOnce === file && start > 8 + Number(body.readBigUInt64LE(0))) {
+            r.failOnce = null;
+            res.writeHead(503);
+            return res.end("busy");
+        }
+        const end = Math.min(range[2] ? Number(range[2]) : body.length - 1, body.length - 1);
+        res.writeHead(206, { ...headers, "Content-Range": `bytes ${start}-${end}/${body.length}`, "Content-Length": end - start + 1 });
+        return res.end(body.subarray(start, end + 1));
+    }
+    let file = join(DIST, path === "/" ? "index.html" : path);
+    if (!file.startsWith(DIST) || !existsSync(file) || statSync(file).isDirectory()) file = join(DIST, "index.html");
+    res.writeHead(200, { "Content-Type": TYPES[extname(file)] || "application/octet-stream" });
+    res.end(readFileSync(file));
+});
+await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+const BASE = `http://127.0.0.1:${server.address().port}`;
+const { browser, context, open, offsite, consoleErrors } = await launch(BASE);
+const log = logger();
+// Preparing on SwiftShader (a CPU) takes minutes.
+const PREPARE_TIMEOUT = Number(process.env.CAREBOT_E2E_PREPARE_TIMEOUT_MS || 900_000);
+
+/// Copies the prepared model of `repo` out of the page's Origin Private File System to OUT/name.
+async function uploadPrepared(page, repo, name) {
+    const key = `${BASE}/${repo}@main#q4_k_m`;
+    const size = await page.evaluate(async ([key, name]) => {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("carebot-models");
+        for await (const [entry, handle] of dir.entries()) {
+            if (!entry.endsWith(".json")) continue;
+            const meta = JSON.parse(await (await handle.getFile()).text());
+            if (meta.url !== key) continue;
+            const gguf = await (await dir.getFileHandle(entry.replace(/\.json$/, ".gguf"))).getFile();
+            await fetch(`/upload/${name}`, { method: "POST", body: gguf });
+            return gguf.size;
+        }
+        return -1;
+    }, [key, name]);
+    assert.ok(size > 0, `no prepared model for ${key} in the browser's storage`);
+    return join(OUT, name);
+}
+
+function compare(path) {
+    const out = execFileSync(BIN, ["compare", CLI_GGUF, path], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" } });
+    return JSON.parse(out.toString());
+}
+
+const query = (repo, extra = "") => `?hf=${repo}&endpoint=${encodeURIComponent(BASE)}&temperature=0&max_tokens=16&system=${extra}`;
+let step = "start";
+try {
+    // 1. First visit: the one-time preparation is explained, then runs, showing both rates.
+    step = "prepare";
+    let page = await open(query(`test/${NAME}`));
+    await page.click('[data-testid="accept-disclaimer"]');
+    assert.equal(await waitState(page, ["probed", "failed"]), "probed", await page.textContent('[data-testid="model-status"]'));
+    const download = Number(await page.getAttribute('[data-testid="prepare-info"]', "data-download"));
+    const shardBytes = shards.reduce((n, f) => n + files[f].length, 0);
+    assert.ok(download > 0.99 * shardBytes && download < shardBytes, `download ${download} of ${shardBytes}`);
+    assert.match(await page.textContent('[data-testid="prepare-info"]'), new RegExp(COMMIT));
+    await page.screenshot({ path: join(OUT, "prepare-probed.png"), fullPage: true });
+    // Only JSON and shard headers so far.
+    assert.ok(requests.every(([, start]) => start === null || start <= 8 + 4096), JSON.stringify(requests));
+    await page.click('[data-testid="load-model"]');
+    await page.waitForSelector('[data-testid="prepare-quantize"]');
+    await page.screenshot({ path: join(OUT, "prepare-progress.png"), fullPage: true });
+    assert.equal(await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT), "ready", await page.textContent('[data-testid="model-status"]'));
+    const stats = JSON.parse(await page.getAttribute('[data-testid="prepared"]', "data-stats"));
+    const heap = Number(await page.getAttribute('[data-testid="model-ready"]', "data-wasm-heap"));
+    const mb = (bytes, s) => (bytes / 2 ** 20 / Math.max(s, 1e-3)).toFixed(1);
+    log(`prepared ${(stats.source_bytes / 2 ** 20).toFixed(1)} MiB of bf16 in ${stats.total_seconds.toFixed(1)} s: ` +
+        `download ${mb(stats.source_bytes, stats.download_seconds)} MiB/s, GPU quantization ${mb(stats.source_bytes, stats.quantize_seconds)} MiB/s ` +
+        `(of source bytes); worker wasm memory ${(heap / 2 ** 20).toFixed(1)} MiB`);
+    assert.equal(stats.source_bytes, download);
+    assert.ok(heap <= 256 * 2 ** 20, `wasm heap ${heap}`);
+    await page.screenshot({ path: join(OUT, "prepare-ready.png"), fullPage: true });
+
+    // 2. The prepared file against `carebot convert --quant q4_k_m` of the same checkpoint.
+    step = "compare";
+    const prepared = await uploadPrepared(page, `test/${NAME}`, "hub-browser.gguf");
+    const diff = compare(prepared);
+    log(`browser vs carebot convert: ${JSON.stringify(diff)}`);
+    assert.ok(diff.header_equal, "the headers differ");
+    assert.ok(diff.differing_blocks <= diff.blocks / 1000, `${diff.differing_blocks} of ${diff.blocks} blocks differ`);
+    assert.ok(diff.max_logit_diff <= 1e-3, `logits differ by ${diff.max_logit_diff}`);
+
+    // 3. Chat: the greedy answer is the CLI's on its own file (when the files are equal).
+    step = "chat";
+    const question = "I have had a fever for two days. 发烧两天了怎么办？";
+    const got = await answer(page, await ask(page, question));
+    log(`answer: ${JSON.stringify(got)}`);
+    if (diff.identical) assert.equal(got, reference(question, 16, CLI_GGUF));
+    await page.close();
+
+    // 4. Reload: the prepared model loads from this device, without any request to the hub.
+    step = "reload";
+    let mark = requests.length;
+    page = await open(query(`test/${NAME}`));
+    assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
+    assert.deepEqual(requests.slice(mark), [], "the prepared model needed the network");
+    assert.match(await page.textContent('[data-testid="model-ready"]'), /no network used/);
+    await page.close();
+
+    // 5. A preparation cut short (HTTP 503 in the second shard) fails clearly, keeps what it
+    //    made, and continues after a reload from where it stopped.
+    step = "resume";
+    const repo2 = `other/${NAME}`;
+    page = await open(query(repo2), { collectErrors: false });
+    assert.equal(await waitState(page, ["probed", "failed"]), "probed");
+    await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT), "failed");
+    assert.equal(await page.getAttribute('[data-testid="model-error"]', "data-kind"), "Http");
+    log(`cut short: ${(await page.textContent('[data-testid="model-error"]')).trim()}`);
+    await page.close();
+    mark = requests.length;
+    page = await open(query(repo2));
+    assert.equal(await waitState(page, ["probed", "failed"]), "probed");
+    const already = await page.textContent('[data-testid="prepare-info"]');
+    assert.match(already, /already done/, already);
+    await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT), "ready", await page.textContent('[data-testid="model-status"]'));
+    // The first shard's tensors were not downloaded again (only its header was read).
+    const again = requests.slice(mark).filter(([p, start]) => p.endsWith(shards[0]) && start > 8 + 4096);
+    assert.deepEqual(again, [], "the resumed preparation downloaded the first shard again");
+    const resumed = compare(await uploadPrepared(page, repo2, "hub-resumed.gguf"));
+    log(`resumed preparation vs carebot convert: ${JSON.stringify(resumed)}`);
+    assert.ok(resumed.header_equal && resumed.differing_blocks === diff.differing_blocks);
+    await page.close();
+
+    // 6. Repositories that cannot be prepared say why.
+    step = "bad repositories";
+    for (const [repo, kind, fetched] of [
+        ["test/not-llama", "WrongArchitecture", ["config.json"]],
+        ["test/missing", "NotFound", ["config.json"]],
+        ["test/no-tokenizer", "NotFound", ["config.json", "tokenizer.json"]],
+    ]) {
+        mark = requests.length;
+        const p = await open(query(repo), { collectErrors: false });
+        assert.equal(await waitState(p, ["failed", "probed", "ready"]), "failed", repo);
+        assert.equal(await p.getAttribute('[data-testid="model-error"]', "data-kind"), kind, repo);
+        log(`${repo}: ${(await p.textContent('[data-testid="model-error"]')).trim()}`);
+        // Refused before any weights were fetched.
+        assert.deepEqual(requests.slice(mark).map(([p]) => basename(p)), fetched, repo);
+        await p.close();
+    }
+
+    // 7. With no model named, the app prepares CareBot from its official repository (the hub is
+    //    answered here, so nothing leaves this machine).
+    step = "default source";
+    const hubRequests = [];
+    await context.route("https://huggingface.co/**", (route) => {
+        hubRequests.push(route.request().url());
+        return route.fulfill({ status: 503, body: "test" });
+    });
+    page = await open("", { collectErrors: false });
+    assert.equal(await waitState(page, ["failed", "probed"]), "failed");
+    assert.deepEqual(hubRequests, ["https://huggingface.co/MonteXiaofeng/CareBot_Medical_multi-llama3-8b-instruct/resolve/main/config.json"]);
+    const csp = await page.getAttribute('meta[http-equiv="Content-Security-Policy"]', "content");
+    assert.ok(csp.includes("https://huggingface.co") && csp.includes("https://*.hf.co"), csp);
+    offsite.splice(0);
+    await page.close();
+
+    assert.deepEqual(consoleErrors, [], "console errors");
+    assert.deepEqual(offsite, [], "requests left 127.0.0.1");
+    log("all preparation checks passed");
+} catch (e) {
+    console.error(`e2e failed during "${step}": ${e.stack || e}`);
+    for (const p of context.pages()) await p.screenshot({ path: join(OUT, "prepare-failure.png"), fullPage: true }).catch(() => {});
+    console.error(`console errors: ${JSON.stringify(consoleErrors, null, 1)}`);
+    process.exitCode = 1;
+} finally {
+    await browser.close();
+    server.close();
+}
