@@ -65,7 +65,12 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
         (None, Some(repo)) => crate::download::snapshot(repo, &args.revision)?,
         (None, None) => return Err("give --hf DIR or --hf-repo OWNER/NAME".into()),
     };
-    let model = HfModel::open(&dir)?;
+    let mut model = HfModel::open(&dir)?;
+    if let Some(repo) = &args.hf_repo {
+        // The snapshot directory is named by its commit: name the model after the repository, as
+        // the browser does when it prepares the same repository.
+        model.files.dir_name = repo.rsplit('/').next().unwrap_or(repo).to_string();
+    }
     convert(&model, &args.out, args.quant)
 }
 
