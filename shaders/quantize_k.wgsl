@@ -82,6 +82,21 @@ fn level6(iscale: f32, v: f32) -> i32 {
 }
 
 // make_qx_quants with nmax = 32 and weights x² (rmse_type 1) on x[x0..x0 + 16].
+// Σ w·x·l and Σ w·l² (w = x²) over a 16-value sub-block at levels from `iscale`, summed in the
+// CPU's order.
+fn weighted_sums(x0: u32, iscale: f32) -> vec2<f32> {
+    var sumlx = 0.0;
+    var suml2 = 0.0;
+    for (var i = 0u; i < 16u; i++) {
+        let v = src[x0 + i];
+        let l = f32(level6(iscale, v));
+        let w = v * v;
+        sumlx += rounded(w * v * l);
+        suml2 += rounded(w * l * l);
+    }
+    return vec2<f32>(sumlx, suml2);
+}
+
 fn make_qx_quants(x0: u32) -> SubBlock {
     var mx = 0.0;
     var amax = 0.0;
@@ -97,15 +112,9 @@ fn make_qx_quants(x0: u32) -> SubBlock {
         return SubBlock(0.0, 0.0, 0);
     }
     var iscale = div_rn(-32.0, mx);
-    var sumlx = 0.0;
-    var suml2 = 0.0;
-    for (var i = 0u; i < 16u; i++) {
-        let v = src[x0 + i];
-        let l = f32(level6(iscale, v));
-        let w = v * v;
-        sumlx += rounded(w * v * l);
-        suml2 += rounded(w * l * l);
-    }
+    let first = weighted_sums(x0, iscale);
+    var sumlx = first.x;
+    var suml2 = first.y;
     var scale = 0.0;
     if (suml2 != 0.0) {
         scale = div_rn(sumlx, suml2);
@@ -117,15 +126,9 @@ fn make_qx_quants(x0: u32) -> SubBlock {
             continue;
         }
         iscale = div_rn(-(32.0 + rounded(rdelta() * f32(k))), mx);
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for (var i = 0u; i < 16u; i++) {
-            let v = src[x0 + i];
-            let l = f32(level6(iscale, v));
-            let w = v * v;
-            sumlx += rounded(w * v * l);
-            suml2 += rounded(w * l * l);
-        }
+        let sums = weighted_sums(x0, iscale);
+        sumlx = sums.x;
+        suml2 = sums.y;
         if (suml2 > 0.0 && rounded(sumlx * sumlx) > rounded(best * suml2)) {
             chosen = iscale;
             scale = div_rn(sumlx, suml2);

@@ -85,3 +85,11 @@ export function logger() {
     const t0 = Date.now();
     return (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
 }
+
+/// After a failed step: says which, keeps a screenshot of every open page, fails the run.
+export async function failed(e, step, { context, consoleErrors }, shot) {
+    console.error(`e2e failed during "${step}": ${e.stack || e}`);
+    for (const p of context.pages()) await p.screenshot({ path: join(OUT, shot), fullPage: true }).catch(() => {});
+    console.error(`console errors: ${JSON.stringify(consoleErrors, null, 1)}`);
+    process.exitCode = 1;
+}

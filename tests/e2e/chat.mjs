@@ -12,7 +12,7 @@ import { createServer } from "node:http";
 import { readFileSync, existsSync, statSync } from "node:fs";
 import { join, extname } from "node:path";
 import { strict as assert } from "node:assert";
-import { DIST, OUT, TYPES, launch, waitState, ask, answer, reference as referenceOf, logger } from "./browser.mjs";
+import { DIST, OUT, TYPES, launch, failed, waitState, ask, answer, reference as referenceOf, logger } from "./browser.mjs";
 
 // ---- the models the server offers -------------------------------------------------------------
 // The deterministic tiny Llama-3 of the Rust tests (byte vocabulary, Llama-3 chat format), written by
@@ -261,10 +261,7 @@ try {
     assert.deepEqual(offsite, [], "requests left 127.0.0.1");
     log("all browser checks passed");
 } catch (e) {
-    console.error(`e2e failed during "${step}": ${e.stack || e}`);
-    for (const p of context.pages()) await p.screenshot({ path: join(OUT, "failure.png"), fullPage: true }).catch(() => {});
-    console.error(`console errors: ${JSON.stringify(consoleErrors, null, 1)}`);
-    process.exitCode = 1;
+    await failed(e, step, { context, consoleErrors }, "failure.png");
 } finally {
     await browser.close();
     server.close();

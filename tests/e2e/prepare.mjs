@@ -14,7 +14,7 @@ import { readFileSync, readdirSync, existsSync, statSync, writeFileSync } from "
 import { join, extname, basename } from "node:path";
 import { execFileSync } from "node:child_process";
 import { strict as assert } from "node:assert";
-import { DIST, BIN, OUT, TYPES, launch, waitState, ask, answer, reference, logger } from "./browser.mjs";
+import { DIST, BIN, OUT, TYPES, launch, failed, waitState, ask, answer, reference, logger } from "./browser.mjs";
 
 const HUB_DIR = process.env.CAREBOT_E2E_HUB || join(OUT, "hub/test/tiny-carebot");
 const CLI_GGUF = process.env.CAREBOT_E2E_HUB_GGUF || join(OUT, "hub-cli.gguf");
@@ -233,10 +233,7 @@ try {
     assert.deepEqual(offsite, [], "requests left 127.0.0.1");
     log("all preparation checks passed");
 } catch (e) {
-    console.error(`e2e failed during "${step}": ${e.stack || e}`);
-    for (const p of context.pages()) await p.screenshot({ path: join(OUT, "prepare-failure.png"), fullPage: true }).catch(() => {});
-    console.error(`console errors: ${JSON.stringify(consoleErrors, null, 1)}`);
-    process.exitCode = 1;
+    await failed(e, step, { context, consoleErrors }, "prepare-failure.png");
 } finally {
     await browser.close();
     server.close();

@@ -49,13 +49,10 @@ impl Remote {
     }
 }
 
-/// A whole small file (a repository's JSON), and the commit the hub says it came from. `None`
-/// when there is no such file (HTTP 404).
-pub async fn fetch_file(url: &str) -> Result<Option<(Vec<u8>, Option<String>)>, Failure> {
-    let init = RequestInit::new();
-    init.set_cache(RequestCache::NoStore);
+/// Sends the request; only a network failure (no answer at all) is an error here.
+async fn fetch(url: &str, init: &RequestInit) -> Result<Response, Failure> {
     let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
-    let response = await_promise(scope.fetch_with_str_and_init(url, &init)).await.map_err(|e| {
+    let response = await_promise(scope.fetch_with_str_and_init(url, init)).await.map_err(|e| {
         failure(
             ErrorKind::Network,
             format!(
@@ -64,7 +61,15 @@ pub async fn fetch_file(url: &str) -> Result<Option<(Vec<u8>, Option<String>)>, 
             ),
         )
     })?;
-    let response: Response = response.unchecked_into();
+    Ok(response.unchecked_into())
+}
+
+/// A whole small file (a repository's JSON), and the commit the hub says it came from. `None`
+/// when there is no such file (HTTP 404).
+pub async fn fetch_file(url: &str) -> Result<Option<(Vec<u8>, Option<String>)>, Failure> {
+    let init = RequestInit::new();
+    init.set_cache(RequestCache::NoStore);
+    let response = fetch(url, &init).await?;
     match response.status() {
         200 => {}
         404 | 410 => return Ok(None),
@@ -98,17 +103,7 @@ async fn fetch_range(url: &str, at: u64, out: &mut [u8]) -> Result<u64, Failure>
     init.set_headers(&headers);
     // The Origin Private File System is the cache; the HTTP cache would hold a second copy.
     init.set_cache(RequestCache::NoStore);
-    let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
-    let response = await_promise(scope.fetch_with_str_and_init(url, &init)).await.map_err(|e| {
-        failure(
-            ErrorKind::Network,
-            format!(
-                "could not reach {url}: {} (offline, or the server does not allow cross-origin requests)",
-                js_error(&e)
-            ),
-        )
-    })?;
-    let response: Response = response.unchecked_into();
+    let response = fetch(url, &init).await?;
     match response.status() {
         206 => {}
         404 | 410 => {
