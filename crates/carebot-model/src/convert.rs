@@ -516,17 +516,21 @@ impl SourceDtype {
         }
     }
 
-    /// Widens raw little-endian values to f32.
-    pub fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
+    /// The ggml type with the same encoding.
+    pub fn ggml_type(self) -> GgmlType {
         match self {
-            SourceDtype::BF16 => {
-                bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            }
-            SourceDtype::F16 => {
-                bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            }
-            SourceDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            SourceDtype::BF16 => GgmlType::BF16,
+            SourceDtype::F16 => GgmlType::F16,
+            SourceDtype::F32 => GgmlType::F32,
         }
+    }
+
+    /// Widens raw little-endian values to f32 (a trailing partial value is ignored).
+    pub fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
+        let mut out = vec![0.0; bytes.len() / self.size()];
+        crate::quant::dequantize(self.ggml_type(), &bytes[..out.len() * self.size()], &mut out)
+            .expect("whole values of an unquantized type");
+        out
     }
 }
 
@@ -606,11 +610,8 @@ pub fn weight_map(index: &Json) -> Result<BTreeMap<String, String>, ConvertError
         .collect()
 }
 
-/// Reorders the rows of each head of a q/k projection for adjacent-pair RoPE (llama.cpp's
-/// `LlamaModel.permute`): within each head, row `j·hd/2 + i` moves to `2i + j`.
-pub fn permute_rows_for_rope(w: &[f32], rows: usize, cols: usize, n_heads: usize) -> Vec<f32> {
-    crate::synthetic::permute_rows_for_rope(w, rows, cols, n_heads)
-}
+/// The q/k row permutation for adjacent-pair RoPE (llama.cpp's `LlamaModel.permute`).
+pub use crate::synthetic::permute_rows_for_rope;
 
 #[cfg(test)]
 mod tests {

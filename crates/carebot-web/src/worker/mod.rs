@@ -89,7 +89,7 @@ fn failure(kind: ErrorKind, detail: impl Into<String>) -> Failure {
     Failure { kind, detail: detail.into() }
 }
 
-pub(crate) fn gpu_failure(e: GpuError) -> Failure {
+fn gpu_failure(e: GpuError) -> Failure {
     let kind = match &e {
         GpuError::NoAdapter(_) | GpuError::RequestDevice(_) => ErrorKind::NoWebGpu,
         GpuError::TooSmall { .. } => ErrorKind::GpuTooSmall,

@@ -7,6 +7,7 @@
 use super::js::now_ms;
 use super::source::{Remote, fetch_file};
 use super::store::CachedFile;
+use super::{failure, gpu_failure};
 use crate::hub::{HubRepo, OutTensor, is_commit, resume_at, rows_per_piece};
 use crate::protocol::{ErrorKind, Failure, PrepareInfo, PrepareProgress, PrepareStats};
 use carebot_gpu::{GpuContext, GpuQuantizer};
@@ -22,10 +23,6 @@ use std::collections::{BTreeMap, BTreeSet};
 /// piece downloads while this one is quantized), and 4 Mi values of f32 on the GPU.
 const PIECE_BYTES: u64 = 8 << 20;
 const MAX_VALUES: u64 = 4 << 20;
-
-fn failure(kind: ErrorKind, detail: impl Into<String>) -> Failure {
-    Failure { kind, detail: detail.into() }
-}
 
 fn convert_failure(e: ConvertError) -> Failure {
     match e {
@@ -78,22 +75,20 @@ impl Plan {
 
         let get = |file: &'static str| {
             let url = repo.file_url(&commit, file);
-            async move { fetch_file(&url).await.map(|r| r.map(|(bytes, _)| (url, bytes))) }
+            async move { fetch_file(&url).await.map(|r| r.map(|(bytes, _)| bytes)) }
         };
-        let optional = |r: Option<(String, Vec<u8>)>, name: &str| match r {
-            Some((_, bytes)) => parse_json(&bytes, name),
+        let optional = |r: Option<Vec<u8>>, name: &str| match r {
+            Some(bytes) => parse_json(&bytes, name),
             None => Ok(Json::Null),
         };
         let tokenizer = match get("tokenizer.json").await? {
-            Some((_, bytes)) => parse_json(&bytes, "tokenizer.json")?,
+            Some(bytes) => parse_json(&bytes, "tokenizer.json")?,
             None => return Err(missing(&repo.file_url(&commit, "tokenizer.json"), "tokenizer.json")),
         };
         let tokenizer_config = optional(get("tokenizer_config.json").await?, "tokenizer_config.json")?;
         let generation_config = optional(get("generation_config.json").await?, "generation_config.json")?;
         let index = match get("model.safetensors.index.json").await? {
-            Some((_, bytes)) => {
-                weight_map(&parse_json(&bytes, "model.safetensors.index.json")?).map_err(convert_failure)?
-            }
+            Some(bytes) => weight_map(&parse_json(&bytes, "model.safetensors.index.json")?).map_err(convert_failure)?,
             None => BTreeMap::new(),
         };
 
@@ -132,7 +127,13 @@ impl Plan {
         let mut out = Vec::with_capacity(conversion.tensors.len());
         let mut download = 0;
         for (p, &(start, bytes, padded)) in conversion.tensors.iter().zip(&layout) {
-            out.push(OutTensor { start, bytes, padded, rows: p.rows() as u64, out_row_bytes: bytes / p.rows() as u64 });
+            out.push(OutTensor {
+                start,
+                bytes,
+                padded,
+                rows: p.rows() as u64,
+                out_row_bytes: p.out_row_bytes() as u64,
+            });
             let Some(hf) = &p.hf else {
                 sources.push(None);
                 continue;
@@ -234,7 +235,7 @@ impl Plan {
                     values = permute_rows_for_rope(&values, rows, p.cols(), rows / p.row_group());
                 }
                 if GpuQuantizer::supports(p.ty) {
-                    quantizer.quantize(ctx, p.ty, &values).await.map_err(super::gpu_failure)?
+                    quantizer.quantize(ctx, p.ty, &values).await.map_err(gpu_failure)?
                 } else {
                     // F32 norms, and the fallback types of rows that are not whole K-blocks.
                     quant::quantize(p.ty, &values).map_err(model)?
@@ -277,7 +278,7 @@ impl Plan {
         let written_at_start = written;
         let mut downloaded = self.source_bytes_before(at.tensor, at.row);
         let pieces = self.pieces(at.tensor, at.row);
-        let quantizer = GpuQuantizer::new(ctx, MAX_VALUES as usize).map_err(super::gpu_failure)?;
+        let quantizer = GpuQuantizer::new(ctx, MAX_VALUES as usize).map_err(gpu_failure)?;
         let (mut download_seconds, mut quantize_seconds, mut source_bytes) = (0.0f64, 0.0f64, 0u64);
 
         // The next piece downloads while this one is quantized and written.

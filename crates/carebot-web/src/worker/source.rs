@@ -1,5 +1,6 @@
 //! Reading byte ranges of the model: HTTP Range requests for a URL, `Blob.slice` for a local file.
 
+use super::failure;
 use super::js::{await_promise, js_error};
 use crate::protocol::{ErrorKind, Failure};
 use wasm_bindgen::JsCast;
@@ -8,10 +9,6 @@ use web_sys::{File, Headers, RequestCache, RequestInit, Response, WorkerGlobalSc
 pub enum Remote {
     Url(String),
     File(File),
-}
-
-fn failure(kind: ErrorKind, detail: impl Into<String>) -> Failure {
-    Failure { kind, detail: detail.into() }
 }
 
 /// `bytes a-b/TOTAL` → TOTAL
