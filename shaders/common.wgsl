@@ -20,3 +20,8 @@ fn flat_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 fn bytes4(w: u32) -> vec4<u32> {
     return vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xffu);
 }
+
+// RoPE: the pair (a.x, a.y) rotated by the angle whose (cos, sin) is `cs`.
+fn rope_rotate(a: vec2<f32>, cs: vec2<f32>) -> vec2<f32> {
+    return vec2<f32>(a.x * cs.x - a.y * cs.y, a.x * cs.y + a.y * cs.x);
+}

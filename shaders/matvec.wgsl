@@ -1,42 +1,113 @@
 // y = W · x for one token, the decode path (bindings in product_io.wgsl). W is dequantized on the
-// fly, 4 weights at a time; with SWIGLU a second matrix (up) shares the pass and
-// y = silu(W_a x) · (W_b x). A workgroup takes ROWS rows with LANES lanes each (set in shader.rs);
-// lane i sums 32-weight chunks i, i + LANES, … of its row, then the lanes of a row add up.
+// fly, 4 weights at a time (`row_dot_*` in matvec_row.wgsl); with SWIGLU a second matrix (up)
+// shares the pass and y = silu(W_a x) · (W_b x). A workgroup takes ROWS rows with LANES lanes each
+// (set in shader.rs); the lanes of a row add up their partial sums at the end.
+//
+// Fusions, each saving a dependent dispatch per layer (≈2 µs each on a fast GPU):
+// - NORM: x is the residual stream; every workgroup computes the RMS of the batch's last token
+//   itself (dim values, cheap next to its weight rows) and reads x / rms · norm weight.
+// - QKV: rows [0, q_rows) come from W_a (q), the next kv_rows from W_b (k), the rest from W_c
+//   (v); adjacent rows are RoPE pairs and ROWS is even, so a pair ends in one workgroup, which
+//   rotates it and writes q to y and k, v straight into the KV cache at the token's position.
 const LANES: u32 = {{MATVEC_LANES}}u;
 const ROWS: u32 = {{MATVEC_ROWS}}u;
 
 var<workgroup> partial_a: array<f32, 256>;
 var<workgroup> partial_b: array<f32, 256>;
 
+// First vec4 of the token x is read from.
+var<private> x_base: u32;
+
+fn x_at(i: u32) -> vec4<f32> {
+#if NORM
+    return x[x_base + i] * consts[p.norm_offset + i];
+#else
+    return x[i];
+#endif
+}
+
+#if NORM
+// 1 / rms of the batch's last token of x (all 256 invocations take part).
+fn inverse_rms(lid: u32) -> f32 {
+    x_base = (step.n_tokens - 1u) * (p.cols / 4u);
+    var ss = 0.0;
+    for (var i = lid; i < p.cols / 4u; i += 256u) {
+        let v = x[x_base + i];
+        ss += dot(v, v);
+    }
+    partial_a[lid] = ss;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial_a[lid] += partial_a[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let scale = 1.0 / sqrt(partial_a[0] / f32(p.cols) + p.eps);
+    // Everyone has read the total before partial_a is reused.
+    workgroupBarrier();
+    return scale;
+}
+#endif
+
+#if QKV
+// (cos, sin) of RoPE pair `i` of a head at position `pos`.
+fn rope_pair(pos: u32, i: u32) -> vec2<f32> {
+    let k = pos * (p.head_dim / 2u) + i;
+    let t = consts[p.table_offset + k / 2u];
+    return select(t.xy, t.zw, (k & 1u) == 1u);
+}
+
+// Rows `row` and `row + 1` (a RoPE pair), summed into partial_a at `lid` and `lid + LANES`.
+fn store_qkv_pair(row: u32, lid: u32) {
+    let pair = vec2<f32>(partial_a[lid], partial_a[lid + LANES]);
+    let pos = step.pos0 + step.n_tokens - 1u;
+    let half = p.head_dim / 2u;
+    let kv_pairs = p.kv_rows / 2u;
+    if (row < p.q_rows) {
+        let r = rope_rotate(pair, rope_pair(pos, (row / 2u) % half));
+        y[row] = r.x;
+        y[row + 1u] = r.y;
+    } else if (row < p.q_rows + p.kv_rows) {
+        let j = (row - p.q_rows) / 2u;
+        k_cache[pos * kv_pairs + j] = kv_pack(rope_rotate(pair, rope_pair(pos, j % half)));
+    } else {
+        let j = (row - p.q_rows - p.kv_rows) / 2u;
+        v_cache[pos * kv_pairs + j] = kv_pack(pair);
+    }
+}
+#endif
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let row = flat_group(wid, nwg) * ROWS + lid / LANES;
     let lane = lid % LANES;
-    let chunks = p.cols / 32u;
+#if NORM
+    let scale = inverse_rms(lid);
+#else
+    let scale = 1.0;
+#endif
     var acc_a = 0.0;
     var acc_b = 0.0;
     if (row < p.rows) {
-        let rb_a = row * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
-#if SWIGLU
-        let rb_b = row * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
-#endif
-        for (var c = lane; c < chunks; c += LANES) {
-            let ha = chunk_a(rb_a, c);
-#if SWIGLU
-            let hb = chunk_b(rb_b, c);
-#endif
-            for (var i = 0u; i < 8u; i++) {
-                let xi = x[c * 8u + i];
-                acc_a += dot(dequant4_a(ha, i), xi);
-#if SWIGLU
-                acc_b += dot(dequant4_b(hb, i), xi);
-#endif
-            }
+#if QKV
+        if (row < p.q_rows) {
+            acc_a = row_dot_a(row, lane);
+        } else if (row < p.q_rows + p.kv_rows) {
+            acc_a = row_dot_b(row - p.q_rows, lane);
+        } else {
+            acc_a = row_dot_c(row - p.q_rows - p.kv_rows, lane);
         }
+#else
+        acc_a = row_dot_a(row, lane);
+#endif
+#if SWIGLU
+        acc_b = row_dot_b(row, lane);
+#endif
     }
-    partial_a[lid] = acc_a;
-    partial_b[lid] = acc_b;
+    partial_a[lid] = acc_a * scale;
+    partial_b[lid] = acc_b * scale;
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {
@@ -45,7 +116,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
+#if QKV
+    if (lane == 0u && row < p.rows && (row & 1u) == 0u) {
+        store_qkv_pair(row, lid);
+    }
+#else
     if (lane == 0u && row < p.rows) {
         write_out(p.row_offset + row, partial_a[lid], partial_b[lid]);
     }
+#endif
 }

@@ -1,6 +1,8 @@
 // What the matrix products (matvec, matmul) read and write: W (`rows × cols` of this part of a
 // matrix split by rows, any GGUF format) times x, into y through an epilogue; with SWIGLU, a
-// second matrix (up) split the same way.
+// second matrix (up) split the same way. The decode-only fusions (matvec) add: NORM, the RMSNorm
+// of x folded into the product (its weights in the model's `consts` buffer), and QKV, three
+// matrices (q, k, v) in one pass with RoPE and the KV-cache append as the epilogue.
 struct Params {
     rows: u32,
     cols: u32,
@@ -8,6 +10,16 @@ struct Params {
     row_offset: u32,
     // Length of one token's output row (the batched product's token stride).
     out_stride: u32,
+    // NORM: the norm weights' first vec4 in `consts`, and epsilon.
+    norm_offset: u32,
+    eps: f32,
+    // QKV: rows of q and of each of k and v, the RoPE table's first vec4 in `consts`, head size.
+    q_rows: u32,
+    kv_rows: u32,
+    table_offset: u32,
+    head_dim: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(1) var<uniform> p: Params;
@@ -16,4 +28,13 @@ struct Params {
 @group(0) @binding(4) var<storage, read> weights_a: array<u32>;
 #if SWIGLU
 @group(0) @binding(5) var<storage, read> weights_b: array<u32>;
+#endif
+#if QKV
+@group(0) @binding(5) var<storage, read> weights_b: array<u32>;
+@group(0) @binding(6) var<storage, read> weights_c: array<u32>;
+@group(0) @binding(8) var<storage, read_write> k_cache: array<KvPair>;
+@group(0) @binding(9) var<storage, read_write> v_cache: array<KvPair>;
+#endif
+#if NORM
+@group(0) @binding(7) var<storage, read> consts: array<vec4<f32>>;
 #endif

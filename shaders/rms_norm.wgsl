@@ -1,9 +1,10 @@
-// y = x / rms(x) · w, one workgroup per token (along y). With `last_only` it normalizes just the batch's
-// last token into row 0 (the only one whose logits are needed).
+// y = x / rms(x) · w, one workgroup per token (along y): the batched (prefill) path; decode folds
+// the norm into the next matrix product (matvec's NORM).
 struct Params {
     dim: u32,
     eps: f32,
-    last_only: u32,
+    // Where the weights start in `w` (the model keeps all norm weights in one buffer).
+    w_offset: u32,
     _pad: u32,
 }
 
@@ -16,8 +17,7 @@ var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let t = select(wid.y, step.n_tokens - 1u, p.last_only != 0u);
-    let out_t = select(wid.y, 0u, p.last_only != 0u);
+    let t = wid.y;
     var ss = 0.0;
     for (var i = lid; i < p.dim; i += 256u) {
         let v = x[t * p.dim + i];
@@ -33,6 +33,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let scale = 1.0 / sqrt(partial[0] / f32(p.dim) + p.eps);
     for (var i = lid; i < p.dim; i += 256u) {
-        y[out_t * p.dim + i] = x[t * p.dim + i] * scale * w[i];
+        y[t * p.dim + i] = x[t * p.dim + i] * scale * w[p.w_offset + i];
     }
 }

@@ -1,11 +1,12 @@
 // RoPE on q and k (llama.cpp's GGUF llama convention: adjacent pairs rotate), then k and v go into
-// the KV cache at their positions. One invocation per pair; the cos/sin table, computed on the CPU
+// the KV cache at their positions (the batched, prefill path; decode does this in matvec's QKV). One invocation per pair; the cos/sin table, computed on the CPU
 // in f64 with any Llama-3.1 frequency factors, has one row of head_dim/2 pairs per position.
 struct Params {
     n_heads: u32,
     n_kv_heads: u32,
     head_dim: u32,
-    _pad: u32,
+    // The table's first pair in its buffer (the model keeps it after the norm weights).
+    table_offset: u32,
 }
 
 @group(0) @binding(1) var<uniform> p: Params;
@@ -16,10 +17,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> k_cache: array<KvPair>;
 @group(0) @binding(7) var<storage, read_write> v_cache: array<KvPair>;
 
-fn rotate(a: vec2<f32>, cs: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(a.x * cs.x - a.y * cs.y, a.x * cs.y + a.y * cs.x);
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = wid.y;
@@ -29,10 +26,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kv_pairs = p.n_kv_heads * half;
     let i = wid.x * 64u + lid;
     if (i < q_pairs) {
-        q[t * q_pairs + i] = rotate(q[t * q_pairs + i], rope_table[pos * half + i % half]);
+        q[t * q_pairs + i] = rope_rotate(q[t * q_pairs + i], rope_table[p.table_offset + pos * half + i % half]);
     } else if (i < q_pairs + kv_pairs) {
         let j = i - q_pairs;
-        k_cache[pos * kv_pairs + j] = kv_pack(rotate(k[t * kv_pairs + j], rope_table[pos * half + j % half]));
+        k_cache[pos * kv_pairs + j] = kv_pack(rope_rotate(k[t * kv_pairs + j], rope_table[p.table_offset + pos * half + j % half]));
     } else if (i < q_pairs + 2u * kv_pairs) {
         let j = i - q_pairs - kv_pairs;
         v_cache[pos * kv_pairs + j] = kv_pack(v[t * kv_pairs + j]);

@@ -1,12 +1,13 @@
 //! The GPU model: weights, KV cache and activations on the device, and the forward pass recorded
 //! once at load time as a list of dispatches (one list for single-token decode, one for batched
 //! prefill). Running a batch writes two small uniforms, encodes the list into one compute pass and
-//! submits once.
+//! submits once. Decode is fused to five dispatches per block (see [`GpuModel::plan_decode`]).
 
 use crate::context::{GpuContext, GpuError};
 use crate::ops::attention::attention;
 use crate::ops::embed::embed;
-use crate::ops::matmul::{Epilogue, matmul};
+use crate::ops::matmul::{Epilogue, Norm, matmul};
+use crate::ops::qkv::qkv_rope_store;
 use crate::ops::rms_norm::rms_norm;
 use crate::ops::rope::{rope_and_store, rope_table};
 use crate::ops::select::TopK;
@@ -42,14 +43,14 @@ impl Default for EngineOptions {
     }
 }
 
-/// One transformer block on the GPU.
+/// One transformer block on the GPU. Norm weights are offsets (in f32s) into the model's `consts`.
 struct Block {
-    attn_norm: wgpu::Buffer,
+    attn_norm: u32,
     wq: GpuMatrix,
     wk: GpuMatrix,
     wv: GpuMatrix,
     wo: GpuMatrix,
-    ffn_norm: wgpu::Buffer,
+    ffn_norm: u32,
     w_gate: GpuMatrix,
     w_up: GpuMatrix,
     w_down: GpuMatrix,
@@ -71,8 +72,6 @@ struct Activations {
     att: wgpu::Buffer,
     /// SwiGLU hidden layer.
     h: wgpu::Buffer,
-    /// The last token's final normalized state.
-    x_last: wgpu::Buffer,
     logits: wgpu::Buffer,
     logits_readback: wgpu::Buffer,
 }
@@ -82,8 +81,12 @@ pub struct GpuModel {
     pub cfg: LlamaConfig,
     token_embd: GpuMatrix,
     output: Option<GpuMatrix>,
-    output_norm: wgpu::Buffer,
-    rope_table: wgpu::Buffer,
+    /// Every norm weight vector, then the RoPE cos/sin table: one buffer, so that the fused
+    /// decode kernels stay within 8 storage bindings.
+    consts: wgpu::Buffer,
+    output_norm: u32,
+    /// Where the RoPE table starts in `consts`, in f32s.
+    table_offset: u32,
     blocks: Vec<Block>,
     act: Activations,
     kv_flag: &'static str,
@@ -123,7 +126,28 @@ impl GpuModel {
         let mut alloc = Allocator { ctx: &ctx, file, total: 0, targets: Vec::new() };
         let token_embd = alloc.matrix("token_embd.weight", None)?;
         let output = if cfg.tied_output { None } else { Some(alloc.matrix("output.weight", None)?) };
-        let output_norm = alloc.vector("output_norm.weight")?;
+        // consts: 2 norms per block and the output norm (dim f32s each), then the RoPE table.
+        let n_norms = 2 * cfg.n_layers + 1;
+        let table_offset = u32::try_from(n_norms * cfg.dim)
+            .map_err(|_| GpuError::Model(format!("{n_norms} norm vectors of {} values are too many", cfg.dim)))?;
+        let consts_bytes = ((n_norms * cfg.dim + capacity * cfg.head_dim) * 4) as u64;
+        if consts_bytes > ctx.binding_limit {
+            return Err(GpuError::TooSmall {
+                what: format!(
+                    "the norm weights and the RoPE table for {capacity} positions (fewer positions need less)"
+                ),
+                needs: consts_bytes,
+                offers: ctx.binding_limit,
+            });
+        }
+        let consts = alloc.buffer("norm weights and RoPE table", consts_bytes)?;
+        let mut norm_at = 0u32;
+        let mut norm = |alloc: &mut Allocator, name: &str| {
+            let offset = norm_at;
+            norm_at += cfg.dim as u32;
+            alloc.vector(name, &consts, offset, cfg.dim).map(|()| offset)
+        };
+        let output_norm = norm(&mut alloc, "output_norm.weight")?;
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let name = |n: &str| block_tensor(i, n);
@@ -134,12 +158,12 @@ impl GpuModel {
                 .min(rows_per_part(&ctx, row_bytes(up_info.ty, up_info.row_len()))?);
             let kv_size = (capacity * cfg.kv_dim() * kv_bytes) as u64;
             blocks.push(Block {
-                attn_norm: alloc.vector(&name("attn_norm"))?,
-                wq: alloc.matrix(&name("attn_q"), None)?,
-                wk: alloc.matrix(&name("attn_k"), None)?,
-                wv: alloc.matrix(&name("attn_v"), None)?,
+                attn_norm: norm(&mut alloc, &name("attn_norm"))?,
+                wq: alloc.whole_matrix(&name("attn_q"))?,
+                wk: alloc.whole_matrix(&name("attn_k"))?,
+                wv: alloc.whole_matrix(&name("attn_v"))?,
                 wo: alloc.matrix(&name("attn_output"), None)?,
-                ffn_norm: alloc.vector(&name("ffn_norm"))?,
+                ffn_norm: norm(&mut alloc, &name("ffn_norm"))?,
                 w_gate: alloc.matrix(&name("ffn_gate"), Some(shared))?,
                 w_up: alloc.matrix(&name("ffn_up"), Some(shared))?,
                 w_down: alloc.matrix(&name("ffn_down"), None)?,
@@ -150,8 +174,6 @@ impl GpuModel {
         if cfg.has_rope_freqs {
             alloc.targets.push(Target::new(alloc.info("rope_freqs.weight")?.clone(), Dest::RopeFreqs));
         }
-        let table_bytes = (capacity * cfg.head_dim * 4) as u64;
-        let rope_table = alloc.buffer(&format!("RoPE table ({capacity} positions)"), table_bytes)?;
         let f = |n: usize| (max_batch * n * 4) as u64;
         let act = Activations {
             step: ctx.uniform("step", &Step::default()),
@@ -163,7 +185,6 @@ impl GpuModel {
             v: alloc.buffer("values", f(cfg.kv_dim()))?,
             att: alloc.buffer("attention output", f(cfg.q_dim()))?,
             h: alloc.buffer("feed-forward hidden layer", f(cfg.ffn_dim))?,
-            x_last: alloc.buffer("last normalized state", cfg.dim as u64 * 4)?,
             logits: alloc.buffer("logits", cfg.vocab_size as u64 * 4)?,
             logits_readback: ctx.readback("logits readback", cfg.vocab_size as u64 * 4),
         };
@@ -179,8 +200,9 @@ impl GpuModel {
             cfg,
             token_embd,
             output,
+            consts,
             output_norm,
-            rope_table,
+            table_offset,
             blocks,
             act,
             kv_flag,
@@ -193,44 +215,97 @@ impl GpuModel {
             max_batch,
             upload: Some(Upload::new(targets)),
         };
-        model.decode_plan = model.plan(false);
-        model.prefill_plan = model.plan(true);
+        model.decode_plan = model.plan_decode();
+        model.prefill_plan = model.plan_prefill();
         model.head_plan = model.plan_head();
         model.ctx.check()?;
         Ok(model)
     }
 
-    /// The forward pass over the transformer blocks, dispatch by dispatch, read top to bottom.
-    /// `batched` selects the tiled matrix–matrix kernels (prefill) over matrix–vector (decode).
-    fn plan(&self, batched: bool) -> Vec<Dispatch> {
+    /// Decoding one token, dispatch by dispatch, read top to bottom: five per block. Each norm is
+    /// folded into the product after it, q/k/v share one pass that also applies RoPE and appends
+    /// to the cache, gate and up share one pass, and residual additions are the products'
+    /// epilogues.
+    fn plan_decode(&self) -> Vec<Dispatch> {
         let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
-        let (dim, eps, kv) = (cfg.dim as u32, cfg.rms_eps, self.kv_flag);
+        let norm = |offset| Norm { consts: &self.consts, offset, eps: cfg.rms_eps };
         let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
         for b in &self.blocks {
-            // Attention: RMSNorm, q/k/v projections, RoPE + append to the cache, attention over
+            // Attention: q, k, v of the normalized stream (RoPE, cache append), attention over
             // the cache, output projection added to the residual stream.
-            d.push(rms_norm(c, &a.step, &a.x, &a.xb, &b.attn_norm, dim, eps, false));
-            d.extend(matmul(c, &a.step, &b.wq, None, &a.xb, &a.q, Epilogue::Store, batched));
-            d.extend(matmul(c, &a.step, &b.wk, None, &a.xb, &a.k, Epilogue::Store, batched));
-            d.extend(matmul(c, &a.step, &b.wv, None, &a.xb, &a.v, Epilogue::Store, batched));
-            d.push(rope_and_store(c, &a.step, cfg, &a.q, &a.k, &a.v, &self.rope_table, &b.k_cache, &b.v_cache, kv));
-            d.push(attention(c, &a.step, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
-            d.extend(matmul(c, &a.step, &b.wo, None, &a.att, &a.x, Epilogue::Add, batched));
-            // Feed-forward: RMSNorm, silu(gate) · up in one pass, down projection added.
-            d.push(rms_norm(c, &a.step, &a.x, &a.xb, &b.ffn_norm, dim, eps, false));
-            d.extend(matmul(c, &a.step, &b.w_gate, Some(&b.w_up), &a.xb, &a.h, Epilogue::SwiGlu, batched));
-            d.extend(matmul(c, &a.step, &b.w_down, None, &a.h, &a.x, Epilogue::Add, batched));
+            let qkv = [&b.wq, &b.wk, &b.wv];
+            d.push(qkv_rope_store(
+                c,
+                &a.step,
+                cfg,
+                qkv,
+                norm(b.attn_norm),
+                self.table_offset,
+                &a.x,
+                &a.q,
+                &b.k_cache,
+                &b.v_cache,
+                self.kv_flag,
+            ));
+            d.push(attention(c, &a.step, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, self.kv_flag));
+            d.extend(matmul(c, &a.step, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, false));
+            // Feed-forward: silu(gate) · up of the normalized stream, down projection added.
+            d.extend(matmul(
+                c,
+                &a.step,
+                &b.w_gate,
+                Some(&b.w_up),
+                Some(norm(b.ffn_norm)),
+                &a.x,
+                &a.h,
+                Epilogue::SwiGlu,
+                false,
+            ));
+            d.extend(matmul(c, &a.step, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, false));
         }
         d
     }
 
-    /// Final norm of the batch's last token and the output projection to logits.
+    /// A batch of tokens (prefill) through the blocks with the tiled matrix–matrix kernels: the
+    /// same steps as [`GpuModel::plan_decode`], unfused (compute, not dispatch count, bounds a
+    /// batch).
+    fn plan_prefill(&self) -> Vec<Dispatch> {
+        let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
+        let (dim, eps, kv, consts) = (cfg.dim as u32, cfg.rms_eps, self.kv_flag, &self.consts);
+        let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
+        for b in &self.blocks {
+            d.push(rms_norm(c, &a.x, &a.xb, consts, b.attn_norm, dim, eps));
+            d.extend(matmul(c, &a.step, &b.wq, None, None, &a.xb, &a.q, Epilogue::Store, true));
+            d.extend(matmul(c, &a.step, &b.wk, None, None, &a.xb, &a.k, Epilogue::Store, true));
+            d.extend(matmul(c, &a.step, &b.wv, None, None, &a.xb, &a.v, Epilogue::Store, true));
+            d.push(rope_and_store(
+                c,
+                &a.step,
+                cfg,
+                &a.q,
+                &a.k,
+                &a.v,
+                consts,
+                self.table_offset,
+                &b.k_cache,
+                &b.v_cache,
+                kv,
+            ));
+            d.push(attention(c, &a.step, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
+            d.extend(matmul(c, &a.step, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, true));
+            d.push(rms_norm(c, &a.x, &a.xb, consts, b.ffn_norm, dim, eps));
+            d.extend(matmul(c, &a.step, &b.w_gate, Some(&b.w_up), None, &a.xb, &a.h, Epilogue::SwiGlu, true));
+            d.extend(matmul(c, &a.step, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, true));
+        }
+        d
+    }
+
+    /// The batch's last token: final norm folded into the output projection to logits.
     fn plan_head(&self) -> Vec<Dispatch> {
         let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
-        let mut d = vec![rms_norm(c, &a.step, &a.x, &a.x_last, &self.output_norm, cfg.dim as u32, cfg.rms_eps, true)];
+        let norm = Norm { consts: &self.consts, offset: self.output_norm, eps: cfg.rms_eps };
         let output = self.output.as_ref().unwrap_or(&self.token_embd);
-        d.extend(matmul(c, &a.step, output, None, &a.x_last, &a.logits, Epilogue::Store, false));
-        d
+        matmul(c, &a.step, output, None, Some(norm), &a.x, &a.logits, Epilogue::Store, false)
     }
 
     /// Streams bytes of the model file, starting at `file_offset`, into the tensors they belong
@@ -249,7 +324,7 @@ impl GpuModel {
         let freqs = upload.finish(&self.ctx)?;
         self.upload = None;
         let table = rope_table(&self.cfg, self.capacity, freqs.as_deref());
-        self.ctx.queue.write_buffer(&self.rope_table, 0, bytemuck::cast_slice(&table));
+        self.ctx.queue.write_buffer(&self.consts, self.table_offset as u64 * 4, bytemuck::cast_slice(&table));
         self.ctx.queue.submit([]);
         self.ctx.check()
     }
@@ -461,12 +536,29 @@ impl Allocator<'_> {
         Ok(m)
     }
 
-    /// A 1-D tensor (norm weights), widened to f32 on upload.
-    fn vector(&mut self, name: &str) -> Result<wgpu::Buffer, GpuError> {
+    /// A matrix the fused decode kernels read from one binding (the attention projections).
+    fn whole_matrix(&mut self, name: &str) -> Result<GpuMatrix, GpuError> {
+        let m = self.matrix(name, None)?;
+        if m.parts.len() > 1 {
+            return Err(GpuError::TooSmall {
+                what: format!("tensor {name:?} in one storage binding"),
+                needs: m.bytes() + 4,
+                offers: self.ctx.binding_limit,
+            });
+        }
+        Ok(m)
+    }
+
+    /// A 1-D tensor of `len` values (norm weights), widened to f32 on upload into `buffer` at
+    /// `offset` f32s.
+    fn vector(&mut self, name: &str, buffer: &wgpu::Buffer, offset: u32, len: usize) -> Result<(), GpuError> {
         let info = self.info(name)?.clone();
-        let buffer = self.buffer(name, info.row_len() * 4)?;
-        self.targets.push(Target::new(info, Dest::Vector(buffer.clone())));
-        Ok(buffer)
+        if info.n_elements() != len as u64 {
+            return Err(GpuError::Model(format!("tensor {name:?} has {} values, expected {len}", info.n_elements())));
+        }
+        let dest = Dest::Vector { buffer: buffer.clone(), offset: offset as u64 * 4 };
+        self.targets.push(Target::new(info, dest));
+        Ok(())
     }
 }
 
@@ -474,8 +566,8 @@ impl Allocator<'_> {
 enum Dest {
     /// Consecutive parts of (buffer, byte length), raw.
     Matrix { parts: Vec<(wgpu::Buffer, u64)> },
-    /// Collected, widened to f32, then written.
-    Vector(wgpu::Buffer),
+    /// Collected, widened to f32, then written at a byte offset.
+    Vector { buffer: wgpu::Buffer, offset: u64 },
     /// Llama-3.1 RoPE frequency factors: kept on the host for the RoPE table.
     RopeFreqs,
 }
@@ -531,7 +623,7 @@ impl Target {
                     }
                 }
             }
-            Dest::Vector(_) | Dest::RopeFreqs => {
+            Dest::Vector { .. } | Dest::RopeFreqs => {
                 self.pending.extend_from_slice(data);
                 self.received += data.len() as u64;
             }
@@ -599,7 +691,9 @@ impl Upload {
             }
             match &t.dest {
                 Dest::Matrix { .. } => {}
-                Dest::Vector(buffer) => ctx.queue.write_buffer(buffer, 0, bytemuck::cast_slice(&t.widened()?)),
+                Dest::Vector { buffer, offset } => {
+                    ctx.queue.write_buffer(buffer, *offset, bytemuck::cast_slice(&t.widened()?))
+                }
                 Dest::RopeFreqs => freqs = Some(t.widened()?),
             }
         }

@@ -17,6 +17,7 @@ const PRODUCT_IO: &str = shader!("product_io.wgsl");
 const KV: &str = shader!("kv.wgsl");
 const BYTES: &str = shader!("quant/bytes.wgsl");
 const K_SCALES: &str = shader!("quant/k_scales.wgsl");
+const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
 
 /// Rows per matvec workgroup and lanes per row (ROWS × LANES = 256 invocations). Fewer lanes
 /// per row means fewer barrier steps in the reduction; more rows per group means fewer groups.
@@ -82,7 +83,7 @@ pub fn weight_format(ty: GgmlType) -> Option<&'static str> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Variant {
     pub kernel: Kernel,
-    /// Weight formats bound as `weights_a`, `weights_b`.
+    /// Weight formats bound as `weights_a`, `weights_b`, `weights_c`.
     pub weights: Vec<GgmlType>,
     /// `#if` flags that are on.
     pub flags: BTreeSet<&'static str>,
@@ -112,13 +113,16 @@ impl Variant {
             src.push_str("enable f16;\n");
         }
         src.push_str(COMMON);
-        for (ty, name) in self.weights.iter().zip(["a", "b"]) {
+        for (ty, name) in self.weights.iter().zip(["a", "b", "c"]) {
             let format = weight_format(*ty).expect("weight types are checked at load");
             let mut parts = vec![BYTES];
             if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
                 parts.push(K_SCALES);
             }
             parts.push(format);
+            if self.kernel == Kernel::MatVec {
+                parts.push(MATVEC_ROW);
+            }
             for part in parts {
                 src.push_str(&part.replace("$W", name));
             }

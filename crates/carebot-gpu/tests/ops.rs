@@ -6,7 +6,8 @@ mod common;
 use carebot_gpu::GpuOptions;
 use carebot_gpu::ops::attention::attention;
 use carebot_gpu::ops::embed::embed;
-use carebot_gpu::ops::matmul::{Epilogue, matmul};
+use carebot_gpu::ops::matmul::{Epilogue, Norm, matmul};
+use carebot_gpu::ops::qkv::qkv_rope_store;
 use carebot_gpu::ops::rms_norm::rms_norm;
 use carebot_gpu::ops::rope::{rope_and_store, rope_table};
 use carebot_gpu::weights::GpuMatrix;
@@ -90,7 +91,7 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
                     let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
                     let s = step(&ctx, n as u32, 0);
                     let upm = (epilogue == Epilogue::SwiGlu).then_some(&gup);
-                    run(&ctx, &matmul(&ctx, &s, &gw, upm, &xb, &yb, epilogue, batched), n as u32);
+                    run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, batched), n as u32);
                     let got = download(&ctx, &yb, n * rows).await;
                     let mut want = vec![0f32; n * rows];
                     w.matmul(&x, &mut want);
@@ -117,22 +118,138 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
 async fn rms_norm_matches_the_cpu() {
     let Some(ctx) = context(GpuOptions::default()).await else { return };
     let mut rng = SplitMix64::new(seed("rms_norm"));
-    let (n, dim) = (7usize, 300usize);
+    let (n, dim, offset) = (7usize, 300usize, 41usize);
     let x = random(&mut rng, n * dim, -3.0, 3.0);
-    let w = random(&mut rng, dim, 0.5, 1.5);
-    let (xb, wb) = (upload(&ctx, &x), upload(&ctx, &w));
+    // The weights sit after other values in their buffer, as in the engine's `consts`.
+    let consts = random(&mut rng, offset + dim + 5, 0.5, 1.5);
+    let w = &consts[offset..offset + dim];
+    let (xb, wb) = (upload(&ctx, &x), upload(&ctx, &consts));
     let y = ctx.storage("y", (n * dim * 4) as u64).unwrap();
-    let s = step(&ctx, n as u32, 0);
     let mut want = vec![0f32; n * dim];
     for t in 0..n {
-        reference::rms_norm(&mut want[t * dim..(t + 1) * dim], &x[t * dim..(t + 1) * dim], &w, 1e-5);
+        reference::rms_norm(&mut want[t * dim..(t + 1) * dim], &x[t * dim..(t + 1) * dim], w, 1e-5);
     }
-    run(&ctx, &[rms_norm(&ctx, &s, &xb, &y, &wb, dim as u32, 1e-5, false)], n as u32);
+    run(&ctx, &[rms_norm(&ctx, &xb, &y, &wb, offset as u32, dim as u32, 1e-5)], n as u32);
     let err = rel_err(&download(&ctx, &y, n * dim).await, &want);
-    assert!(err <= 1e-6, "all tokens: {err}");
-    run(&ctx, &[rms_norm(&ctx, &s, &xb, &y, &wb, dim as u32, 1e-5, true)], n as u32);
-    let err = rel_err(&download(&ctx, &y, dim).await, &want[(n - 1) * dim..]);
-    assert!(err <= 1e-6, "last token only: {err}");
+    assert!(err <= 1e-6, "{err}");
+}
+
+/// Norm weights at `offset` in a buffer of other random values, as the engine's `consts` holds them.
+fn consts_with(rng: &mut SplitMix64, offset: usize, parts: &[&[f32]]) -> Vec<f32> {
+    let mut consts = random(rng, offset, 0.5, 1.5);
+    for p in parts {
+        consts.extend_from_slice(p);
+    }
+    consts
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn norm_folded_into_matrix_vector_products_matches_norm_then_product() {
+    let Some(ctx) = context(GpuOptions::default()).await else { return };
+    let mut rng = SplitMix64::new(seed("matvec_norm"));
+    // 77 rows in parts of 30; 3 tokens in x, of which the last is normalized (the output head
+    // after a prefill batch).
+    let (rows, cols, n) = if WEB { (77, 256, 3) } else { (77, 512, 3) };
+    let (eps, offset) = (1e-5, 4 * 11);
+    for (i, ty) in TYPES.into_iter().enumerate() {
+        let w = random_matrix(&mut rng, ty, rows, cols);
+        let up = random_matrix(&mut rng, TYPES[(i + 5) % TYPES.len()], rows, cols);
+        let (gw, gup) = (gpu_matrix(&ctx, &w, 30), gpu_matrix(&ctx, &up, 30));
+        let x = random(&mut rng, n * cols, -3.0, 3.0);
+        let norm_w = random(&mut rng, cols, 0.5, 1.5);
+        let consts = upload(&ctx, &consts_with(&mut rng, offset, &[&norm_w]));
+        let mut xn = vec![0f32; cols];
+        reference::rms_norm(&mut xn, &x[(n - 1) * cols..], &norm_w, eps);
+        let norm = Norm { consts: &consts, offset: offset as u32, eps };
+        for epilogue in [Epilogue::Store, Epilogue::SwiGlu] {
+            let xb = upload(&ctx, &x);
+            let yb = upload(&ctx, &random(&mut rng, rows, -4.0, 4.0));
+            let s = step(&ctx, n as u32, 0);
+            let upm = (epilogue == Epilogue::SwiGlu).then_some(&gup);
+            run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xb, &yb, epilogue, false), n as u32);
+            let mut want = vec![0f32; rows];
+            w.matmul(&xn, &mut want);
+            if epilogue == Epilogue::SwiGlu {
+                let mut u = vec![0f32; rows];
+                up.matmul(&xn, &mut u);
+                want.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
+            }
+            let err = rel_err(&download(&ctx, &yb, rows).await, &want);
+            assert!(err <= 1e-5, "{} {epilogue:?}: relative error {err}", ty.name());
+        }
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
+    let Some(ctx) = context(GpuOptions::default()).await else { return };
+    let mut rng = SplitMix64::new(seed("qkv"));
+    use GgmlType::*;
+    // (heads, kv heads, head size, q/k/v types). The second: dim 320, and the k/v boundary (row
+    // 360) falls inside a 16-row workgroup; the third, Q4_K_M's mix with a Q6_K v.
+    let cases = [
+        (4, 2, 64, [Q8_0, F16, Q4_0]),
+        (8, 1, 40, [Q5_1, Q4_0, Q8_0]),
+        (2, 1, 128, [Q4_K, Q4_K, Q6_K]),
+        (4, 4, 64, [Q5_K, BF16, Q4_1]),
+    ];
+    for (heads, kv_heads, hd, [tq, tk, tv]) in cases {
+        let cfg = small_config(heads, kv_heads, hd, 64);
+        let (dim, q_dim, kv_dim) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
+        let (n, pos0) = (2usize, 40usize);
+        let pos = pos0 + n - 1;
+        let wq = random_matrix(&mut rng, tq, q_dim, dim);
+        let wk = random_matrix(&mut rng, tk, kv_dim, dim);
+        let wv = random_matrix(&mut rng, tv, kv_dim, dim);
+        let (gq, gk, gv) =
+            (gpu_matrix(&ctx, &wq, 1 << 20), gpu_matrix(&ctx, &wk, 1 << 20), gpu_matrix(&ctx, &wv, 1 << 20));
+        let x = random(&mut rng, n * dim, -3.0, 3.0);
+        let norm_w = random(&mut rng, dim, 0.5, 1.5);
+        let factors = random(&mut rng, hd / 2, 1.0, 8.0);
+        let table = rope_table(&cfg, cfg.context_length, Some(&factors));
+        let (eps, offset) = (1e-5, 4 * 3);
+        let consts = upload(&ctx, &consts_with(&mut rng, offset, &[&norm_w, &table]));
+        let norm = Norm { consts: &consts, offset: offset as u32, eps };
+        let table_offset = (offset + dim) as u32;
+
+        let mut xn = vec![0f32; dim];
+        reference::rms_norm(&mut xn, &x[(n - 1) * dim..], &norm_w, eps);
+        let (mut want_q, mut want_k, mut want_v) = (vec![0f32; q_dim], vec![0f32; kv_dim], vec![0f32; kv_dim]);
+        wq.matmul(&xn, &mut want_q);
+        wk.matmul(&xn, &mut want_k);
+        wv.matmul(&xn, &mut want_v);
+        reference::rope(&mut want_q, hd, hd, pos, cfg.rope_theta, Some(&factors));
+        reference::rope(&mut want_k, hd, hd, pos, cfg.rope_theta, Some(&factors));
+
+        for (flag, elem) in kv_formats(&ctx) {
+            let what = format!("{heads}/{kv_heads} heads of {hd}, {}/{}/{}, {flag}", tq.name(), tk.name(), tv.name());
+            let xb = upload(&ctx, &x);
+            let qb = ctx.storage("q", (q_dim * 4) as u64).unwrap();
+            // Caches full of other values: only position `pos` may change.
+            let cache_len = cfg.context_length * kv_dim;
+            let k_before = encode_cache(&random(&mut rng, cache_len, -1.0, 1.0), elem);
+            let v_before = encode_cache(&random(&mut rng, cache_len, -1.0, 1.0), elem);
+            let (kc, vc) = (upload_bytes(&ctx, &k_before), upload_bytes(&ctx, &v_before));
+            let s = step(&ctx, n as u32, pos0 as u32);
+            let d = qkv_rope_store(&ctx, &s, &cfg, [&gq, &gk, &gv], norm, table_offset, &xb, &qb, &kc, &vc, flag);
+            run(&ctx, &[d], n as u32);
+            let err = rel_err(&download(&ctx, &qb, q_dim).await, &want_q);
+            assert!(err <= 1e-5, "{what}: q {err}");
+            let tol = if elem == 4 { 1e-5 } else { 1e-3 };
+            for (cache, before, want, name) in [(&kc, &k_before, &want_k, "k"), (&vc, &v_before, &want_v, "v")] {
+                let after: Vec<u8> = bytemuck::cast_slice(&download(&ctx, cache, before.len() / 4).await).to_vec();
+                let row = pos * kv_dim * elem..(pos + 1) * kv_dim * elem;
+                let err = rel_err(&decode_cache(&after[row.clone()], elem), want);
+                assert!(err <= tol, "{what}: {name} {err}");
+                assert!(
+                    after[..row.start] == before[..row.start] && after[row.end..] == before[row.end..],
+                    "{what}: {name} cache changed elsewhere"
+                );
+            }
+        }
+    }
 }
 
 fn small_config(heads: usize, kv_heads: usize, head_dim: usize, context: usize) -> LlamaConfig {
@@ -186,7 +303,10 @@ async fn rope_and_cache_append_match_the_cpu() {
     let cfg = small_config(4, 2, 64, 64);
     let (n, pos0) = (5usize, 37usize);
     let factors = random(&mut rng, cfg.head_dim / 2, 1.0, 8.0);
-    let table = upload(&ctx, &rope_table(&cfg, cfg.context_length, Some(&factors)));
+    // The table after 6 other values, as the engine keeps it after the norm weights.
+    let mut table = random(&mut rng, 6, -1.0, 1.0);
+    table.extend(rope_table(&cfg, cfg.context_length, Some(&factors)));
+    let table = upload(&ctx, &table);
     let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
     let q = random(&mut rng, n * q_dim, -2.0, 2.0);
     let k = random(&mut rng, n * kv_dim, -2.0, 2.0);
@@ -203,7 +323,7 @@ async fn rope_and_cache_append_match_the_cpu() {
         let cache_bytes = (cfg.context_length * kv_dim * elem) as u64;
         let (kc, vc) = (ctx.storage("k", cache_bytes).unwrap(), ctx.storage("v", cache_bytes).unwrap());
         let s = step(&ctx, n as u32, pos0 as u32);
-        run(&ctx, &[rope_and_store(&ctx, &s, &cfg, &qb, &kb, &vb, &table, &kc, &vc, flag)], n as u32);
+        run(&ctx, &[rope_and_store(&ctx, &s, &cfg, &qb, &kb, &vb, &table, 6, &kc, &vc, flag)], n as u32);
         let err = rel_err(&download(&ctx, &qb, n * q_dim).await, &want_q);
         assert!(err <= 1e-6, "{flag} q: {err}");
         let range = pos0 * kv_dim * elem / 4..(pos0 + n) * kv_dim * elem / 4;

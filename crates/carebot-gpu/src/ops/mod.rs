@@ -6,6 +6,7 @@ pub mod attention;
 pub mod bandwidth;
 pub mod embed;
 pub mod matmul;
+pub mod qkv;
 pub mod quantize;
 pub mod rms_norm;
 pub mod rope;

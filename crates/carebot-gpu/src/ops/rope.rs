@@ -26,7 +26,9 @@ pub fn rope_table(cfg: &LlamaConfig, context: usize, freq_factors: Option<&[f32]
 }
 
 /// Rotates q in place and writes rotated k and plain v of each token into the caches at its
-/// position. `kv_flag` is the KV storage flag (`KV_F32`, `KV_F16`, `KV_PACKED`).
+/// position (the prefill path; decode does this in `qkv::qkv_rope_store`). The RoPE table starts
+/// `table_offset` f32s into `table` (an even number). `kv_flag` is the KV storage flag (`KV_F32`,
+/// `KV_F16`, `KV_PACKED`).
 #[allow(clippy::too_many_arguments)]
 pub fn rope_and_store(
     ctx: &GpuContext,
@@ -36,13 +38,15 @@ pub fn rope_and_store(
     k: &wgpu::Buffer,
     v: &wgpu::Buffer,
     table: &wgpu::Buffer,
+    table_offset: u32,
     k_cache: &wgpu::Buffer,
     v_cache: &wgpu::Buffer,
     kv_flag: &'static str,
 ) -> Dispatch {
+    assert!(table_offset.is_multiple_of(2));
     let pipeline = ctx.pipeline(&Variant::new(Kernel::Rope).flag(kv_flag));
     let (heads, kv_heads, hd) = (cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
-    let params = ctx.uniform("rope params", &Params([heads, kv_heads, hd, 0]));
+    let params = ctx.uniform("rope params", &Params([heads, kv_heads, hd, table_offset / 2]));
     let pairs = (heads + 2 * kv_heads) * hd / 2;
     Dispatch::new(
         ctx,
