@@ -3,9 +3,11 @@
 // shares the pass and y = silu(W_a x) · (W_b x). A workgroup takes ROWS rows with LANES lanes each
 // (set in shader.rs); the lanes of a row add up their partial sums at the end.
 //
-// Fusions, each saving a dependent dispatch per layer (≈2 µs each on a fast GPU):
-// - NORM: x is the residual stream; every workgroup computes the RMS of the batch's last token
-//   itself (dim values, cheap next to its weight rows) and reads x / rms · norm weight.
+// x is read at the batch's last token (the only one whose logits are needed after a prefill).
+//
+// Fusions, each saving dependent dispatches per layer (≈2 µs each on a fast GPU):
+// - NORM: x is the residual stream; every workgroup computes the RMS of the token itself (dim
+//   values, cheap next to its weight rows on a GPU) and reads x / rms · norm weight.
 // - QKV: rows [0, q_rows) come from W_a (q), the next kv_rows from W_b (k), the rest from W_c
 //   (v); adjacent rows are RoPE pairs and ROWS is even, so a pair ends in one workgroup, which
 //   rotates it and writes q to y and k, v straight into the KV cache at the token's position.
@@ -22,31 +24,55 @@ fn x_at(i: u32) -> vec4<f32> {
 #if NORM
     return x[x_base + i] * consts[p.norm_offset + i];
 #else
-    return x[i];
+    return x[x_base + i];
 #endif
 }
 
 #if NORM
-// 1 / rms of the batch's last token of x (all 256 invocations take part).
+// 1 / rms of the token (all 256 invocations take part).
 fn inverse_rms(lid: u32) -> f32 {
-    x_base = (step.n_tokens - 1u) * (p.cols / 4u);
     var ss = 0.0;
     for (var i = lid; i < p.cols / 4u; i += 256u) {
         let v = x[x_base + i];
         ss += dot(v, v);
     }
+    // Two levels of 16 instead of a tree of 8 steps: 2 barriers, not 8.
     partial_a[lid] = ss;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial_a[lid] += partial_a[lid + s];
+    if (lid < 16u) {
+        var sum = 0.0;
+        for (var i = 0u; i < 16u; i++) {
+            sum += partial_a[lid * 16u + i];
         }
-        workgroupBarrier();
+        partial_b[lid] = sum;
     }
-    let scale = 1.0 / sqrt(partial_a[0] / f32(p.cols) + p.eps);
+    workgroupBarrier();
+    var total = 0.0;
+    for (var i = 0u; i < 16u; i++) {
+        total += partial_b[i];
+    }
+    let scale = 1.0 / sqrt(total / f32(p.cols) + p.eps);
     // Everyone has read the total before partial_a is reused.
     workgroupBarrier();
     return scale;
+}
+#endif
+
+#if SWIGLU
+// Rows `row` of W_a and W_b in one loop: each x value is read (and normalized) once for both.
+fn row_dot_ab(row: u32, lane: u32) -> vec2<f32> {
+    let rb_a = row * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
+    let rb_b = row * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
+    var acc = vec2<f32>(0.0);
+    for (var c = lane; c < p.cols / 32u; c += LANES) {
+        let ha = chunk_a(rb_a, c);
+        let hb = chunk_b(rb_b, c);
+        for (var i = 0u; i < 8u; i++) {
+            let xi = x_at(c * 8u + i);
+            acc += vec2<f32>(dot(dequant4_a(ha, i), xi), dot(dequant4_b(hb, i), xi));
+        }
+    }
+    return acc;
 }
 #endif
 
@@ -83,6 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let row = flat_group(wid, nwg) * ROWS + lid / LANES;
     let lane = lid % LANES;
+    x_base = (step.n_tokens - 1u) * (p.cols / 4u);
 #if NORM
     let scale = inverse_rms(lid);
 #else
@@ -99,11 +126,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         } else {
             acc_a = row_dot_c(row - p.q_rows - p.kv_rows, lane);
         }
+#elif SWIGLU
+        let ab = row_dot_ab(row, lane);
+        acc_a = ab.x;
+        acc_b = ab.y;
 #else
         acc_a = row_dot_a(row, lane);
-#endif
-#if SWIGLU
-        acc_b = row_dot_b(row, lane);
 #endif
     }
     partial_a[lid] = acc_a * scale;

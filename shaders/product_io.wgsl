@@ -2,7 +2,8 @@
 // matrix split by rows, any GGUF format) times x, into y through an epilogue; with SWIGLU, a
 // second matrix (up) split the same way. The decode-only fusions (matvec) add: NORM, the RMSNorm
 // of x folded into the product (its weights in the model's `consts` buffer), and QKV, three
-// matrices (q, k, v) in one pass with RoPE and the KV-cache append as the epilogue.
+// matrices (q, k, v) in one pass with RoPE (its table in `consts`) and the KV-cache append as the
+// epilogue. CONSTS is on with either.
 struct Params {
     rows: u32,
     cols: u32,
@@ -35,6 +36,6 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> k_cache: array<KvPair>;
 @group(0) @binding(9) var<storage, read_write> v_cache: array<KvPair>;
 #endif
-#if NORM
+#if CONSTS
 @group(0) @binding(7) var<storage, read> consts: array<vec4<f32>>;
 #endif

@@ -2,12 +2,13 @@
 //! device's own streaming-read bandwidth measured in the same run (the decode roofline).
 
 use carebot_gpu::ops::bandwidth::Bandwidth;
-use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat};
+use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat, NormPlacement};
 use carebot_model::config::LlamaConfig;
+use carebot_model::generate::StepLogits;
 use carebot_model::gguf::{GgufFile, read_header};
 use carebot_model::quant::{self, GgmlType, TypeMix};
 use carebot_model::rng::SplitMix64;
-use carebot_model::sampler::argmax;
+use carebot_model::sampler::{SelectRequest, argmax};
 use carebot_model::synthetic::{SyntheticSpec, random_tensor_bytes};
 use clap::Args;
 use std::path::PathBuf;
@@ -31,9 +32,20 @@ pub struct BenchArgs {
     /// KV cache format.
     #[arg(long, value_enum, default_value_t = Kv::F16)]
     pub kv: Kv,
+    /// Where decoding runs each RMSNorm: folded into the next product, or a dispatch of its own
+    /// (auto: folded on hardware GPUs, separate on CPU adapters).
+    #[arg(long, value_enum, default_value_t = Norms::Auto)]
+    pub norms: Norms,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Norms {
+    Auto,
+    Separate,
+    Folded,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -58,6 +70,7 @@ struct Report {
     kv_bytes_last: u64,
     read_gbs: f64,
     dispatches_per_token: usize,
+    folds_norms: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -72,6 +85,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         kv: match args.kv {
             Kv::F16 => KvFormat::F16,
             Kv::F32 => KvFormat::F32,
+        },
+        norms: match args.norms {
+            Norms::Auto => NormPlacement::Auto,
+            Norms::Separate => NormPlacement::Separate,
+            Norms::Folded => NormPlacement::Folded,
         },
         ..Default::default()
     };
@@ -108,13 +126,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     model.truncate(0);
 
     let t = Instant::now();
-    let mut logits = pollster::block_on(model.forward(&prompt))?;
+    let logits = pollster::block_on(model.forward(&prompt))?;
     let prefill_s = t.elapsed().as_secs_f64();
 
+    // Greedy decoding as the chat runs it: the best token picked on the GPU, a few bytes read back.
+    let greedy = SelectRequest { k: 1, temperature: 0.0, repeat_penalty: 1.0, penalized: Vec::new() };
+    let mut next = argmax(&logits) as u32;
     let t = Instant::now();
     for _ in 0..args.gen_tokens {
-        let next = argmax(&logits) as u32;
-        logits = pollster::block_on(model.forward(&[next]))?;
+        next = match pollster::block_on(model.forward_select(&[next], &greedy))? {
+            StepLogits::Candidates(c) => *c.ids.first().ok_or("every logit is NaN")?,
+            StepLogits::Full(logits) => argmax(&logits) as u32,
+        };
     }
     let decode_s = t.elapsed().as_secs_f64();
     let kv_elem = if matches!(args.kv, Kv::F32) { 4 } else { 2 };
@@ -135,6 +158,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         kv_bytes_last,
         read_gbs,
         dispatches_per_token,
+        folds_norms: model.folds_norms(),
     };
     if args.json {
         println!("{}", report.json())
@@ -264,7 +288,14 @@ impl Report {
             ),
             ("weights read / token", format!("{:.1} MiB", mib(self.bytes_per_token))),
             ("KV read, last token", format!("{:.1} MiB", mib(self.kv_bytes_last))),
-            ("dispatches / token", self.dispatches_per_token.to_string()),
+            (
+                "dispatches / token",
+                format!(
+                    "{} (norms {})",
+                    self.dispatches_per_token,
+                    if self.folds_norms { "folded into the products" } else { "separate" }
+                ),
+            ),
             ("device read bandwidth", format!("{:.1} GB/s (streaming-read kernel)", self.read_gbs)),
             ("decode vs roofline", format!("{:.1} %", self.roofline_pct())),
         ];
@@ -286,6 +317,7 @@ impl Report {
             "weight_bytes_per_token": self.bytes_per_token,
             "kv_bytes_last_token": self.kv_bytes_last,
             "dispatches_per_token": self.dispatches_per_token,
+            "folds_norms": self.folds_norms,
             "read_gb_s": self.read_gbs,
             "decode_roofline_pct": self.roofline_pct(),
         })

@@ -28,6 +28,22 @@ pub enum KvFormat {
     F16,
 }
 
+/// Where decoding runs each RMSNorm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NormPlacement {
+    /// `Folded` on hardware GPUs, `Separate` on CPU adapters (lavapipe, SwiftShader).
+    #[default]
+    Auto,
+    /// A dispatch of its own before the product that reads it.
+    Separate,
+    /// Inside the next matrix–vector product: one dispatch fewer per norm, but every workgroup
+    /// of that product recomputes the RMS and reads the norm weights beside x. Measured on
+    /// lavapipe, that extra work costs more than the dispatch it saves (BENCHMARKS.md, issue 6);
+    /// on a GPU, where a dependent dispatch costs ≈2 µs and the product is bound by weight
+    /// reads, it is predicted to pay.
+    Folded,
+}
+
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// Positions the KV cache holds (capped at the model's training context).
@@ -35,11 +51,12 @@ pub struct EngineOptions {
     pub kv: KvFormat,
     /// Most tokens one prefill submission runs (also capped by the binding limit).
     pub max_batch: usize,
+    pub norms: NormPlacement,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { context: 4096, kv: KvFormat::F16, max_batch: 64 }
+        EngineOptions { context: 4096, kv: KvFormat::F16, max_batch: 64, norms: NormPlacement::Auto }
     }
 }
 
@@ -90,6 +107,8 @@ pub struct GpuModel {
     blocks: Vec<Block>,
     act: Activations,
     kv_flag: &'static str,
+    /// Decode folds each RMSNorm into the product after it.
+    fold_norms: bool,
     decode_plan: Vec<Dispatch>,
     prefill_plan: Vec<Dispatch>,
     head_plan: Vec<Dispatch>,
@@ -195,6 +214,11 @@ impl GpuModel {
         }
         ctx.check()?;
 
+        let fold_norms = match options.norms {
+            NormPlacement::Auto => !ctx.is_software(),
+            NormPlacement::Separate => false,
+            NormPlacement::Folded => true,
+        };
         let mut model = GpuModel {
             ctx,
             cfg,
@@ -206,6 +230,7 @@ impl GpuModel {
             blocks,
             act,
             kv_flag,
+            fold_norms,
             decode_plan: Vec::new(),
             prefill_plan: Vec::new(),
             head_plan: Vec::new(),
@@ -222,46 +247,35 @@ impl GpuModel {
         Ok(model)
     }
 
-    /// Decoding one token, dispatch by dispatch, read top to bottom: five per block. Each norm is
-    /// folded into the product after it, q/k/v share one pass that also applies RoPE and appends
-    /// to the cache, gate and up share one pass, and residual additions are the products'
-    /// epilogues.
+    /// Decoding one token, dispatch by dispatch, read top to bottom: five per block with folded
+    /// norms, seven without. q/k/v share one pass that also applies RoPE and appends to the cache,
+    /// gate and up share one pass, and residual additions are the products' epilogues.
     fn plan_decode(&self) -> Vec<Dispatch> {
-        let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
-        let norm = |offset| Norm { consts: &self.consts, offset, eps: cfg.rms_eps };
+        let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
+        let (consts, kv) = (&self.consts, self.kv_flag);
+        // An RMSNorm of x: folded into the next product (which then reads x), or a dispatch of
+        // its own into xb (which the next product reads).
+        let norm = |d: &mut Vec<Dispatch>, offset| {
+            if self.fold_norms {
+                (Some(Norm { consts, offset, eps: cfg.rms_eps }), &a.x)
+            } else {
+                d.push(rms_norm(c, &a.x, &a.xb, consts, offset, cfg.dim as u32, cfg.rms_eps));
+                (None, &a.xb)
+            }
+        };
         let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
         for b in &self.blocks {
             // Attention: q, k, v of the normalized stream (RoPE, cache append), attention over
             // the cache, output projection added to the residual stream.
+            let (n, xn) = norm(&mut d, b.attn_norm);
             let qkv = [&b.wq, &b.wk, &b.wv];
-            d.push(qkv_rope_store(
-                c,
-                &a.step,
-                cfg,
-                qkv,
-                norm(b.attn_norm),
-                self.table_offset,
-                &a.x,
-                &a.q,
-                &b.k_cache,
-                &b.v_cache,
-                self.kv_flag,
-            ));
-            d.push(attention(c, &a.step, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, self.kv_flag));
-            d.extend(matmul(c, &a.step, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, false));
+            d.push(qkv_rope_store(c, s, cfg, qkv, consts, n, self.table_offset, xn, &a.q, &b.k_cache, &b.v_cache, kv));
+            d.push(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
+            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, false));
             // Feed-forward: silu(gate) · up of the normalized stream, down projection added.
-            d.extend(matmul(
-                c,
-                &a.step,
-                &b.w_gate,
-                Some(&b.w_up),
-                Some(norm(b.ffn_norm)),
-                &a.x,
-                &a.h,
-                Epilogue::SwiGlu,
-                false,
-            ));
-            d.extend(matmul(c, &a.step, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, false));
+            let (n, xn) = norm(&mut d, b.ffn_norm);
+            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), n, xn, &a.h, Epilogue::SwiGlu, false));
+            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, false));
         }
         d
     }
@@ -300,12 +314,20 @@ impl GpuModel {
         d
     }
 
-    /// The batch's last token: final norm folded into the output projection to logits.
+    /// The batch's last token: final norm and the output projection to logits (the norm runs
+    /// over the whole batch when not folded: a few µs, once per prompt).
     fn plan_head(&self) -> Vec<Dispatch> {
         let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
-        let norm = Norm { consts: &self.consts, offset: self.output_norm, eps: cfg.rms_eps };
         let output = self.output.as_ref().unwrap_or(&self.token_embd);
-        matmul(c, &a.step, output, None, Some(norm), &a.x, &a.logits, Epilogue::Store, false)
+        if self.fold_norms {
+            let norm = Norm { consts: &self.consts, offset: self.output_norm, eps: cfg.rms_eps };
+            matmul(c, &a.step, output, None, Some(norm), &a.x, &a.logits, Epilogue::Store, false)
+        } else {
+            let (dim, eps) = (cfg.dim as u32, cfg.rms_eps);
+            let mut d = vec![rms_norm(c, &a.x, &a.xb, &self.consts, self.output_norm, dim, eps)];
+            d.extend(matmul(c, &a.step, output, None, None, &a.xb, &a.logits, Epilogue::Store, false));
+            d
+        }
     }
 
     /// Streams bytes of the model file, starting at `file_offset`, into the tensors they belong
@@ -391,6 +413,11 @@ impl GpuModel {
     /// the same count per batch).
     pub fn dispatches_per_token(&self) -> usize {
         self.decode_plan.len() + self.head_plan.len() + self.select.dispatches()
+    }
+
+    /// Whether decoding folds each RMSNorm into the next product ([`NormPlacement`]).
+    pub fn folds_norms(&self) -> bool {
+        self.fold_norms
     }
 
     /// How many buffers the embedding table and the output projection are split into.

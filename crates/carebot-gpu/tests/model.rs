@@ -7,7 +7,7 @@
 
 mod common;
 
-use carebot_gpu::{EngineOptions, GpuError, GpuModel, GpuOptions, KvFormat};
+use carebot_gpu::{EngineOptions, GpuError, GpuModel, GpuOptions, KvFormat, NormPlacement};
 #[cfg(target_arch = "wasm32")]
 use carebot_model::generate::StepLogits;
 use carebot_model::generate::{Backend, Session};
@@ -67,9 +67,18 @@ async fn logits_match_the_cpu_reference_for_every_weight_type() {
     // the three formats CareBot ships plus one legacy format.
     let types: &[GgmlType] =
         if WEB { &[GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0] } else { &TYPES };
-    for &ty in types {
+    // Decode with each norm as a dispatch of its own and folded into the next product; in the
+    // browser, the types take turns.
+    let placements = [NormPlacement::Separate, NormPlacement::Folded];
+    let runs = types.iter().enumerate().flat_map(|(i, &ty)| {
+        let both = if WEB { &placements[i % 2..i % 2 + 1] } else { &placements[..] };
+        both.iter().map(move |&norms| (ty, norms))
+    });
+    for (ty, norms) in runs {
         let bytes = spec.to_gguf(ty);
-        let Some(mut gpu) = gpu_model(&bytes).await else { return };
+        let engine = EngineOptions { norms, ..f32_engine() };
+        let Some(mut gpu) = gpu_model_with(&bytes, GpuOptions::default(), engine, 1 << 20).await else { return };
+        assert_eq!(gpu.folds_norms(), norms == NormPlacement::Folded);
         let mut cpu = cpu_model(&bytes);
         let prompt = random_tokens(&mut rng, prompt_len, spec.vocab);
         let mut worst = rel_err(&gpu.forward(&prompt).await.unwrap(), &cpu.prefill(&prompt).unwrap());
@@ -77,8 +86,8 @@ async fn logits_match_the_cpu_reference_for_every_weight_type() {
             let t = random_tokens(&mut rng, 1, spec.vocab)[0];
             worst = worst.max(rel_err(&gpu.forward(&[t]).await.unwrap(), &cpu.decode(t).unwrap()));
         }
-        note(&format!("{}: max |Δlogit| / max |logit| = {worst:.2e}", ty.name()));
-        assert!(worst <= 1e-3, "{}: {worst}", ty.name());
+        note(&format!("{} ({norms:?} norms): max |Δlogit| / max |logit| = {worst:.2e}", ty.name()));
+        assert!(worst <= 1e-3, "{} ({norms:?} norms): {worst}", ty.name());
     }
 }
 

@@ -211,11 +211,13 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
         let table = rope_table(&cfg, cfg.context_length, Some(&factors));
         let (eps, offset) = (1e-5, 4 * 3);
         let consts = upload(&ctx, &consts_with(&mut rng, offset, &[&norm_w, &table]));
-        let norm = Norm { consts: &consts, offset: offset as u32, eps };
         let table_offset = (offset + dim) as u32;
 
+        // The norm folded in (x is the residual stream), or already applied (x is normalized).
         let mut xn = vec![0f32; dim];
         reference::rms_norm(&mut xn, &x[(n - 1) * dim..], &norm_w, eps);
+        let mut x_normalized = x.clone();
+        x_normalized[(n - 1) * dim..].copy_from_slice(&xn);
         let (mut want_q, mut want_k, mut want_v) = (vec![0f32; q_dim], vec![0f32; kv_dim], vec![0f32; kv_dim]);
         wq.matmul(&xn, &mut want_q);
         wk.matmul(&xn, &mut want_k);
@@ -223,9 +225,11 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
         reference::rope(&mut want_q, hd, hd, pos, cfg.rope_theta, Some(&factors));
         reference::rope(&mut want_k, hd, hd, pos, cfg.rope_theta, Some(&factors));
 
-        for (flag, elem) in kv_formats(&ctx) {
+        for ((flag, elem), folded) in kv_formats(&ctx).into_iter().flat_map(|f| [(f, true), (f, false)]) {
             let what = format!("{heads}/{kv_heads} heads of {hd}, {}/{}/{}, {flag}", tq.name(), tk.name(), tv.name());
-            let xb = upload(&ctx, &x);
+            let what = format!("{what}, norm folded: {folded}");
+            let norm = folded.then_some(Norm { consts: &consts, offset: offset as u32, eps });
+            let xb = upload(&ctx, if folded { &x } else { &x_normalized });
             let qb = ctx.storage("q", (q_dim * 4) as u64).unwrap();
             // Caches full of other values: only position `pos` may change.
             let cache_len = cfg.context_length * kv_dim;
@@ -233,7 +237,8 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
             let v_before = encode_cache(&random(&mut rng, cache_len, -1.0, 1.0), elem);
             let (kc, vc) = (upload_bytes(&ctx, &k_before), upload_bytes(&ctx, &v_before));
             let s = step(&ctx, n as u32, pos0 as u32);
-            let d = qkv_rope_store(&ctx, &s, &cfg, [&gq, &gk, &gv], norm, table_offset, &xb, &qb, &kc, &vc, flag);
+            let d =
+                qkv_rope_store(&ctx, &s, &cfg, [&gq, &gk, &gv], &consts, norm, table_offset, &xb, &qb, &kc, &vc, flag);
             run(&ctx, &[d], n as u32);
             let err = rel_err(&download(&ctx, &qb, q_dim).await, &want_q);
             assert!(err <= 1e-5, "{what}: q {err}");

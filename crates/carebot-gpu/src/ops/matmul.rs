@@ -49,8 +49,8 @@ pub struct ProductParams {
 }
 
 /// y[t][r] (+)= Σ_c W[r][c] x[t][c], one dispatch per part of W. `batched` picks the tiled
-/// matrix–matrix kernel (any number of tokens) over the matrix–vector one (exactly one token, or
-/// with `norm` the batch's last token). For [`Epilogue::SwiGlu`], `up` is the second matrix, split
+/// matrix–matrix kernel (any number of tokens) over the matrix–vector one (the batch's last token
+/// only: one decoded token, or the output head after a prefill). For [`Epilogue::SwiGlu`], `up` is the second matrix, split
 /// into the same parts as `w`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
@@ -72,7 +72,8 @@ pub fn matmul(
     variant = variant
         .flag_if(epilogue == Epilogue::Add, "ADD")
         .flag_if(epilogue == Epilogue::SwiGlu, "SWIGLU")
-        .flag_if(norm.is_some(), "NORM");
+        .flag_if(norm.is_some(), "NORM")
+        .flag_if(norm.is_some(), "CONSTS");
     assert_eq!(epilogue == Epilogue::SwiGlu, up.is_some(), "SwiGLU needs the up matrix");
     let pipeline = ctx.pipeline(&variant);
     w.parts
@@ -97,10 +98,10 @@ pub fn matmul(
                 buffers.push((5, &up.parts[i].buffer));
             }
             if let Some(n) = &norm {
-                buffers.extend([(0, step), (7, n.consts)]);
+                buffers.push((7, n.consts));
             }
+            buffers.push((0, step));
             let grid = if batched {
-                buffers.push((0, step));
                 Grid::PerTokens { x: part.rows.div_ceil(64), tile: 16 }
             } else {
                 Grid::Fixed(spread(part.rows.div_ceil(MATVEC_ROWS)))
