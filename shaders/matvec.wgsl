@@ -1,7 +1,9 @@
 // y = W · x for one token, the decode path (bindings in product_io.wgsl). W is dequantized on the
-// fly, 4 weights at a time (`row_dot_*` in matvec_row.wgsl); with SWIGLU a second matrix (up)
-// shares the pass and y = silu(W_a x) · (W_b x). A workgroup takes ROWS rows with LANES lanes each
-// (set in shader.rs); the lanes of a row add up their partial sums at the end.
+// fly, 4 weights at a time; with SWIGLU a second matrix (up) shares the pass and
+// y = silu(W_a x) · (W_b x). A workgroup takes ROWS rows as ROWS / 2 pairs of adjacent rows with
+// LANES lanes each (set in shader.rs): an invocation sums both rows of its pair
+// (`pair_dot_*` in matvec_row.wgsl), so every x value it reads serves two rows, and the lanes of
+// a pair add up their partial sums at the end.
 //
 // x is read at the batch's last token (the only one whose logits are needed after a prefill).
 //
@@ -9,13 +11,14 @@
 // - NORM: x is the residual stream; every workgroup computes the RMS of the token itself (dim
 //   values, cheap next to its weight rows on a GPU) and reads x / rms · norm weight.
 // - QKV: rows [0, q_rows) come from W_a (q), the next kv_rows from W_b (k), the rest from W_c
-//   (v); adjacent rows are RoPE pairs and ROWS is even, so a pair ends in one workgroup, which
-//   rotates it and writes q to y and k, v straight into the KV cache at the token's position.
+//   (v). All three counts are even, so a pair never straddles two matrices, and a pair is
+//   exactly a RoPE pair: the invocation that summed it rotates it and writes q to y and k, v
+//   straight into the KV cache at the token's position.
 const LANES: u32 = {{MATVEC_LANES}}u;
 const ROWS: u32 = {{MATVEC_ROWS}}u;
 
-var<workgroup> partial_a: array<f32, 256>;
-var<workgroup> partial_b: array<f32, 256>;
+var<workgroup> partial_a: array<vec2<f32>, 256>;
+var<workgroup> partial_b: array<vec2<f32>, 256>;
 
 // First vec4 of the token x is read from.
 var<private> x_base: u32;
@@ -37,39 +40,44 @@ fn inverse_rms(lid: u32) -> f32 {
         ss += dot(v, v);
     }
     // Two levels of 16 instead of a tree of 8 steps: 2 barriers, not 8.
-    partial_a[lid] = ss;
+    partial_a[lid].x = ss;
     workgroupBarrier();
     if (lid < 16u) {
         var sum = 0.0;
         for (var i = 0u; i < 16u; i++) {
-            sum += partial_a[lid * 16u + i];
+            sum += partial_a[lid * 16u + i].x;
         }
-        partial_b[lid] = sum;
+        partial_b[lid].x = sum;
     }
     workgroupBarrier();
     var total = 0.0;
     for (var i = 0u; i < 16u; i++) {
-        total += partial_b[i];
+        total += partial_b[i].x;
     }
-    let scale = 1.0 / sqrt(total / f32(p.cols) + p.eps);
-    // Everyone has read the total before partial_a is reused.
+    // Everyone has read the total before the arrays are reused.
     workgroupBarrier();
-    return scale;
+    return 1.0 / sqrt(total / f32(p.cols) + p.eps);
 }
 #endif
 
 #if SWIGLU
-// Rows `row` of W_a and W_b in one loop: each x value is read (and normalized) once for both.
-fn row_dot_ab(row: u32, lane: u32) -> vec2<f32> {
+// Rows `row`, `row + 1` of W_a and of W_b in one loop: each x value is read once for all four.
+fn swiglu_pair_dot(row: u32, lane: u32) -> vec4<f32> {
+    let last = p.rows - 1u;
     let rb_a = row * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
+    let rb_a1 = min(row + 1u, last) * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
     let rb_b = row * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
-    var acc = vec2<f32>(0.0);
+    let rb_b1 = min(row + 1u, last) * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
+    var acc = vec4<f32>(0.0);
     for (var c = lane; c < p.cols / 32u; c += LANES) {
         let ha = chunk_a(rb_a, c);
+        let ha1 = chunk_a(rb_a1, c);
         let hb = chunk_b(rb_b, c);
+        let hb1 = chunk_b(rb_b1, c);
         for (var i = 0u; i < 8u; i++) {
             let xi = x_at(c * 8u + i);
-            acc += vec2<f32>(dot(dequant4_a(ha, i), xi), dot(dequant4_b(hb, i), xi));
+            acc += vec4<f32>(dot(dequant4_a(ha, i), xi), dot(dequant4_a(ha1, i), xi),
+                             dot(dequant4_b(hb, i), xi), dot(dequant4_b(hb1, i), xi));
         }
     }
     return acc;
@@ -84,9 +92,8 @@ fn rope_pair(pos: u32, i: u32) -> vec2<f32> {
     return select(t.xy, t.zw, (k & 1u) == 1u);
 }
 
-// Rows `row` and `row + 1` (a RoPE pair), summed into partial_a at `lid` and `lid + LANES`.
-fn store_qkv_pair(row: u32, lid: u32) {
-    let pair = vec2<f32>(partial_a[lid], partial_a[lid + LANES]);
+// The sums of rows `row` and `row + 1`: a RoPE pair of q or k, or two values of v.
+fn store_qkv_pair(row: u32, pair: vec2<f32>) {
     let pos = step.pos0 + step.n_tokens - 1u;
     let half = p.head_dim / 2u;
     let kv_pairs = p.kv_rows / 2u;
@@ -107,7 +114,7 @@ fn store_qkv_pair(row: u32, lid: u32) {
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let row = flat_group(wid, nwg) * ROWS + lid / LANES;
+    let row = flat_group(wid, nwg) * ROWS + 2u * (lid / LANES);
     let lane = lid % LANES;
     x_base = (step.n_tokens - 1u) * (p.cols / 4u);
 #if NORM
@@ -115,23 +122,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     let scale = 1.0;
 #endif
-    var acc_a = 0.0;
-    var acc_b = 0.0;
+    var acc_a = vec2<f32>(0.0);
+    var acc_b = vec2<f32>(0.0);
     if (row < p.rows) {
 #if QKV
         if (row < p.q_rows) {
-            acc_a = row_dot_a(row, lane);
+            acc_a = pair_dot_a(row, p.q_rows - 1u, lane);
         } else if (row < p.q_rows + p.kv_rows) {
-            acc_a = row_dot_b(row - p.q_rows, lane);
+            acc_a = pair_dot_b(row - p.q_rows, p.kv_rows - 1u, lane);
         } else {
-            acc_a = row_dot_c(row - p.q_rows - p.kv_rows, lane);
+            acc_a = pair_dot_c(row - p.q_rows - p.kv_rows, p.kv_rows - 1u, lane);
         }
 #elif SWIGLU
-        let ab = row_dot_ab(row, lane);
-        acc_a = ab.x;
-        acc_b = ab.y;
+        let ab = swiglu_pair_dot(row, lane);
+        acc_a = ab.xy;
+        acc_b = ab.zw;
 #else
-        acc_a = row_dot_a(row, lane);
+        acc_a = pair_dot_a(row, p.rows - 1u, lane);
 #endif
     }
     partial_a[lid] = acc_a * scale;
@@ -144,13 +151,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-#if QKV
-    if (lane == 0u && row < p.rows && (row & 1u) == 0u) {
-        store_qkv_pair(row, lid);
-    }
-#else
     if (lane == 0u && row < p.rows) {
-        write_out(p.row_offset + row, partial_a[lid], partial_b[lid]);
-    }
+#if QKV
+        store_qkv_pair(row, partial_a[lid]);
+#else
+        write_out(p.row_offset + row, partial_a[lid].x, partial_b[lid].x);
+        if (row + 1u < p.rows) {
+            write_out(p.row_offset + row + 1u, partial_a[lid].y, partial_b[lid].y);
+        }
 #endif
+    }
 }

@@ -19,9 +19,10 @@ const BYTES: &str = shader!("quant/bytes.wgsl");
 const K_SCALES: &str = shader!("quant/k_scales.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
 
-/// Rows per matvec workgroup and lanes per row (ROWS × LANES = 256 invocations). Fewer lanes
-/// per row means fewer barrier steps in the reduction; more rows per group means fewer groups.
-pub const MATVEC_ROWS: u32 = 16;
+/// Rows per matvec workgroup, and lanes per pair of rows: each invocation sums two adjacent rows
+/// against the same x values, so (ROWS / 2) × LANES = 256 invocations. Fewer lanes per pair
+/// means fewer barrier steps in the reduction; more rows per group means fewer groups.
+pub const MATVEC_ROWS: u32 = 32;
 pub const MATVEC_LANES: u32 = 16;
 
 /// The kernels, one concern per file.
