@@ -35,8 +35,8 @@ run() {
     local out="${OUT:-bench-results}"
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
-    # Both RMSNorm placements (BENCHMARKS.md, issue 6): folded is the default on GPUs by
-    # prediction only until this table says otherwise.
+    # Both RMSNorm placements (BENCHMARKS.md, issue 6): separate is the default until this
+    # measures whether folding pays on a GPU.
     for model in llama3-8b:q4_k_m llama3-8b:q4_0; do
         for norms in folded separate; do
             .gl/carebot bench --synthetic "$model" --norms "$norms" --prompt-tokens 512 --gen-tokens 128 --json \

@@ -32,9 +32,8 @@ pub struct BenchArgs {
     /// KV cache format.
     #[arg(long, value_enum, default_value_t = Kv::F16)]
     pub kv: Kv,
-    /// Where decoding runs each RMSNorm: folded into the next product, or a dispatch of its own
-    /// (auto: folded on hardware GPUs, separate on CPU adapters).
-    #[arg(long, value_enum, default_value_t = Norms::Auto)]
+    /// Where decoding runs each RMSNorm: a dispatch of its own, or folded into the next product.
+    #[arg(long, value_enum, default_value_t = Norms::Separate)]
     pub norms: Norms,
     /// Print one JSON object instead of the table.
     #[arg(long)]
@@ -43,7 +42,6 @@ pub struct BenchArgs {
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Norms {
-    Auto,
     Separate,
     Folded,
 }
@@ -87,7 +85,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Kv::F32 => KvFormat::F32,
         },
         norms: match args.norms {
-            Norms::Auto => NormPlacement::Auto,
             Norms::Separate => NormPlacement::Separate,
             Norms::Folded => NormPlacement::Folded,
         },

@@ -1,7 +1,8 @@
 //! The GPU model: weights, KV cache and activations on the device, and the forward pass recorded
 //! once at load time as a list of dispatches (one list for single-token decode, one for batched
 //! prefill). Running a batch writes two small uniforms, encodes the list into one compute pass and
-//! submits once. Decode is fused to five dispatches per block (see [`GpuModel::plan_decode`]).
+//! submits once. Decode is fused to seven dispatches per block, five with folded norms (see
+//! [`GpuModel::plan_decode`]).
 
 use crate::context::{GpuContext, GpuError};
 use crate::ops::attention::attention;
@@ -31,16 +32,15 @@ pub enum KvFormat {
 /// Where decoding runs each RMSNorm.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NormPlacement {
-    /// `Folded` on hardware GPUs, `Separate` on CPU adapters (lavapipe, SwiftShader).
+    /// A dispatch of its own before the product that reads it (7 dispatches per block).
     #[default]
-    Auto,
-    /// A dispatch of its own before the product that reads it.
     Separate,
-    /// Inside the next matrix–vector product: one dispatch fewer per norm, but every workgroup
-    /// of that product recomputes the RMS and reads the norm weights beside x. Measured on
-    /// lavapipe, that extra work costs more than the dispatch it saves (BENCHMARKS.md, issue 6);
-    /// on a GPU, where a dependent dispatch costs ≈2 µs and the product is bound by weight
-    /// reads, it is predicted to pay.
+    /// Inside the next matrix–vector product (5 per block, 2 × ≈2 µs saved per block on a fast
+    /// GPU), but every workgroup of that product recomputes the RMS and reads a norm weight
+    /// beside each x value. On lavapipe that costs more than it saves (19–22 % slower,
+    /// BENCHMARKS.md, issue 6), and on a GPU the extra x-side reads likely do too (the matvec's
+    /// x reads already load L1 more than its weight reads load DRAM), so it stays opt-in until
+    /// `scripts/bench-nvidia.sh` has measured both.
     Folded,
 }
 
@@ -56,7 +56,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { context: 4096, kv: KvFormat::F16, max_batch: 64, norms: NormPlacement::Auto }
+        EngineOptions { context: 4096, kv: KvFormat::F16, max_batch: 64, norms: NormPlacement::Separate }
     }
 }
 
@@ -214,11 +214,7 @@ impl GpuModel {
         }
         ctx.check()?;
 
-        let fold_norms = match options.norms {
-            NormPlacement::Auto => !ctx.is_software(),
-            NormPlacement::Separate => false,
-            NormPlacement::Folded => true,
-        };
+        let fold_norms = options.norms == NormPlacement::Folded;
         let mut model = GpuModel {
             ctx,
             cfg,
