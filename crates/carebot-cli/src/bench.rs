@@ -1,7 +1,9 @@
 //! `carebot bench`: load time, prefill and decode speed, weight bytes read per token, and the
-//! device's own streaming-read bandwidth measured in the same run (the decode roofline).
+//! device's own streaming-read bandwidth and f32 FMA rate measured in the same run (the decode
+//! and prefill rooflines).
 
 use carebot_gpu::ops::bandwidth::Bandwidth;
+use carebot_gpu::ops::fma_peak::FmaPeak;
 use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat, NormPlacement};
 use carebot_model::config::LlamaConfig;
 use carebot_model::generate::StepLogits;
@@ -67,6 +69,10 @@ struct Report {
     /// KV-cache bytes the last decoded token read.
     kv_bytes_last: u64,
     read_gbs: f64,
+    /// Floating-point operations of the prefill: every block matrix once per token, attention
+    /// over the positions so far, the output projection once.
+    prefill_flops: f64,
+    fma_gflops: f64,
     dispatches_per_token: usize,
     folds_norms: bool,
 }
@@ -142,6 +148,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let dispatches_per_token = model.dispatches_per_token();
 
     let read_gbs = measure_bandwidth(&model.ctx)?;
+    let fma_gflops = measure_fma(&model.ctx)?;
+    let prefill_flops = prefill_flops(&file, &cfg, args.prompt_tokens);
     let report = Report {
         adapter,
         model: name,
@@ -154,6 +162,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bytes_per_token,
         kv_bytes_last,
         read_gbs,
+        prefill_flops,
+        fma_gflops,
         dispatches_per_token,
         folds_norms: model.folds_norms(),
     };
@@ -225,6 +235,43 @@ fn decode_weight_bytes(file: &GgufFile, cfg: &LlamaConfig) -> u64 {
     total
 }
 
+/// Floating-point operations of a prefill of `n` tokens (multiply-adds count two).
+fn prefill_flops(file: &GgufFile, cfg: &LlamaConfig, n: usize) -> f64 {
+    let block_weights: u64 =
+        file.tensors.iter().filter(|t| t.name.starts_with("blk.") && t.dims.len() == 2).map(|t| t.n_elements()).sum();
+    let n = n as f64;
+    // Token t attends to t + 1 positions: q·k and the weighted sum of v, per head dimension.
+    let attention = 4.0 * cfg.q_dim() as f64 * cfg.n_layers as f64 * n * (n + 1.0) / 2.0;
+    2.0 * block_weights as f64 * n + attention + 2.0 * (cfg.vocab_size * cfg.dim) as f64
+}
+
+/// Peak f32 FMA rate in GFLOP/s: rounds per invocation doubled until one dispatch takes ≥ 50 ms,
+/// then the best of 3.
+fn measure_fma(ctx: &GpuContext) -> Result<f64> {
+    let time = |probe: &FmaPeak| -> Result<f64> {
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        probe.encode(&mut encoder.begin_compute_pass(&Default::default()));
+        let t = Instant::now();
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait_idle()?;
+        ctx.check()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let mut iters = 16;
+    let probe = loop {
+        let probe = FmaPeak::new(ctx, iters)?;
+        if time(&probe)? >= 0.05 || iters >= 1 << 20 {
+            break probe;
+        }
+        iters *= 2;
+    };
+    let mut best = 0f64;
+    for _ in 0..3 {
+        best = best.max(probe.flops() / time(&probe)? / 1e9);
+    }
+    Ok(best)
+}
+
 /// Streaming-read bandwidth: the best of a few rounds of 8 full reads of a buffer of up to 1 GiB.
 fn measure_bandwidth(ctx: &GpuContext) -> Result<f64> {
     let probe = Bandwidth::new(ctx, 1 << 30)?;
@@ -256,6 +303,10 @@ impl Report {
     }
     fn decode_tps(&self) -> f64 {
         self.gen_tokens as f64 / self.decode_s
+    }
+    /// Prefill's achieved rate as a share of the measured FMA peak.
+    fn prefill_fma_pct(&self) -> f64 {
+        100.0 * self.prefill_flops / self.prefill_s / (self.fma_gflops * 1e9)
     }
     /// Decode's achieved weight bandwidth as a share of the measured read bandwidth.
     fn roofline_pct(&self) -> f64 {
@@ -295,6 +346,11 @@ impl Report {
             ),
             ("device read bandwidth", format!("{:.1} GB/s (streaming-read kernel)", self.read_gbs)),
             ("decode vs roofline", format!("{:.1} %", self.roofline_pct())),
+            ("device f32 FMA peak", format!("{:.1} GFLOP/s (FMA-chain kernel)", self.fma_gflops)),
+            (
+                "prefill vs FMA peak",
+                format!("{:.1} % ({:.1} GFLOP/s)", self.prefill_fma_pct(), self.prefill_flops / self.prefill_s / 1e9),
+            ),
         ];
         rows.iter().map(|(k, v)| format!("{k:<22} {v}\n")).collect()
     }
@@ -317,6 +373,9 @@ impl Report {
             "folds_norms": self.folds_norms,
             "read_gb_s": self.read_gbs,
             "decode_roofline_pct": self.roofline_pct(),
+            "fma_gflop_s": self.fma_gflops,
+            "prefill_gflop_s": self.prefill_flops / self.prefill_s / 1e9,
+            "prefill_fma_pct": self.prefill_fma_pct(),
         })
         .to_string()
     }

@@ -37,6 +37,7 @@ pub enum Kernel {
     Select,
     SelectMerge,
     Bandwidth,
+    FmaPeak,
     /// f32 → Q4_K, or Q6_K with the `Q6_K` flag, byte for byte like the CPU quantizer.
     QuantizeK,
 }
@@ -55,6 +56,7 @@ impl Kernel {
             // which leaves out phase one's entry point.
             Kernel::SelectMerge => concat!(shader!("select.wgsl"), shader!("select_merge.wgsl")),
             Kernel::Bandwidth => shader!("bandwidth.wgsl"),
+            Kernel::FmaPeak => shader!("fma_peak.wgsl"),
             // Exact division, sqrt and f16 conversion first, then the quantizer.
             Kernel::QuantizeK => concat!(shader!("quant/ieee.wgsl"), shader!("quantize_k.wgsl")),
         }

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod bandwidth;
 pub mod embed;
+pub mod fma_peak;
 pub mod matmul;
 pub mod qkv;
 pub mod quantize;

@@ -1,0 +1,34 @@
+//! The peak-FMA probe (`shaders/fma_peak.wgsl`): long independent chains of f32 multiply-adds, so
+//! a benchmark can measure the device's own compute rate, the roofline for prefill.
+
+use super::{Dispatch, Grid, Params};
+use crate::context::{GpuContext, GpuError};
+use crate::shader::{Kernel, Variant};
+
+/// Invocations per dispatch: 1024 workgroups, enough to fill any GPU.
+const GROUPS: u32 = 1024;
+
+pub struct FmaPeak {
+    pub iters: u32,
+    dispatch: Dispatch,
+}
+
+impl FmaPeak {
+    /// A probe running `iters` rounds per invocation.
+    pub fn new(ctx: &GpuContext, iters: u32) -> Result<Self, GpuError> {
+        let sink = ctx.storage("fma sink", GROUPS as u64 * 256 * 4)?;
+        let params = ctx.uniform("fma params", &Params([iters, 0.999_999f32.to_bits(), 1e-7f32.to_bits(), 0]));
+        let pipeline = ctx.pipeline(&Variant::new(Kernel::FmaPeak));
+        let dispatch = Dispatch::new(ctx, pipeline, &[(1, &params), (2, &sink)], Grid::Fixed([GROUPS, 1, 1]));
+        Ok(FmaPeak { iters, dispatch })
+    }
+
+    /// Floating-point operations one dispatch performs (an FMA counts as two).
+    pub fn flops(&self) -> f64 {
+        GROUPS as f64 * 256.0 * self.iters as f64 * 64.0
+    }
+
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.dispatch.encode(pass, 1);
+    }
+}
