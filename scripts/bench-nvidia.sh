@@ -37,11 +37,15 @@ run() {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
     # Both RMSNorm placements (BENCHMARKS.md, issue 6): separate is the default until this
     # measures whether folding pays on a GPU.
+    # The first run of each mix goes through a GGUF file on disk, for the time to the first token.
     for model in llama3-8b:q4_k_m llama3-8b:q4_0; do
-        for norms in folded separate; do
-            .gl/carebot bench --synthetic "$model" --norms "$norms" --prompt-tokens 512 --gen-tokens 128 --json \
-                | tee -a "$out/bench.jsonl"
+        local file=(--file "/tmp/${model/:/-}.gguf")
+        for norms in separate folded; do
+            .gl/carebot bench --synthetic "$model" "${file[@]}" --norms "$norms" --prompt-tokens 512 --gen-tokens 128 \
+                --json | tee -a "$out/bench.jsonl"
+            file=()
         done
+        rm -f "/tmp/${model/:/-}.gguf"
     done
 }
 

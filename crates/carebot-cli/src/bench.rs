@@ -31,6 +31,10 @@ pub struct BenchArgs {
     pub prompt_tokens: usize,
     #[arg(long, default_value_t = 128)]
     pub gen_tokens: usize,
+    /// With --synthetic: write the model to this GGUF file first and load it from there like a
+    /// real one (so the time to the first token can be compared with reading the file).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
     /// KV cache format.
     #[arg(long, value_enum, default_value_t = Kv::F16)]
     pub kv: Kv,
@@ -85,6 +89,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.prompt_tokens == 0 || args.gen_tokens == 0 {
         return Err("--prompt-tokens and --gen-tokens must be at least 1".into());
     }
+    if args.file.is_some() && args.synthetic.is_none() {
+        return Err("--file writes a --synthetic model: give --synthetic too".into());
+    }
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default()))?;
     let adapter = ctx.describe();
     eprintln!("gpu: {adapter}");
@@ -102,16 +109,28 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     // The time to read the file's bytes, the yardstick for the time to the first token (read
     // first, so both see the same page cache).
-    let read_s = match &args.model {
+    let model_path = match (&args.synthetic, &args.file) {
+        (Some(spec), Some(path)) => {
+            eprintln!("writing synthetic {spec} to {}", path.display());
+            write_synthetic(spec, path)?;
+            Some(path)
+        }
+        _ => args.model.as_ref(),
+    };
+    let read_s = match model_path {
         Some(path) => Some(read_time(path)?),
         None => None,
     };
     let t0 = Instant::now();
-    let (mut model, file, name) = match (&args.model, &args.synthetic) {
-        (Some(path), _) => {
+    let (mut model, file, name) = match (model_path, &args.synthetic) {
+        (Some(path), spec) => {
             let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let header = read_header(&f, f.metadata()?.len()).map_err(|e| format!("{}: {e}", path.display()))?;
-            (GpuModel::load_file(ctx, path, &options, |_, _| {})?, header, path.display().to_string())
+            let name = match spec {
+                Some(spec) => format!("synthetic {spec} from {}", path.display()),
+                None => path.display().to_string(),
+            };
+            (GpuModel::load_file(ctx, path, &options, |_, _| {})?, header, name)
         }
         (None, Some(spec)) => {
             let (model, file) = load_synthetic(ctx, spec, &options)?;
@@ -189,8 +208,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Loads random weights with the shapes and type mix of `spec` (`llama3-8b:q4_k_m`, …).
-fn load_synthetic(ctx: GpuContext, spec: &str, options: &EngineOptions) -> Result<(GpuModel, GgufFile)> {
+/// The synthetic model `spec` names (`llama3-8b:q4_k_m`, …): its recipe, GGUF header bytes, file
+/// length and parsed header.
+fn synthetic(spec: &str) -> Result<(SyntheticSpec, Vec<u8>, u64, GgufFile)> {
     let (shape, mix) = spec.split_once(':').ok_or_else(|| format!("--synthetic {spec:?}: expected SHAPE:TYPES"))?;
     let model = match shape {
         "llama3-8b" => SyntheticSpec::llama3_8b(),
@@ -208,16 +228,24 @@ fn load_synthetic(ctx: GpuContext, spec: &str, options: &EngineOptions) -> Resul
     };
     let (header, file_len) = model.gguf_header(mix);
     let file = GgufFile::parse(&header, file_len)?;
-    let mut gpu = pollster::block_on(GpuModel::new(ctx, &file, options))?;
+    Ok((model, header, file_len, file))
+}
+
+/// Streams the synthetic model's tensor bytes in file order, in pieces of at most 8 MiB, to
+/// `sink(file_offset, bytes)`: random weights, and the real recipe's norms and RoPE factors.
+fn synthetic_tensors(
+    model: &SyntheticSpec,
+    file: &GgufFile,
+    mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
     let mut tensors: Vec<_> = file.tensors.iter().collect();
     tensors.sort_by_key(|t| t.offset);
     let mut rng = SplitMix64::new(0x5eed);
     let mut piece = Vec::new();
     for t in tensors {
         if t.dims.len() == 1 {
-            // Norms and RoPE factors: the real recipe's values (a few KiB).
             let values = model.tensor_values(&t.name).ok_or_else(|| format!("no values for {}", t.name))?;
-            gpu.upload(t.offset, &quant::quantize(t.ty, &values)?)?;
+            sink(t.offset, &quant::quantize(t.ty, &values)?)?;
             continue;
         }
         let row = t.n_bytes / t.n_rows();
@@ -227,12 +255,36 @@ fn load_synthetic(ctx: GpuContext, spec: &str, options: &EngineOptions) -> Resul
             let n = (rows_per_piece * row).min(t.n_bytes - at) as usize;
             piece.resize(n, 0);
             random_tensor_bytes(t.ty, &mut rng, &mut piece);
-            gpu.upload(t.offset + at, &piece)?;
+            sink(t.offset + at, &piece)?;
             at += n as u64;
         }
     }
+    Ok(())
+}
+
+/// Loads the synthetic model straight onto the GPU.
+fn load_synthetic(ctx: GpuContext, spec: &str, options: &EngineOptions) -> Result<(GpuModel, GgufFile)> {
+    let (model, _, _, file) = synthetic(spec)?;
+    let mut gpu = pollster::block_on(GpuModel::new(ctx, &file, options))?;
+    synthetic_tensors(&model, &file, |offset, bytes| Ok(gpu.upload(offset, bytes)?))?;
     gpu.finish_upload()?;
     Ok((gpu, file))
+}
+
+/// Writes the synthetic model as a GGUF file at `path`.
+fn write_synthetic(spec: &str, path: &std::path::Path) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let (model, header, file_len, file) = synthetic(spec)?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    f.write_all(&header).map_err(io)?;
+    synthetic_tensors(&model, &file, |offset, bytes| {
+        f.seek(SeekFrom::Start(offset)).map_err(io)?;
+        Ok(f.write_all(bytes).map_err(io)?)
+    })?;
+    let f = f.into_inner().map_err(|e| io(e.into_error()))?;
+    f.set_len(file_len).map_err(io)?;
+    Ok(f.sync_all().map_err(io)?)
 }
 
 /// Bytes of weights one decode step reads: every block matrix and the output projection in full,

@@ -236,15 +236,35 @@ fn bench_reports_json() {
     }
     assert!(ok, "{err}");
     let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    for key in ["load_s", "prefill_tok_s", "decode_tok_s", "read_gb_s", "decode_roofline_pct"] {
-        let v = r[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {out}"));
-        assert!(v.is_finite() && v > 0.0, "{key} = {v}");
-    }
+    let positive = |r: &serde_json::Value, keys: &[&str]| {
+        for key in keys {
+            let v = r[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {r}"));
+            assert!(v.is_finite() && v > 0.0, "{key} = {v}");
+        }
+    };
+    let keys = ["load_s", "first_token_s", "prefill_tok_s", "decode_tok_s", "read_gb_s", "decode_roofline_pct"];
+    positive(&r, &keys);
+    positive(&r, &["fma_gflop_s", "prefill_gflop_s", "prefill_fma_pct"]);
+    assert!(r["file_read_s"].is_null(), "no file was read: {out}");
     assert_eq!(r["prompt_tokens"], 20);
     assert_eq!(r["gen_tokens"], 4);
     // The tiny model's weights minus all but one embedding row.
     let per_token = r["weight_bytes_per_token"].as_u64().unwrap();
     assert!(per_token > 600_000 && per_token < r["weight_bytes"].as_u64().unwrap(), "{per_token}");
+
+    // Written to a file first: the same model as a GGUF on disk, loaded like a real one.
+    let (scratch, _) = Scratch::new("bench", SyntheticSpec::tiny_llama3());
+    let file = scratch.path("synthetic.gguf");
+    let args = ["bench", "--synthetic", "tiny:q4_k", "--prompt-tokens", "4", "--gen-tokens", "2", "--json"];
+    let (ok, out, err) = carebot(&[&args[..], &["--file", file.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    positive(&r, &["file_read_s", "first_token_vs_read"]);
+    let header =
+        carebot_model::gguf::read_header(&std::fs::File::open(&file).unwrap(), std::fs::metadata(&file).unwrap().len());
+    assert_eq!(header.unwrap().tensors.len(), 22);
+    let (ok, _, err) = carebot(&["bench", "--model", &scratch.model(), "--file", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("give --synthetic"), "{err}");
 
     let (ok, _, err) = carebot(&["bench", "--synthetic", "tiny:q4_k", "--prompt-tokens", "300"]);
     assert!(!ok && err.lines().any(|l| l.starts_with("error: ") && l.contains("context holds 256")), "{err}");
