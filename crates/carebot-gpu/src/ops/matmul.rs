@@ -2,8 +2,7 @@
 //! the tiled `shaders/matmul.wgsl` for a batch (prefill), each with the epilogues of
 //! `shaders/epilogue.wgsl`. Decode can fold the RMSNorm before a product into it ([`Norm`]).
 
-use super::Dispatch;
-use super::Grid;
+use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
 use crate::shader::{Kernel, MATVEC_ROWS, Variant};
 use crate::weights::GpuMatrix;
