@@ -3,7 +3,7 @@
 // second matrix (up) split the same way. The decode-only fusions (matvec) add: NORM, the RMSNorm
 // of x folded into the product (its weights in the model's `consts` buffer), and QKV, three
 // matrices (q, k, v) in one pass with RoPE (its table in `consts`) and the KV-cache append as the
-// epilogue. CONSTS is on with either.
+// epilogue. CONSTS is on with either (shader.rs sets it).
 struct Params {
     rows: u32,
     cols: u32,

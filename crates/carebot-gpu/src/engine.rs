@@ -280,32 +280,21 @@ impl GpuModel {
     /// same steps as [`GpuModel::plan_decode`], unfused (compute, not dispatch count, bounds a
     /// batch).
     fn plan_prefill(&self) -> Vec<Dispatch> {
-        let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
-        let (dim, eps, kv, consts) = (cfg.dim as u32, cfg.rms_eps, self.kv_flag, &self.consts);
+        let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
+        let (dim, eps, kv, consts, table) =
+            (cfg.dim as u32, cfg.rms_eps, self.kv_flag, &self.consts, self.table_offset);
         let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
         for b in &self.blocks {
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.attn_norm, dim, eps));
-            d.extend(matmul(c, &a.step, &b.wq, None, None, &a.xb, &a.q, Epilogue::Store, true));
-            d.extend(matmul(c, &a.step, &b.wk, None, None, &a.xb, &a.k, Epilogue::Store, true));
-            d.extend(matmul(c, &a.step, &b.wv, None, None, &a.xb, &a.v, Epilogue::Store, true));
-            d.push(rope_and_store(
-                c,
-                &a.step,
-                cfg,
-                &a.q,
-                &a.k,
-                &a.v,
-                consts,
-                self.table_offset,
-                &b.k_cache,
-                &b.v_cache,
-                kv,
-            ));
-            d.push(attention(c, &a.step, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
-            d.extend(matmul(c, &a.step, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, true));
+            d.extend(matmul(c, s, &b.wq, None, None, &a.xb, &a.q, Epilogue::Store, true));
+            d.extend(matmul(c, s, &b.wk, None, None, &a.xb, &a.k, Epilogue::Store, true));
+            d.extend(matmul(c, s, &b.wv, None, None, &a.xb, &a.v, Epilogue::Store, true));
+            d.push(rope_and_store(c, s, cfg, &a.q, &a.k, &a.v, consts, table, &b.k_cache, &b.v_cache, kv));
+            d.push(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
+            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, true));
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.ffn_norm, dim, eps));
-            d.extend(matmul(c, &a.step, &b.w_gate, Some(&b.w_up), None, &a.xb, &a.h, Epilogue::SwiGlu, true));
-            d.extend(matmul(c, &a.step, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, true));
+            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), None, &a.xb, &a.h, Epilogue::SwiGlu, true));
+            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, true));
         }
         d
     }

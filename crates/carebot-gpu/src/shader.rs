@@ -141,7 +141,12 @@ impl Variant {
             src.push_str(EPILOGUE);
         }
         src.push_str(body);
-        preprocess(&src, &self.flags)
+        // The matrix products bind the model's `consts` buffer when a fusion reads it.
+        let mut flags = self.flags.clone();
+        if flags.contains("NORM") || flags.contains("QKV") {
+            flags.insert("CONSTS");
+        }
+        preprocess(&src, &flags)
             .replace("{{MATVEC_ROWS}}", &MATVEC_ROWS.to_string())
             .replace("{{MATVEC_LANES}}", &MATVEC_LANES.to_string())
     }

@@ -49,8 +49,8 @@ pub struct ProductParams {
 
 /// y[t][r] (+)= Σ_c W[r][c] x[t][c], one dispatch per part of W. `batched` picks the tiled
 /// matrix–matrix kernel (any number of tokens) over the matrix–vector one (the batch's last token
-/// only: one decoded token, or the output head after a prefill). For [`Epilogue::SwiGlu`], `up` is the second matrix, split
-/// into the same parts as `w`.
+/// only: one decoded token, or the output head after a prefill). For [`Epilogue::SwiGlu`], `up`
+/// is the second matrix, split into the same parts as `w`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     ctx: &GpuContext,
@@ -71,8 +71,7 @@ pub fn matmul(
     variant = variant
         .flag_if(epilogue == Epilogue::Add, "ADD")
         .flag_if(epilogue == Epilogue::SwiGlu, "SWIGLU")
-        .flag_if(norm.is_some(), "NORM")
-        .flag_if(norm.is_some(), "CONSTS");
+        .flag_if(norm.is_some(), "NORM");
     assert_eq!(epilogue == Epilogue::SwiGlu, up.is_some(), "SwiGLU needs the up matrix");
     let pipeline = ctx.pipeline(&variant);
     w.parts

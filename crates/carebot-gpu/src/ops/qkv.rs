@@ -40,7 +40,6 @@ pub fn qkv_rope_store(
         .weight(wk.ty)
         .weight(wv.ty)
         .flag("QKV")
-        .flag("CONSTS")
         .flag_if(norm.is_some(), "NORM")
         .flag(kv_flag);
     let rows = wq.rows + wk.rows + wv.rows;
