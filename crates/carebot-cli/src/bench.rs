@@ -24,7 +24,8 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
     pub model: Option<PathBuf>,
     /// Random weights with real shapes and type mix instead of a file: `llama3-8b:q4_k_m`,
-    /// `llama3-8b:q4_0`, or `tiny:<type>` (the 2-layer test model, e.g. `tiny:q4_k`).
+    /// `llama3-8b:q4_0`, `llama3-1b:…` (Llama-3.2-1B's shapes), or `tiny:<type>` (the 2-layer
+    /// test model, e.g. `tiny:q4_k`).
     #[arg(long)]
     pub synthetic: Option<String>,
     #[arg(long, default_value_t = 512)]
@@ -214,8 +215,9 @@ fn synthetic(spec: &str) -> Result<(SyntheticSpec, Vec<u8>, u64, GgufFile)> {
     let (shape, mix) = spec.split_once(':').ok_or_else(|| format!("--synthetic {spec:?}: expected SHAPE:TYPES"))?;
     let model = match shape {
         "llama3-8b" => SyntheticSpec::llama3_8b(),
+        "llama3-1b" => SyntheticSpec::llama3_1b(),
         "tiny" => SyntheticSpec::tiny_llama3(),
-        _ => return Err(format!("--synthetic {spec:?}: unknown shape {shape:?} (llama3-8b, tiny)").into()),
+        _ => return Err(format!("--synthetic {spec:?}: unknown shape {shape:?} (llama3-8b, llama3-1b, tiny)").into()),
     };
     let mix = match mix.to_ascii_lowercase().as_str() {
         "q4_k_m" => TypeMix::Q4KM,
