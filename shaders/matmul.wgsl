@@ -28,9 +28,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let s1 = min(t + 4u, vec4<u32>(last)) * cols4;
     let s2 = min(t + 8u, vec4<u32>(last)) * cols4;
     let s3 = min(t + 12u, vec4<u32>(last)) * cols4;
-    let rb_a = row * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
+    let rb_a = row * row_bytes_a(p.cols);
 #if SWIGLU
-    let rb_b = row * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
+    let rb_b = row * row_bytes_b(p.cols);
 #endif
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
@@ -46,7 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let hb = chunk_b(rb_b, c);
 #endif
         for (var i = 0u; i < 8u; i++) {
-            let at = c * 8u + i;
+            let at = x4_a(c, i);
             let wa = dequant4_a(ha, i);
             a0 += dot4(wa, s0, at);
             a1 += dot4(wa, s1, at);
@@ -54,10 +54,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             a3 += dot4(wa, s3, at);
 #if SWIGLU
             let wb = dequant4_b(hb, i);
-            b0 += dot4(wb, s0, at);
-            b1 += dot4(wb, s1, at);
-            b2 += dot4(wb, s2, at);
-            b3 += dot4(wb, s3, at);
+            let bt = x4_b(c, i);
+            b0 += dot4(wb, s0, bt);
+            b1 += dot4(wb, s1, bt);
+            b2 += dot4(wb, s2, bt);
+            b3 += dot4(wb, s3, bt);
 #endif
         }
     }

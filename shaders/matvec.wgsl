@@ -64,10 +64,10 @@ fn inverse_rms(lid: u32) -> f32 {
 // Rows `row`, `row + 1` of W_a and of W_b in one loop: each x value is read once for all four.
 fn swiglu_pair_dot(row: u32, lane: u32) -> vec4<f32> {
     let last = p.rows - 1u;
-    let rb_a = row * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
-    let rb_a1 = min(row + 1u, last) * (p.cols / BLOCK_ELEMS_a * BLOCK_BYTES_a);
-    let rb_b = row * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
-    let rb_b1 = min(row + 1u, last) * (p.cols / BLOCK_ELEMS_b * BLOCK_BYTES_b);
+    let rb_a = row * row_bytes_a(p.cols);
+    let rb_a1 = min(row + 1u, last) * row_bytes_a(p.cols);
+    let rb_b = row * row_bytes_b(p.cols);
+    let rb_b1 = min(row + 1u, last) * row_bytes_b(p.cols);
     var acc = vec4<f32>(0.0);
     for (var c = lane; c < p.cols / 32u; c += LANES) {
         let ha = chunk_a(rb_a, c);
@@ -75,9 +75,11 @@ fn swiglu_pair_dot(row: u32, lane: u32) -> vec4<f32> {
         let hb = chunk_b(rb_b, c);
         let hb1 = chunk_b(rb_b1, c);
         for (var i = 0u; i < 8u; i++) {
-            let xi = x_at(c * 8u + i);
-            acc += vec4<f32>(dot(dequant4_a(ha, i), xi), dot(dequant4_a(ha1, i), xi),
-                             dot(dequant4_b(hb, i), xi), dot(dequant4_b(hb1, i), xi));
+            // The same x when both formats order a chunk alike (the compiler merges the reads).
+            let xa = x_at(x4_a(c, i));
+            let xb = x_at(x4_b(c, i));
+            acc += vec4<f32>(dot(dequant4_a(ha, i), xa), dot(dequant4_a(ha1, i), xa),
+                             dot(dequant4_b(hb, i), xb), dot(dequant4_b(hb1, i), xb));
         }
     }
     return acc;

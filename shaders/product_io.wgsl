@@ -26,13 +26,13 @@ struct Params {
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> weights_a: array<u32>;
+@group(0) @binding(4) var<storage, read> weights_a: array<vec4<u32>>;
 #if SWIGLU
-@group(0) @binding(5) var<storage, read> weights_b: array<u32>;
+@group(0) @binding(5) var<storage, read> weights_b: array<vec4<u32>>;
 #endif
 #if QKV
-@group(0) @binding(5) var<storage, read> weights_b: array<u32>;
-@group(0) @binding(6) var<storage, read> weights_c: array<u32>;
+@group(0) @binding(5) var<storage, read> weights_b: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read> weights_c: array<vec4<u32>>;
 @group(0) @binding(8) var<storage, read_write> k_cache: array<KvPair>;
 @group(0) @binding(9) var<storage, read_write> v_cache: array<KvPair>;
 #endif

@@ -1,16 +1,15 @@
-// F32: plain little-endian floats (rows are a multiple of 32 long, so chunks are word-aligned).
+// F32: plain little-endian floats (rows are a multiple of 32 long, so chunks are 16-byte aligned).
 const BLOCK_ELEMS_$W: u32 = 1u;
 const BLOCK_BYTES_$W: u32 = 4u;
 
 struct Head_$W {
-    w0: u32,
+    b: u32,
 }
 
 fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
-    return Head_$W((row_byte >> 2u) + chunk * 32u);
+    return Head_$W(row_byte + chunk * 128u);
 }
 
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let w = h.w0 + 4u * i;
-    return bitcast<vec4<f32>>(vec4<u32>(weights_$W[w], weights_$W[w + 1u], weights_$W[w + 2u], weights_$W[w + 3u]));
+    return bitcast<vec4<f32>>(quad_$W(h.b + 16u * i));
 }

@@ -1,28 +1,31 @@
 // Q5_K: 256 weights in 176 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins (as Q4_K),
 // 32 bytes of fifth bits (bit j of byte l belongs to weight l of sub-block j), 128 bytes of
-// nibbles laid out as in Q4_K; w = d · sc_j · q − dmin · m_j.
+// nibbles laid out as in Q4_K; w = d · sc_j · q − dmin · m_j. Chunks are 16-byte pieces of the
+// nibbles (k_scales.wgsl); the fifth bits of a piece's weights are one 16-byte piece too.
 const BLOCK_ELEMS_$W: u32 = 256u;
 const BLOCK_BYTES_$W: u32 = 176u;
 
 struct Head_$W {
-    qs: u32,
-    qh: u32,
-    shift: u32,
+    q: vec4<u32>,
+    qh: vec4<u32>,
+    // Bit of the low nibbles' sub-block in qh.
     bit: u32,
-    scale: f32,
-    offset: f32,
+    sm: mat2x2<f32>,
 }
 
 fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let b = row_byte + (chunk >> 3u) * 176u;
-    let j = chunk & 7u;
-    let dd = unpack2x16float(word_$W(b));
-    let sm = scale_min_k4_$W(b + 4u, j);
-    return Head_$W(b + 48u + 32u * (j >> 1u), b + 16u, (j & 1u) * 4u, j, dd.x * sm.x, dd.y * sm.y);
+    let p = chunk & 7u;
+    let q = quad_$W(b + 48u + 16u * p);
+    let qh = quad_$W(b + 16u + 16u * (p & 1u));
+    return Head_$W(q, qh, (p >> 1u) * 2u, piece_scales_$W(b, p));
 }
 
+// Weights 4i .. 4i + 3 of the chunk: x at x4_$W(chunk, i).
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let lo = bytes4(word_$W(h.qs + 4u * i) >> h.shift) & vec4<u32>(0xfu);
-    let hi = bytes4(word_$W(h.qh + 4u * i) >> h.bit) & vec4<u32>(1u);
-    return h.scale * vec4<f32>(lo | (hi << vec4<u32>(4u))) - h.offset;
+    let hi_half = i >> 2u;
+    let lo = bytes4(h.q[i & 3u] >> (4u * hi_half)) & vec4<u32>(0xfu);
+    let hi = bytes4(h.qh[i & 3u] >> (h.bit + hi_half)) & vec4<u32>(1u);
+    let sm = select(h.sm[0], h.sm[1], hi_half == 1u);
+    return sm.x * vec4<f32>(lo | (hi << vec4<u32>(4u))) - sm.y;
 }

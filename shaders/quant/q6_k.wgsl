@@ -1,34 +1,49 @@
-// Q6_K: 256 weights in 210 bytes: 128 bytes of low nibbles, 64 bytes of 2-bit high parts,
-// 16 signed 8-bit scales, f16 d last. Sub-block j = 4n + k takes low nibbles from bytes
-// 64n + 32·(k & 1) .. +32 (high nibble when k ≥ 2) and bits 2k..2k+1 of bytes 128 + 32n .. +32;
-// w = d · scale[8n + 2k + l/16] · (q − 32).
+// Q6_K: 256 weights in 210 bytes: 128 bytes of low nibbles (ql), 64 bytes of 2-bit high parts
+// (qh), 16 signed 8-bit scales, f16 d last. In each half n of a block, byte l < 32 of ql[64n..]
+// holds weights 128n + l (low nibble) and + 64 (high), byte l + 32 weights 128n + 32 + l and
+// + 96; their high parts are bits 0-1, 4-5, 2-3, 6-7 of qh[32n + l]; scale s covers weights
+// 16s .. 16s + 15; w = d · scale · (q − 32).
+//
+// Repacked on upload (weights.rs): a row holds every block's ql, then every block's qh, then the
+// scales, then the d values, padded to 16 bytes, so a chunk's low and high parts are one aligned
+// 16-byte load each. Chunk = piece pc of a block's ql (16 bytes, pc = 4n + r): weights
+// 128n + 16r .. +16 (low nibbles, scale 8n + r) and 64 further on (high nibbles, scale 8n + r + 4).
 const BLOCK_ELEMS_$W: u32 = 256u;
 const BLOCK_BYTES_$W: u32 = 210u;
 
 struct Head_$W {
-    ql: u32,
-    qh: u32,
+    ql: vec4<u32>,
+    qh: vec4<u32>,
     shift: u32,
-    hshift: u32,
-    // d · scale for weights 0..15 and 16..31 of the chunk.
-    sc_lo: f32,
-    sc_hi: f32,
+    // d · scale of the low and of the high nibbles' weights.
+    sc: vec2<f32>,
 }
 
 fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
-    let b = row_byte + (chunk >> 3u) * 210u;
-    let n = (chunk & 7u) >> 2u;
-    let k = chunk & 3u;
-    let d = half_$W(b + 208u);
-    let sc = b + 192u + 8u * n + 2u * k;
-    let sc_lo = d * f32(bitcast<i32>(byte_$W(sc) << 24u) >> 24u);
-    let sc_hi = d * f32(bitcast<i32>(byte_$W(sc + 1u) << 24u) >> 24u);
-    return Head_$W(b + 64u * n + 32u * (k & 1u), b + 128u + 32u * n, (k >> 1u) * 4u, 2u * k, sc_lo, sc_hi);
+    let blocks = p.cols / 256u;
+    let blk = chunk >> 3u;
+    let pc = chunk & 7u;
+    let n = pc >> 2u;
+    let r = pc & 3u;
+    let ql = quad_$W(row_byte + 128u * blk + 16u * pc);
+    let qh = quad_$W(row_byte + 128u * blocks + 64u * blk + 32u * n + 16u * (r & 1u));
+    let s = row_byte + 192u * blocks + 16u * blk + 8u * n + r;
+    let sc = vec2<f32>(f32(bitcast<i32>(byte_$W(s) << 24u) >> 24u), f32(bitcast<i32>(byte_$W(s + 4u) << 24u) >> 24u));
+    let d = half_$W(row_byte + 208u * blocks + 2u * blk);
+    return Head_$W(ql, qh, 2u * (r >> 1u), d * sc);
 }
 
+// Weights 4i .. 4i + 3 of the chunk: x at x4_$W(chunk, i).
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let lo = bytes4(word_$W(h.ql + 4u * i) >> h.shift) & vec4<u32>(0xfu);
-    let hi = bytes4(word_$W(h.qh + 4u * i) >> h.hshift) & vec4<u32>(3u);
-    let sc = select(h.sc_hi, h.sc_lo, i < 4u);
+    let nib = 4u * (i >> 2u);
+    let lo = bytes4(h.ql[i & 3u] >> nib) & vec4<u32>(0xfu);
+    let hi = bytes4(h.qh[i & 3u] >> (h.shift + nib)) & vec4<u32>(3u);
+    let sc = select(h.sc.x, h.sc.y, i >= 4u);
     return sc * (vec4<f32>(lo | (hi << vec4<u32>(4u))) - 32.0);
+}
+
+// Which vec4 of the row's x the chunk's weights 4i .. 4i + 3 multiply.
+fn x4_$W(chunk: u32, i: u32) -> u32 {
+    let pc = chunk & 7u;
+    return (chunk >> 3u) * 64u + 16u * (pc >> 2u) + 4u * pc + 16u * (i >> 2u) + (i & 3u);
 }

@@ -1,19 +1,25 @@
 // Q8_0: 32 weights in 34 bytes: f16 scale d, then 32 signed bytes; w = d · q.
+//
+// Repacked on upload (weights.rs): a row holds the 32 weight bytes of every block, then every
+// block's d, padded to 16 bytes. A chunk (one block) is then two aligned 16-byte loads, and the
+// lanes of a row read consecutive ones.
 const BLOCK_ELEMS_$W: u32 = 32u;
 const BLOCK_BYTES_$W: u32 = 34u;
 
 struct Head_$W {
-    qs: u32,
+    q0: vec4<u32>,
+    q1: vec4<u32>,
     d: f32,
 }
 
 fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
-    let b = row_byte + chunk * 34u;
-    return Head_$W(b + 2u, half_$W(b));
+    let blocks = p.cols / 32u;
+    let q = row_byte + 32u * chunk;
+    return Head_$W(quad_$W(q), quad_$W(q + 16u), half_$W(row_byte + 32u * blocks + 2u * chunk));
 }
 
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let w = word_$W(h.qs + 4u * i);
+    let w = select(h.q0[i & 3u], h.q1[i & 3u], i >= 4u);
     // Each byte moved to the top, then arithmetic-shifted back down: sign extension.
     let q = bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u);
     return h.d * vec4<f32>(q);

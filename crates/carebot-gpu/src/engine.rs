@@ -13,7 +13,7 @@ use crate::ops::rms_norm::rms_norm;
 use crate::ops::rope::{rope_and_store, rope_table};
 use crate::ops::select::TopK;
 use crate::ops::{Dispatch, Step};
-use crate::weights::{GpuMatrix, row_bytes, rows_per_part};
+use crate::weights::{self, GpuMatrix, row_bytes, rows_per_part};
 use carebot_model::config::{LlamaConfig, block_tensor};
 use carebot_model::generate::StepLogits;
 use carebot_model::gguf::{GgufFile, TensorInfo};
@@ -52,11 +52,20 @@ pub struct EngineOptions {
     /// Most tokens one prefill submission runs (also capped by the binding limit).
     pub max_batch: usize,
     pub norms: NormPlacement,
+    /// Bytes a weight tensor collects from the file before they are written to the GPU: fewer,
+    /// bigger writes against less memory held per tensor while loading.
+    pub flush_bytes: usize,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { context: 4096, kv: KvFormat::F16, max_batch: 64, norms: NormPlacement::Separate }
+        EngineOptions {
+            context: 4096,
+            kv: KvFormat::F16,
+            max_batch: 64,
+            norms: NormPlacement::Separate,
+            flush_bytes: 4 << 20,
+        }
     }
 }
 
@@ -234,7 +243,7 @@ impl GpuModel {
             capacity,
             len: 0,
             max_batch,
-            upload: Some(Upload::new(targets)),
+            upload: Some(Upload::new(targets, options.flush_bytes.max(1))),
         };
         model.decode_plan = model.plan_decode();
         model.prefill_plan = model.plan_prefill();
@@ -542,7 +551,8 @@ impl Allocator<'_> {
         };
         let m = GpuMatrix::allocate(self.ctx, name, info.ty, rows, cols, per_part)?;
         self.total += m.bytes();
-        let rb = m.row_bytes();
+        // Parts as lengths in the file: what arrives is counted in file bytes.
+        let rb = weights::file_row_bytes(info.ty, cols as u64);
         let parts = m.parts.iter().map(|p| (p.buffer.clone(), p.rows as u64 * rb)).collect();
         self.targets.push(Target::new(info, Dest::Matrix { parts }));
         Ok(m)
@@ -576,7 +586,8 @@ impl Allocator<'_> {
 
 /// Where one tensor's bytes go.
 enum Dest {
-    /// Consecutive parts of (buffer, byte length), raw.
+    /// Consecutive parts of (buffer, length in the file), repacked where the type is
+    /// (weights.rs).
     Matrix { parts: Vec<(wgpu::Buffer, u64)> },
     /// Collected, widened to f32, then written at a byte offset.
     Vector { buffer: wgpu::Buffer, offset: u64 },
@@ -589,8 +600,8 @@ struct Target {
     dest: Dest,
     /// Bytes of the tensor received so far.
     received: u64,
-    /// Matrix: the part being filled, its bytes written so far (a multiple of 4) and the bytes
-    /// waiting to be written. Vector: the whole tensor.
+    /// Matrix: the part being filled, its bytes written so far (a multiple of 4; GPU layout) and
+    /// the file bytes waiting to be written. Vector: the whole tensor.
     part: usize,
     part_start: u64,
     written: u64,
@@ -602,7 +613,7 @@ impl Target {
         Target { info, dest, received: 0, part: 0, part_start: 0, written: 0, pending: Vec::new() }
     }
 
-    fn push(&mut self, ctx: &GpuContext, rel: u64, mut data: &[u8]) -> Result<(), GpuError> {
+    fn push(&mut self, ctx: &GpuContext, rel: u64, mut data: &[u8], flush_bytes: usize) -> Result<(), GpuError> {
         if rel != self.received {
             return Err(GpuError::Model(format!(
                 "tensor {:?}: bytes arrived out of order (at {rel}, expected {})",
@@ -618,12 +629,30 @@ impl Target {
                     self.received += take as u64;
                     data = &data[take..];
                     let part_done = self.received == self.part_start + part_len;
-                    if part_done || self.pending.len() >= FLUSH_BYTES {
-                        let n = if part_done { self.pending.len() } else { self.pending.len() / 4 * 4 };
-                        let mut chunk: Vec<u8> = self.pending.drain(..n).collect();
-                        chunk.resize(chunk.len().next_multiple_of(4), 0);
-                        ctx.queue.write_buffer(buffer, self.written, &chunk);
-                        self.written += n as u64;
+                    if part_done || self.pending.len() >= flush_bytes {
+                        let (ty, cols) = (self.info.ty, self.info.row_len());
+                        let planar = weights::row_align(ty) > 1;
+                        let file_row = weights::file_row_bytes(ty, cols) as usize;
+                        // Repacked types are written in whole rows, the others in whole words.
+                        let n = match (part_done, planar) {
+                            (true, _) => self.pending.len(),
+                            (false, true) => self.pending.len() / file_row * file_row,
+                            (false, false) => self.pending.len() / 4 * 4,
+                        };
+                        let raw: Vec<u8> = self.pending.drain(..n).collect();
+                        let mut chunk = if planar {
+                            let mut out = Vec::with_capacity(n / file_row * weights::row_bytes(ty, cols) as usize);
+                            weights::repack_rows(ty, cols, &raw, &mut out);
+                            out
+                        } else {
+                            raw
+                        };
+                        let len = chunk.len();
+                        chunk.resize(len.next_multiple_of(4), 0);
+                        if len > 0 {
+                            ctx.queue.write_buffer(buffer, self.written, &chunk);
+                        }
+                        self.written += len as u64;
                         // Give the memory back: a few hundred tensors each keeping a
                         // flush-sized buffer would hold as much as the model itself.
                         self.pending.shrink_to_fit();
@@ -651,23 +680,22 @@ impl Target {
     }
 }
 
-/// Bytes a matrix tensor collects before writing them to its buffer.
-const FLUSH_BYTES: usize = 4 << 20;
-
 /// The state of a weight upload: every tensor's target, sorted by file offset.
 struct Upload {
     targets: Vec<Target>,
     /// Bytes written since the last wait for the GPU (natively, staging memory is only freed
     /// once the queue has caught up).
     unflushed: u64,
+    /// `EngineOptions::flush_bytes`.
+    flush_bytes: usize,
 }
 
 impl Upload {
-    fn new(mut targets: Vec<Target>) -> Self {
+    fn new(mut targets: Vec<Target>, flush_bytes: usize) -> Self {
         targets.sort_by_key(|t| t.info.offset);
         // The tied output reuses token_embd's buffers: one target per tensor.
         targets.dedup_by(|a, b| a.info.name == b.info.name);
-        Upload { targets, unflushed: 0 }
+        Upload { targets, unflushed: 0, flush_bytes }
     }
 
     fn push(&mut self, ctx: &GpuContext, offset: u64, bytes: &[u8]) -> Result<(), GpuError> {
@@ -679,7 +707,7 @@ impl Upload {
             }
             let lo = t.info.offset.max(offset);
             let hi = (t.info.offset + t.info.n_bytes).min(end);
-            t.push(ctx, lo - t.info.offset, &bytes[(lo - offset) as usize..(hi - offset) as usize])?;
+            t.push(ctx, lo - t.info.offset, &bytes[(lo - offset) as usize..(hi - offset) as usize], self.flush_bytes)?;
         }
         self.unflushed += bytes.len() as u64;
         if self.unflushed >= 256 << 20 {

@@ -18,6 +18,8 @@ const KV: &str = shader!("kv.wgsl");
 const BYTES: &str = shader!("quant/bytes.wgsl");
 const K_SCALES: &str = shader!("quant/k_scales.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
+/// For the formats whose chunk c is weights 32c .. 32c + 31 in order (the others define `x4_$W`).
+const X4_IN_ORDER: &str = "fn x4_$W(chunk: u32, i: u32) -> u32 {\n    return chunk * 8u + i;\n}\n";
 
 /// Rows per matvec workgroup, and lanes per pair of rows: each invocation sums two adjacent rows
 /// against the same x values, so (ROWS / 2) × LANES = 256 invocations. Fewer lanes per pair
@@ -63,8 +65,9 @@ impl Kernel {
     }
 }
 
-/// The WGSL that decodes one weight format (`dequant32_$W`, `BLOCK_ELEMS_$W`, `BLOCK_BYTES_$W`),
-/// or `None` for a type the engine cannot read.
+/// The WGSL that decodes one weight format (`BLOCK_ELEMS_$W`, `BLOCK_BYTES_$W`, `chunk_$W` and
+/// `dequant4_$W`: 32 weights, 4 at a time; `x4_$W` where a chunk's weights are not 32 in a row),
+/// or `None` for a type the engine cannot read. Formats may read the kernel's `p.cols`.
 pub fn weight_format(ty: GgmlType) -> Option<&'static str> {
     Some(match ty {
         GgmlType::F32 => shader!("quant/f32.wgsl"),
@@ -118,11 +121,15 @@ impl Variant {
         src.push_str(COMMON);
         for (ty, name) in self.weights.iter().zip(["a", "b", "c"]) {
             let format = weight_format(*ty).expect("weight types are checked at load");
+            src.push_str(&format!("const ROW_ALIGN_{name}: u32 = {}u;\n", crate::weights::row_align(*ty)));
             let mut parts = vec![BYTES];
             if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
                 parts.push(K_SCALES);
             }
             parts.push(format);
+            if !parts.iter().any(|part| part.contains("fn x4_$W")) {
+                parts.push(X4_IN_ORDER);
+            }
             if self.kernel == Kernel::MatVec {
                 parts.push(MATVEC_ROW);
             }

@@ -1,5 +1,11 @@
-//! Weight matrices on the GPU, kept in their GGUF block format and split by rows into parts that
-//! each fit one storage binding.
+//! Weight matrices on the GPU, in their GGUF block format and split by rows into parts that each
+//! fit one storage binding.
+//!
+//! Q4_0, Q8_0 and Q6_K are repacked on upload: their 18-, 34- and 210-byte blocks leave the
+//! weights at unaligned offsets, so a row becomes planes instead (each block's weight bytes, then
+//! each block's next field, …), padded to 16 bytes. A 32-weight chunk's bytes are then aligned
+//! 16-byte loads and the lanes of a row read consecutive ones (`shaders/quant/q4_0.wgsl`,
+//! `q8_0.wgsl`, `q6_k.wgsl`). Q4_K needs no repacking: its 144-byte blocks are 16-byte aligned.
 
 use crate::context::{GpuContext, GpuError};
 use carebot_model::quant::GgmlType;
@@ -18,18 +24,90 @@ pub struct GpuMatrix {
     pub parts: Vec<Part>,
 }
 
-/// Bytes of one row of `cols` values of type `ty`.
-pub fn row_bytes(ty: GgmlType, cols: u64) -> u64 {
+/// Each plane of a repacked row, as (offset, length) of the field within a block; `None` for the
+/// types kept as in the file.
+fn planes(ty: GgmlType) -> Option<&'static [(usize, usize)]> {
+    match ty {
+        // nibbles, d.
+        GgmlType::Q4_0 => Some(&[(2, 16), (0, 2)]),
+        // weights, d.
+        GgmlType::Q8_0 => Some(&[(2, 32), (0, 2)]),
+        // ql, qh, scales, d.
+        GgmlType::Q6_K => Some(&[(0, 128), (128, 64), (192, 16), (208, 2)]),
+        _ => None,
+    }
+}
+
+/// Alignment of a row on the GPU (the shaders get it as `ROW_ALIGN_*`).
+pub fn row_align(ty: GgmlType) -> u64 {
+    if planes(ty).is_some() { 16 } else { 1 }
+}
+
+/// Bytes of one row of `cols` values of type `ty` in the file.
+pub fn file_row_bytes(ty: GgmlType, cols: u64) -> u64 {
     cols / ty.block_size() as u64 * ty.block_bytes() as u64
 }
 
-/// The most rows of `row_bytes` each that fit one binding (with the 4 bytes of read padding).
+/// Bytes of one row of `cols` values of type `ty` on the GPU.
+pub fn row_bytes(ty: GgmlType, cols: u64) -> u64 {
+    file_row_bytes(ty, cols).next_multiple_of(row_align(ty))
+}
+
+/// Appends whole rows, given in the file's layout, in the GPU's.
+pub fn repack_rows(ty: GgmlType, cols: u64, rows: &[u8], out: &mut Vec<u8>) {
+    let Some(planes) = planes(ty) else {
+        out.extend_from_slice(rows);
+        return;
+    };
+    let file_row = file_row_bytes(ty, cols) as usize;
+    let gpu_row = row_bytes(ty, cols) as usize;
+    let blocks = file_row / ty.block_bytes();
+    for row in rows.chunks_exact(file_row) {
+        let start = out.len();
+        out.resize(start + gpu_row, 0);
+        let mut dst = &mut out[start..];
+        for &(offset, len) in planes {
+            let (plane, rest) = dst.split_at_mut(blocks * len);
+            // Field lengths as constants, so each copy is a few moves, not a memcpy call: the
+            // repack runs while the file streams in and must keep up with it.
+            match len {
+                2 => copy_field::<2>(row, ty.block_bytes(), offset, plane),
+                16 => copy_field::<16>(row, ty.block_bytes(), offset, plane),
+                32 => copy_field::<32>(row, ty.block_bytes(), offset, plane),
+                64 => copy_field::<64>(row, ty.block_bytes(), offset, plane),
+                128 => copy_field::<128>(row, ty.block_bytes(), offset, plane),
+                _ => {
+                    for (block, field) in row.chunks_exact(ty.block_bytes()).zip(plane.chunks_exact_mut(len)) {
+                        field.copy_from_slice(&block[offset..offset + len]);
+                    }
+                }
+            }
+            dst = rest;
+        }
+    }
+}
+
+/// The `N` bytes at `offset` of every block of `row`, one after another into `plane`.
+fn copy_field<const N: usize>(row: &[u8], block_bytes: usize, offset: usize, plane: &mut [u8]) {
+    for (block, field) in row.chunks_exact(block_bytes).zip(plane.chunks_exact_mut(N)) {
+        field.copy_from_slice(&block[offset..offset + N]);
+    }
+}
+
+/// Bytes of a weight buffer of `bytes` of rows: vec4-sized, with room for the word after the
+/// last one (`shaders/quant/bytes.wgsl`).
+pub fn padded(bytes: u64) -> u64 {
+    (bytes + 4).next_multiple_of(16)
+}
+
+/// The most rows of `row_bytes` each that fit one binding (with the read padding).
 pub fn rows_per_part(ctx: &GpuContext, row_bytes: u64) -> Result<u32, GpuError> {
-    let fit = (ctx.binding_limit.min(ctx.max_buffer).saturating_sub(4)) / row_bytes.max(1);
+    let limit = ctx.binding_limit.min(ctx.max_buffer) / 16 * 16;
+    let fit = limit.saturating_sub(16) / row_bytes.max(1);
     if fit == 0 {
         return Err(GpuError::TooSmall {
             what: "one weight row".into(),
-            needs: row_bytes + 4,
+            needs: padded(row_bytes),
             offers: ctx.binding_limit,
         });
     }
@@ -60,8 +138,7 @@ impl GpuMatrix {
         let mut first_row = 0;
         while first_row < rows {
             let n = per_part.min(rows - first_row);
-            // Four bytes of padding: kernels read the word after a field that ends the buffer.
-            let buffer = ctx.storage(&format!("{name}[{first_row}..]"), n as u64 * rb + 4)?;
+            let buffer = ctx.storage(&format!("{name}[{first_row}..]"), padded(n as u64 * rb))?;
             parts.push(Part { buffer, first_row, rows: n });
             first_row += n;
         }
@@ -78,12 +155,57 @@ impl GpuMatrix {
 
     /// Uploads the whole matrix from its file bytes (tests and small models).
     pub fn write(&self, ctx: &GpuContext, data: &[u8]) {
-        let rb = self.row_bytes() as usize;
+        let rb = file_row_bytes(self.ty, self.cols as u64) as usize;
         for part in &self.parts {
             let start = part.first_row as usize * rb;
-            let mut bytes = data[start..start + part.rows as usize * rb].to_vec();
+            let mut bytes = Vec::new();
+            repack_rows(self.ty, self.cols as u64, &data[start..start + part.rows as usize * rb], &mut bytes);
             bytes.resize(bytes.len().next_multiple_of(4), 0);
             ctx.queue.write_buffer(&part.buffer, 0, &bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_0_rows_become_nibble_and_scale_planes_padded_to_16_bytes() {
+        // Two rows of three blocks; byte k of block b of row r is 100r + 20b + k.
+        let file: Vec<u8> =
+            (0..2u8).flat_map(|r| (0..3u8).flat_map(move |b| (0..18u8).map(move |k| 100 * r + 20 * b + k))).collect();
+        let mut gpu = Vec::new();
+        repack_rows(GgmlType::Q4_0, 96, &file, &mut gpu);
+        assert_eq!(row_bytes(GgmlType::Q4_0, 96), 64);
+        assert_eq!(gpu.len(), 128);
+        for r in 0..2u8 {
+            let row = &gpu[64 * r as usize..][..64];
+            for b in 0..3u8 {
+                let base = 100 * r + 20 * b;
+                assert_eq!(&row[16 * b as usize..][..16], &(2..18).map(|k| base + k).collect::<Vec<_>>()[..]);
+                assert_eq!(&row[48 + 2 * b as usize..][..2], &[base, base + 1]);
+            }
+            assert_eq!(&row[54..], &[0; 10]);
+        }
+    }
+
+    #[test]
+    fn q6_k_rows_become_four_planes_and_other_types_stay_as_in_the_file() {
+        let file: Vec<u8> = (0..420).map(|i| (i * 7 % 251) as u8).collect();
+        let mut gpu = Vec::new();
+        repack_rows(GgmlType::Q6_K, 512, &file, &mut gpu);
+        assert_eq!(gpu.len(), 432);
+        let (b0, b1) = (&file[..210], &file[210..]);
+        let planes = [(0, 128), (128, 64), (192, 16), (208, 2)];
+        let expected: Vec<u8> =
+            planes.iter().flat_map(|&(o, n)| b0[o..o + n].iter().chain(&b1[o..o + n]).copied()).collect();
+        assert_eq!(&gpu[..420], &expected[..]);
+        assert_eq!(&gpu[420..], &[0; 12]);
+
+        let mut same = Vec::new();
+        repack_rows(GgmlType::Q4_K, 256, &file[..144], &mut same);
+        assert_eq!(same, &file[..144]);
+        assert_eq!(row_bytes(GgmlType::Q5_0, 32), 22);
     }
 }
