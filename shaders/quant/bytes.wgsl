@@ -1,8 +1,7 @@
-// Access into a weight buffer, bound as vec4<u32> so that formats whose pieces are 16-byte
-// aligned (F32, F16, BF16, Q4_K, Q5_K, and Q4_0, Q8_0 and Q6_K as repacked on upload:
-// weights.rs) load them in one instruction, adjacent lanes reading adjacent pieces. The legacy
-// Q4_1, Q5_0 and Q5_1 are read a word at a time, their fields at any byte offset; buffers are
-// padded so that reading the word after the last one stays inside.
+// Access into a weight buffer, bound as vec4<u32> so that a lane loads a chunk's weight bytes
+// 16 at a time, adjacent lanes reading adjacent pieces of a row. Every format's pieces are
+// aligned: F32, F16, BF16, Q4_K and Q5_K as stored in the file, the others as repacked on upload
+// (weights.rs). Buffers are padded to whole vec4s.
 
 // Bytes of one row of `cols` values as laid out on the GPU (ROW_ALIGN_$W comes from weights.rs).
 fn row_bytes_$W(cols: u32) -> u32 {
@@ -21,16 +20,6 @@ fn quad_$W(i: u32) -> vec4<u32> {
 
 fn byte_$W(i: u32) -> u32 {
     return (u32_$W(i >> 2u) >> ((i & 3u) << 3u)) & 0xffu;
-}
-
-// Four bytes, little-endian, starting at any byte offset.
-fn word_$W(i: u32) -> u32 {
-    let s = (i & 3u) << 3u;
-    let lo = u32_$W(i >> 2u);
-    if (s == 0u) {
-        return lo;
-    }
-    return (lo >> s) | (u32_$W((i >> 2u) + 1u) << (32u - s));
 }
 
 // An f16 at an even byte offset (every f16 field of a GGUF block is at one): one load.

@@ -1,21 +1,25 @@
 // Q4_1: 32 weights in 20 bytes: f16 scale d, f16 minimum m, 16 bytes of nibbles (low: 0..15,
 // high: 16..31); w = d · q + m.
+//
+// Repacked on upload (weights.rs): a row holds every block's 16 nibble bytes, then every block's
+// (d, m), padded to 16 bytes; a chunk (one block) is one aligned 16-byte load and one word.
 const BLOCK_ELEMS_$W: u32 = 32u;
 const BLOCK_BYTES_$W: u32 = 20u;
 
 struct Head_$W {
-    qs: u32,
+    q: vec4<u32>,
     d: f32,
     m: f32,
 }
 
 fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
-    let b = row_byte + chunk * 20u;
-    let dm = unpack2x16float(word_$W(b));
-    return Head_$W(b + 4u, dm.x, dm.y);
+    let blocks = p.cols / 32u;
+    let dm = unpack2x16float(u32_$W((row_byte + 16u * blocks + 4u * chunk) >> 2u));
+    return Head_$W(quad_$W(row_byte + 16u * chunk), dm.x, dm.y);
 }
 
+// Weights 4i .. 4i + 3 of the chunk.
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let w = word_$W(h.qs + 4u * (i & 3u)) >> (4u * (i >> 2u));
+    let w = h.q[i & 3u] >> (4u * (i >> 2u));
     return h.d * vec4<f32>(bytes4(w) & vec4<u32>(0xfu)) + h.m;
 }

@@ -1,21 +1,27 @@
 // Q5_0: 32 weights in 22 bytes: f16 scale d, 32 fifth bits (bit e belongs to weight e), 16 bytes
 // of nibbles (low: 0..15, high: 16..31); w = d · (q − 16).
+//
+// Repacked on upload (weights.rs): a row holds every block's 16 nibble bytes, then every block's
+// fifth bits, then every d, padded to 16 bytes; a chunk (one block) is one aligned 16-byte load,
+// one word and one f16.
 const BLOCK_ELEMS_$W: u32 = 32u;
 const BLOCK_BYTES_$W: u32 = 22u;
 
 struct Head_$W {
-    qs: u32,
+    q: vec4<u32>,
     qh: u32,
     d: f32,
 }
 
 fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
-    let b = row_byte + chunk * 22u;
-    return Head_$W(b + 6u, word_$W(b + 2u), half_$W(b));
+    let blocks = p.cols / 32u;
+    let qh = u32_$W((row_byte + 16u * blocks + 4u * chunk) >> 2u);
+    return Head_$W(quad_$W(row_byte + 16u * chunk), qh, half_$W(row_byte + 20u * blocks + 2u * chunk));
 }
 
+// Weights 4i .. 4i + 3 of the chunk.
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let w = word_$W(h.qs + 4u * (i & 3u)) >> (4u * (i >> 2u));
+    let w = h.q[i & 3u] >> (4u * (i >> 2u));
     let hi = (vec4<u32>(h.qh) >> (vec4<u32>(0u, 1u, 2u, 3u) + 4u * i)) & vec4<u32>(1u);
     return h.d * (vec4<f32>((bytes4(w) & vec4<u32>(0xfu)) | (hi << vec4<u32>(4u))) - 16.0);
 }

@@ -1,23 +1,29 @@
 // Q5_1: 32 weights in 24 bytes: f16 scale d, f16 minimum m, 32 fifth bits, 16 bytes of nibbles;
 // w = d · q + m.
+//
+// Repacked on upload (weights.rs): a row holds every block's 16 nibble bytes, then every block's
+// fifth bits, then every (d, m), padded to 16 bytes; a chunk (one block) is one aligned 16-byte
+// load and two words.
 const BLOCK_ELEMS_$W: u32 = 32u;
 const BLOCK_BYTES_$W: u32 = 24u;
 
 struct Head_$W {
-    qs: u32,
+    q: vec4<u32>,
     qh: u32,
     d: f32,
     m: f32,
 }
 
 fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
-    let b = row_byte + chunk * 24u;
-    let dm = unpack2x16float(word_$W(b));
-    return Head_$W(b + 8u, word_$W(b + 4u), dm.x, dm.y);
+    let blocks = p.cols / 32u;
+    let qh = u32_$W((row_byte + 16u * blocks + 4u * chunk) >> 2u);
+    let dm = unpack2x16float(u32_$W((row_byte + 20u * blocks + 4u * chunk) >> 2u));
+    return Head_$W(quad_$W(row_byte + 16u * chunk), qh, dm.x, dm.y);
 }
 
+// Weights 4i .. 4i + 3 of the chunk.
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let w = word_$W(h.qs + 4u * (i & 3u)) >> (4u * (i >> 2u));
+    let w = h.q[i & 3u] >> (4u * (i >> 2u));
     let hi = (vec4<u32>(h.qh) >> (vec4<u32>(0u, 1u, 2u, 3u) + 4u * i)) & vec4<u32>(1u);
     return h.d * vec4<f32>((bytes4(w) & vec4<u32>(0xfu)) | (hi << vec4<u32>(4u))) + h.m;
 }

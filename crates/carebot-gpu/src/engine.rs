@@ -346,7 +346,9 @@ impl GpuModel {
     }
 
     /// Reads a model file from disk into the GPU, tensor by tensor; `progress(done, total)` sees
-    /// the bytes uploaded so far.
+    /// the bytes uploaded so far. A reader thread stays a few pieces ahead of the upload, so
+    /// reading the file and writing (and repacking) it to the GPU overlap: loading takes about
+    /// the longer of the two, not their sum.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_file(
         ctx: GpuContext,
@@ -360,23 +362,44 @@ impl GpuModel {
         let len = f.metadata().map_err(io)?.len();
         let file = carebot_model::gguf::read_header(&mut f, len).map_err(|e| GpuError::Model(e.to_string()))?;
         let mut model = pollster::block_on(Self::new(ctx, &file, options))?;
-        let mut tensors: Vec<&TensorInfo> = file.tensors.iter().collect();
-        tensors.sort_by_key(|t| t.offset);
-        let total: u64 = tensors.iter().map(|t| t.n_bytes).sum();
-        let mut done = 0;
-        let mut piece = vec![0u8; 8 << 20];
-        for t in tensors {
-            f.seek(SeekFrom::Start(t.offset)).map_err(io)?;
-            let mut at = 0;
-            while at < t.n_bytes {
-                let n = (t.n_bytes - at).min(piece.len() as u64) as usize;
-                f.read_exact(&mut piece[..n]).map_err(io)?;
-                model.upload(t.offset + at, &piece[..n])?;
-                at += n as u64;
-                done += n as u64;
+        let mut tensors: Vec<(u64, u64)> = file.tensors.iter().map(|t| (t.offset, t.n_bytes)).collect();
+        tensors.sort_unstable();
+        let total: u64 = tensors.iter().map(|t| t.1).sum();
+        const PIECE: u64 = 8 << 20;
+        // Pieces in flight: read, queued, being uploaded. Empty ones come back for reuse.
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(2);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || -> Result<(), GpuError> {
+                for (offset, n_bytes) in tensors {
+                    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+                    let mut at = 0;
+                    while at < n_bytes {
+                        let n = (n_bytes - at).min(PIECE) as usize;
+                        let mut piece = empty_rx.try_recv().unwrap_or_default();
+                        piece.resize(n, 0);
+                        f.read_exact(&mut piece).map_err(io)?;
+                        if full_tx.send((offset + at, piece)).is_err() {
+                            return Ok(()); // The upload failed and stopped listening.
+                        }
+                        at += n as u64;
+                    }
+                }
+                Ok(())
+            });
+            let mut done = 0;
+            let uploaded = full_rx.iter().try_for_each(|(offset, piece)| {
+                model.upload(offset, &piece)?;
+                done += piece.len() as u64;
                 progress(done, total);
-            }
-        }
+                let _ = empty_tx.send(piece);
+                Ok::<(), GpuError>(())
+            });
+            // On an upload error the receiver is dropped here, which ends the reader.
+            drop(full_rx);
+            let read = reader.join().unwrap_or_else(|_| Err(GpuError::Model("the file reader panicked".into())));
+            uploaded.and(read)
+        })?;
         model.finish_upload()?;
         Ok(model)
     }
@@ -564,7 +587,7 @@ impl Allocator<'_> {
         if m.parts.len() > 1 {
             return Err(GpuError::TooSmall {
                 what: format!("tensor {name:?} in one storage binding"),
-                needs: m.bytes() + 4,
+                needs: weights::padded(m.bytes()),
                 offers: self.ctx.binding_limit,
             });
         }

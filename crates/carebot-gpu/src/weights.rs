@@ -1,11 +1,12 @@
 //! Weight matrices on the GPU, in their GGUF block format and split by rows into parts that each
 //! fit one storage binding.
 //!
-//! Q4_0, Q8_0 and Q6_K are repacked on upload: their 18-, 34- and 210-byte blocks leave the
-//! weights at unaligned offsets, so a row becomes planes instead (each block's weight bytes, then
-//! each block's next field, …), padded to 16 bytes. A 32-weight chunk's bytes are then aligned
-//! 16-byte loads and the lanes of a row read consecutive ones (`shaders/quant/q4_0.wgsl`,
-//! `q8_0.wgsl`, `q6_k.wgsl`). Q4_K needs no repacking: its 144-byte blocks are 16-byte aligned.
+//! Blocks whose length is not a multiple of 16 bytes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_K) are
+//! repacked on upload: their fields sit at unaligned offsets, so a row becomes planes instead
+//! (each block's weight bytes, then each block's next field, …), padded to 16 bytes. A 32-weight
+//! chunk's bytes are then aligned 16-byte loads and the lanes of a row read consecutive ones
+//! (`shaders/quant/*.wgsl`). Q4_K and Q5_K need no repacking: their 144- and 176-byte blocks
+//! keep every 16-byte piece aligned.
 
 use crate::context::{GpuContext, GpuError};
 use carebot_model::quant::GgmlType;
@@ -30,6 +31,12 @@ fn planes(ty: GgmlType) -> Option<&'static [(usize, usize)]> {
     match ty {
         // nibbles, d.
         GgmlType::Q4_0 => Some(&[(2, 16), (0, 2)]),
+        // nibbles, (d, m).
+        GgmlType::Q4_1 => Some(&[(4, 16), (0, 4)]),
+        // nibbles, fifth bits, d.
+        GgmlType::Q5_0 => Some(&[(6, 16), (2, 4), (0, 2)]),
+        // nibbles, fifth bits, (d, m).
+        GgmlType::Q5_1 => Some(&[(8, 16), (4, 4), (0, 4)]),
         // weights, d.
         GgmlType::Q8_0 => Some(&[(2, 32), (0, 2)]),
         // ql, qh, scales, d.
@@ -72,6 +79,7 @@ pub fn repack_rows(ty: GgmlType, cols: u64, rows: &[u8], out: &mut Vec<u8>) {
             // repack runs while the file streams in and must keep up with it.
             match len {
                 2 => copy_field::<2>(row, ty.block_bytes(), offset, plane),
+                4 => copy_field::<4>(row, ty.block_bytes(), offset, plane),
                 16 => copy_field::<16>(row, ty.block_bytes(), offset, plane),
                 32 => copy_field::<32>(row, ty.block_bytes(), offset, plane),
                 64 => copy_field::<64>(row, ty.block_bytes(), offset, plane),
@@ -94,16 +102,15 @@ fn copy_field<const N: usize>(row: &[u8], block_bytes: usize, offset: usize, pla
     }
 }
 
-/// Bytes of a weight buffer of `bytes` of rows: vec4-sized, with room for the word after the
-/// last one (`shaders/quant/bytes.wgsl`).
+/// Bytes of a weight buffer of `bytes` of rows: whole vec4s, as the shaders bind it.
 pub fn padded(bytes: u64) -> u64 {
-    (bytes + 4).next_multiple_of(16)
+    bytes.next_multiple_of(16).max(16)
 }
 
-/// The most rows of `row_bytes` each that fit one binding (with the read padding).
+/// The most rows of `row_bytes` each that fit one binding (padded to whole vec4s).
 pub fn rows_per_part(ctx: &GpuContext, row_bytes: u64) -> Result<u32, GpuError> {
     let limit = ctx.binding_limit.min(ctx.max_buffer) / 16 * 16;
-    let fit = limit.saturating_sub(16) / row_bytes.max(1);
+    let fit = limit / row_bytes.max(1);
     if fit == 0 {
         return Err(GpuError::TooSmall {
             what: "one weight row".into(),
@@ -191,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn q6_k_rows_become_four_planes_and_other_types_stay_as_in_the_file() {
+    fn q6_k_rows_become_four_planes_and_k_quants_stay_as_in_the_file() {
         let file: Vec<u8> = (0..420).map(|i| (i * 7 % 251) as u8).collect();
         let mut gpu = Vec::new();
         repack_rows(GgmlType::Q6_K, 512, &file, &mut gpu);
@@ -206,6 +213,7 @@ mod tests {
         let mut same = Vec::new();
         repack_rows(GgmlType::Q4_K, 256, &file[..144], &mut same);
         assert_eq!(same, &file[..144]);
-        assert_eq!(row_bytes(GgmlType::Q5_0, 32), 22);
+        assert_eq!(row_bytes(GgmlType::Q4_K, 512), 288);
+        assert_eq!(row_bytes(GgmlType::Q5_0, 32), 32);
     }
 }

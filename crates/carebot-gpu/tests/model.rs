@@ -314,3 +314,31 @@ async fn bad_input_gets_typed_errors() {
         assert!(e.to_string().contains("no GPU adapter"), "{e}");
     }
 }
+
+/// `load_file` reads on a thread of its own while the upload repacks and writes: the model it
+/// loads (Q4_0 and Q6_K, both repacked) must give the same logits as one streamed from memory,
+/// and a missing file a typed error.
+#[cfg(not(target_arch = "wasm32"))]
+#[pollster::test]
+async fn a_model_loaded_from_a_file_equals_one_streamed_from_memory() {
+    let mut rng = SplitMix64::new(seed("load_file"));
+    let spec = SyntheticSpec::tiny_llama3();
+    for ty in [GgmlType::Q4_0, GgmlType::Q6_K] {
+        let bytes = spec.to_gguf(ty);
+        let path = std::env::temp_dir().join(format!("carebot-load-file-{}-{}.gguf", std::process::id(), ty.name()));
+        std::fs::write(&path, &bytes).unwrap();
+        let Some(ctx) = context(GpuOptions::default()).await else { return };
+        let from_file = GpuModel::load_file(ctx, &path, &f32_engine(), |_, _| {});
+        std::fs::remove_file(&path).unwrap();
+        let mut from_file = from_file.unwrap();
+        let mut streamed = gpu_model(&bytes).await.unwrap();
+        let prompt = random_tokens(&mut rng, 7, spec.vocab);
+        let a = from_file.forward(&prompt).await.unwrap();
+        let b = streamed.forward(&prompt).await.unwrap();
+        assert_eq!(a, b, "{}", ty.name());
+    }
+    let Some(ctx) = context(GpuOptions::default()).await else { return };
+    let missing = std::env::temp_dir().join("carebot-no-such-model.gguf");
+    let err = GpuModel::load_file(ctx, &missing, &f32_engine(), |_, _| {}).err().expect("a missing file loads");
+    assert!(matches!(err, GpuError::Model(ref m) if m.contains("carebot-no-such-model")), "{err}");
+}
