@@ -75,30 +75,27 @@ pub fn repack_rows(ty: GgmlType, cols: u64, rows: &[u8], out: &mut Vec<u8>) {
         let mut dst = &mut out[start..];
         for &(offset, len) in planes {
             let (plane, rest) = dst.split_at_mut(blocks * len);
-            // Field lengths as constants, so each copy is a few moves, not a memcpy call: the
-            // repack runs while the file streams in and must keep up with it.
+            // Field lengths as literals, so each inlined copy can be a few moves.
+            let bb = ty.block_bytes();
             match len {
-                2 => copy_field::<2>(row, ty.block_bytes(), offset, plane),
-                4 => copy_field::<4>(row, ty.block_bytes(), offset, plane),
-                16 => copy_field::<16>(row, ty.block_bytes(), offset, plane),
-                32 => copy_field::<32>(row, ty.block_bytes(), offset, plane),
-                64 => copy_field::<64>(row, ty.block_bytes(), offset, plane),
-                128 => copy_field::<128>(row, ty.block_bytes(), offset, plane),
-                _ => {
-                    for (block, field) in row.chunks_exact(ty.block_bytes()).zip(plane.chunks_exact_mut(len)) {
-                        field.copy_from_slice(&block[offset..offset + len]);
-                    }
-                }
+                2 => copy_field(row, bb, offset, 2, plane),
+                4 => copy_field(row, bb, offset, 4, plane),
+                16 => copy_field(row, bb, offset, 16, plane),
+                32 => copy_field(row, bb, offset, 32, plane),
+                64 => copy_field(row, bb, offset, 64, plane),
+                128 => copy_field(row, bb, offset, 128, plane),
+                _ => copy_field(row, bb, offset, len, plane),
             }
             dst = rest;
         }
     }
 }
 
-/// The `N` bytes at `offset` of every block of `row`, one after another into `plane`.
-fn copy_field<const N: usize>(row: &[u8], block_bytes: usize, offset: usize, plane: &mut [u8]) {
-    for (block, field) in row.chunks_exact(block_bytes).zip(plane.chunks_exact_mut(N)) {
-        field.copy_from_slice(&block[offset..offset + N]);
+/// The `len` bytes at `offset` of every block of `row`, one after another into `plane`.
+#[inline(always)]
+fn copy_field(row: &[u8], block_bytes: usize, offset: usize, len: usize, plane: &mut [u8]) {
+    for (block, field) in row.chunks_exact(block_bytes).zip(plane.chunks_exact_mut(len)) {
+        field.copy_from_slice(&block[offset..offset + len]);
     }
 }
 
