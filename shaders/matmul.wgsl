@@ -1,77 +1,103 @@
 // Y[t][r] = Σ_c W[r][c] · X[t][c] for a batch of tokens, the prefill path (bindings in
-// product_io.wgsl). Each invocation owns one row and a tile of 16 tokens: it decodes its row 4
-// weights at a time, once per tile, and multiplies them into 16 running sums (four vec4s). Inputs
-// come straight from the storage buffer: the invocations of a workgroup read the same x values
-// together, which caches serve as a broadcast, and without workgroup memory there are no
-// barriers. With SWIGLU a second matrix (up) shares the pass, as in matvec.
-
-const TILE_TOKENS: u32 = 16u;
-
-// w · x for the tile's tokens t .. t + 3 at input position `i` (in vec4s), given their row starts.
-fn dot4(w: vec4<f32>, starts: vec4<u32>, i: u32) -> vec4<f32> {
-    return vec4<f32>(dot(w, x[starts.x + i]), dot(w, x[starts.y + i]), dot(w, x[starts.z + i]), dot(w, x[starts.w + i]));
-}
+// product_io.wgsl). Register-tiled: each invocation owns ROWS rows (per matrix) × TOKENS tokens
+// and keeps all their sums in registers. Per 4 weights of a chunk it loads the TOKENS tokens' x
+// values once and decodes each of its rows' 4 weights once, then does ROWS × TOKENS dot products:
+// every load serves several products, where one row × 16 tokens needed 16 loads per 16.
+//
+// A workgroup takes 64 × ROWS rows (invocation i: rows i, i + 64, …; adjacent invocations,
+// adjacent rows, so stores coalesce) of one tile of TOKENS tokens. All its invocations read the
+// same x values at the same time: x's addresses depend on the workgroup only, so a GPU serves
+// each load as one broadcast (Mesa 22.3's lavapipe still gathers it lane by lane), and without
+// workgroup memory there are no barriers. With SWIGLU a second matrix (up) shares the pass, as
+// in matvec: ROWS rows of each.
+const TOKENS: u32 = {{MATMUL_TOKENS}}u;
+// Sums of one row: TOKENS / 4 vec4s.
+const QUADS: u32 = TOKENS / 4u;
+const ROWS: u32 = {{MATMUL_ROWS}}u;
+const WG: u32 = 64u;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x * 64u + lid;
-    let tok0 = wid.y * TILE_TOKENS;
+    let row0 = wid.x * WG * ROWS + lid;
+    let tok0 = wid.y * TOKENS;
     let n = step.n_tokens;
-    if (row >= p.rows || tok0 >= n) {
+    // A uniform exit only, so that the loads of x stay in uniform control flow (where compilers
+    // may load once for all lanes); invocations past the matrix compute its last row and store
+    // nothing (Llama's matrices are whole tiles).
+    if (tok0 >= n) {
         return;
     }
-    // Where each token's inputs start; tokens past the batch repeat the last one (results unused).
-    let last = n - 1u;
-    let cols4 = p.cols / 4u;
-    let t = vec4<u32>(0u, 1u, 2u, 3u) + tok0;
-    let s0 = min(t, vec4<u32>(last)) * cols4;
-    let s1 = min(t + 4u, vec4<u32>(last)) * cols4;
-    let s2 = min(t + 8u, vec4<u32>(last)) * cols4;
-    let s3 = min(t + 12u, vec4<u32>(last)) * cols4;
-    let rb_a = row * row_bytes_a(p.cols);
+    // Tokens past the batch repeat the last one, rows past the matrix the last row (their
+    // results are not stored).
+    var rb_a: array<u32, ROWS>;
+    var acc_a: array<vec4<f32>, {{MATMUL_ACC}}>;
 #if SWIGLU
-    let rb_b = row * row_bytes_b(p.cols);
+    var rb_b: array<u32, ROWS>;
+    var acc_b: array<vec4<f32>, {{MATMUL_ACC}}>;
 #endif
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0);
-    var b1 = vec4<f32>(0.0);
-    var b2 = vec4<f32>(0.0);
-    var b3 = vec4<f32>(0.0);
+    for (var r = 0u; r < ROWS; r++) {
+        let row = min(row0 + r * WG, p.rows - 1u);
+        rb_a[r] = row * row_bytes_a(p.cols);
+#if SWIGLU
+        rb_b[r] = row * row_bytes_b(p.cols);
+#endif
+    }
     for (var c = 0u; c < p.cols / 32u; c++) {
-        let ha = chunk_a(rb_a, c);
+        var ha: array<Head_a, ROWS>;
 #if SWIGLU
-        let hb = chunk_b(rb_b, c);
+        var hb: array<Head_b, ROWS>;
 #endif
-        for (var i = 0u; i < 8u; i++) {
-            let at = x4_a(c, i);
-            let wa = dequant4_a(ha, i);
-            a0 += dot4(wa, s0, at);
-            a1 += dot4(wa, s1, at);
-            a2 += dot4(wa, s2, at);
-            a3 += dot4(wa, s3, at);
+        for (var r = 0u; r < ROWS; r++) {
+            ha[r] = chunk_a(rb_a[r], c);
 #if SWIGLU
-            let wb = dequant4_b(hb, i);
+            hb[r] = chunk_b(rb_b[r], c);
+#endif
+        }
+        for (var i = 0u; i < 8u; i++) {
+            var xa: array<vec4<f32>, TOKENS>;
+            let at = x4_a(c, i);
+            for (var t = 0u; t < TOKENS; t++) {
+                xa[t] = x[min(tok0 + t, n - 1u) * (p.cols / 4u) + at];
+            }
+            for (var r = 0u; r < ROWS; r++) {
+                let w = dequant4_a(ha[r], i);
+                for (var q = 0u; q < QUADS; q++) {
+                    let xq = 4u * q;
+                    acc_a[QUADS * r + q] += vec4<f32>(dot(w, xa[xq]), dot(w, xa[xq + 1u]), dot(w, xa[xq + 2u]), dot(w, xa[xq + 3u]));
+                }
+            }
+#if SWIGLU
+            // The same x as above when both formats order a chunk alike (the compiler merges the
+            // loads).
+            var xb: array<vec4<f32>, TOKENS>;
             let bt = x4_b(c, i);
-            b0 += dot4(wb, s0, bt);
-            b1 += dot4(wb, s1, bt);
-            b2 += dot4(wb, s2, bt);
-            b3 += dot4(wb, s3, bt);
+            for (var t = 0u; t < TOKENS; t++) {
+                xb[t] = x[min(tok0 + t, n - 1u) * (p.cols / 4u) + bt];
+            }
+            for (var r = 0u; r < ROWS; r++) {
+                let w = dequant4_b(hb[r], i);
+                for (var q = 0u; q < QUADS; q++) {
+                    let xq = 4u * q;
+                    acc_b[QUADS * r + q] += vec4<f32>(dot(w, xb[xq]), dot(w, xb[xq + 1u]), dot(w, xb[xq + 2u]), dot(w, xb[xq + 3u]));
+                }
+            }
 #endif
         }
     }
-    let here = min(TILE_TOKENS, n - tok0);
-    for (var k = 0u; k < here; k++) {
-        var a: vec4<f32>;
-        var b: vec4<f32>;
-        switch (k / 4u) {
-            case 0u: { a = a0; b = b0; }
-            case 1u: { a = a1; b = b1; }
-            case 2u: { a = a2; b = b2; }
-            default: { a = a3; b = b3; }
+    let tokens_here = min(TOKENS, n - tok0);
+    for (var r = 0u; r < ROWS; r++) {
+        let row = row0 + r * WG;
+        if (row >= p.rows) {
+            break;
         }
-        write_out((tok0 + k) * p.out_stride + p.row_offset + row, a[k % 4u], b[k % 4u]);
+        for (var t = 0u; t < tokens_here; t++) {
+            let a = acc_a[QUADS * r + t / 4u][t % 4u];
+#if SWIGLU
+            let b = acc_b[QUADS * r + t / 4u][t % 4u];
+#else
+            let b = 0.0;
+#endif
+            write_out((tok0 + t) * p.out_stride + p.row_offset + row, a, b);
+        }
     }
 }

@@ -27,6 +27,17 @@ const X4_IN_ORDER: &str = "fn x4_$W(chunk: u32, i: u32) -> u32 {\n    return chu
 pub const MATVEC_ROWS: u32 = 32;
 pub const MATVEC_LANES: u32 = 16;
 
+/// The prefill kernel's register tile: rows per invocation and matrix (half as many with SWIGLU,
+/// whose invocations sum two matrices) × tokens; a workgroup is 64 invocations on one tile of
+/// tokens.
+pub const MATMUL_ROWS: u32 = 4;
+pub const MATMUL_TOKENS: u32 = 8;
+
+/// Rows of W one prefill workgroup covers.
+pub fn matmul_tile_rows(swiglu: bool) -> u32 {
+    64 * if swiglu { MATMUL_ROWS / 2 } else { MATMUL_ROWS }
+}
+
 /// The kernels, one concern per file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {
@@ -153,9 +164,13 @@ impl Variant {
         if flags.contains("NORM") || flags.contains("QKV") {
             flags.insert("CONSTS");
         }
+        let matmul_rows = matmul_tile_rows(flags.contains("SWIGLU")) / 64;
         preprocess(&src, &flags)
             .replace("{{MATVEC_ROWS}}", &MATVEC_ROWS.to_string())
             .replace("{{MATVEC_LANES}}", &MATVEC_LANES.to_string())
+            .replace("{{MATMUL_ROWS}}", &matmul_rows.to_string())
+            .replace("{{MATMUL_TOKENS}}", &MATMUL_TOKENS.to_string())
+            .replace("{{MATMUL_ACC}}", &(matmul_rows * MATMUL_TOKENS / 4).to_string())
     }
 }
 

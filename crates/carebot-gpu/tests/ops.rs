@@ -71,15 +71,18 @@ async fn embedding_gather_dequantizes_every_weight_type_like_the_cpu() {
 async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
     let Some(ctx) = context(GpuOptions::default()).await else { return };
     let mut rng = SplitMix64::new(seed("matmul"));
-    // 77 rows: a full and a partial 64-row workgroup, in parts of 30 rows.
-    let (rows, cols) = if WEB { (77, 256) } else { (77, 512) };
+    // 77 rows in parts of 30 (split bindings, partial tiles); 291 rows in one part: full
+    // prefill tiles (256 rows, 128 with SwiGLU) and matvec groups (32) then a partial one.
+    let cols = if WEB { 256 } else { 512 };
+    let shapes = [(77, 30), (291, 291)];
     // Decode (1 token), and batches of one partial / a full and a partial 16-token tile.
     let batches: &[usize] = if WEB { &[1, 17] } else { &[1, 5, 19] };
     for (i, ty) in TYPES.into_iter().enumerate() {
+        let (rows, per_part) = shapes[i % shapes.len()];
         let w = random_matrix(&mut rng, ty, rows, cols);
         // SwiGLU pairs each type with a different one for `up`.
         let up = random_matrix(&mut rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
-        let (gw, gup) = (gpu_matrix(&ctx, &w, 30), gpu_matrix(&ctx, &up, 30));
+        let (gw, gup) = (gpu_matrix(&ctx, &w, per_part), gpu_matrix(&ctx, &up, per_part));
         for &n in batches {
             for batched in [false, true] {
                 if n > 1 && !batched {

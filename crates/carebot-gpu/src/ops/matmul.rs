@@ -4,7 +4,7 @@
 
 use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
-use crate::shader::{Kernel, MATVEC_ROWS, Variant};
+use crate::shader::{Kernel, MATMUL_TOKENS, MATVEC_ROWS, Variant, matmul_tile_rows};
 use crate::weights::GpuMatrix;
 
 /// What happens to each result.
@@ -100,7 +100,7 @@ pub fn matmul(
             }
             buffers.push((0, step));
             let grid = if batched {
-                Grid::PerTokens { x: part.rows.div_ceil(64), tile: 16 }
+                Grid::PerTokens { x: part.rows.div_ceil(matmul_tile_rows(up.is_some())), tile: MATMUL_TOKENS }
             } else {
                 Grid::Fixed(spread(part.rows.div_ceil(MATVEC_ROWS)))
             };
