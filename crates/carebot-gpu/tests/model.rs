@@ -60,7 +60,7 @@ const TYPES: [GgmlType; 11] = carebot_model::quant::SUPPORTED_TYPES;
 async fn logits_match_the_cpu_reference_for_every_weight_type() {
     let mut rng = SplitMix64::new(seed("logits"));
     let spec = SyntheticSpec::tiny_llama3();
-    // A prompt in tiles of 16 tokens, the last one partial (prefill), then decode steps.
+    // A prompt in 8-token prefill tiles, the last one partial, then decode steps.
     let (prompt_len, steps) = if WEB { (19, 2) } else { (37, 4) };
     // In the browser each type costs a new device and all its shaders compiled again (≈8 s on
     // SwiftShader); the kernel tests in ops.rs cover every type there, so the whole model runs on

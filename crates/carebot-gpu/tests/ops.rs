@@ -75,7 +75,7 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
     // prefill tiles (256 rows, 128 with SwiGLU) and matvec groups (32) then a partial one.
     let cols = if WEB { 256 } else { 512 };
     let shapes = [(77, 30), (291, 291)];
-    // Decode (1 token), and batches of one partial / a full and a partial 16-token tile.
+    // Decode (1 token), and batches of one partial / two full and a partial 8-token tile.
     let batches: &[usize] = if WEB { &[1, 17] } else { &[1, 5, 19] };
     for (i, ty) in TYPES.into_iter().enumerate() {
         let (rows, per_part) = shapes[i % shapes.len()];
