@@ -4,7 +4,7 @@
 
 use carebot_gpu::ops::bandwidth::Bandwidth;
 use carebot_gpu::ops::fma_peak::FmaPeak;
-use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat, NormPlacement};
+use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat, NormPlacement, PrefillTile};
 use carebot_model::config::LlamaConfig;
 use carebot_model::generate::StepLogits;
 use carebot_model::gguf::{GgufFile, read_header};
@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Where decoding runs each RMSNorm: a dispatch of its own, or folded into the next product.
     #[arg(long, value_enum, default_value_t = Norms::Separate)]
     pub norms: Norms,
+    /// The prefill matmul's register tile, rows × tokens per invocation: 4x8 (the default), 2x8,
+    /// 4x4, 8x8 or 4x16.
+    #[arg(long, default_value_t = PrefillTile::default())]
+    pub prefill_tile: PrefillTile,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -84,6 +88,7 @@ struct Report {
     fma_gflops: f64,
     dispatches_per_token: usize,
     folds_norms: bool,
+    prefill_tile: PrefillTile,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -106,6 +111,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Norms::Separate => NormPlacement::Separate,
             Norms::Folded => NormPlacement::Folded,
         },
+        prefill_tile: args.prefill_tile,
         ..Default::default()
     };
     // The time to read the file's bytes, the yardstick for the time to the first token (read
@@ -200,6 +206,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         fma_gflops,
         dispatches_per_token,
         folds_norms: model.folds_norms(),
+        prefill_tile: args.prefill_tile,
     };
     if args.json {
         println!("{}", report.json())
@@ -414,10 +421,11 @@ impl Report {
             (
                 "prefill",
                 format!(
-                    "{} tok/s ({} tokens in {:.3} s)",
+                    "{} tok/s ({} tokens in {:.3} s, {} tiles)",
                     rate(self.prefill_tps()),
                     self.prompt_tokens,
-                    self.prefill_s
+                    self.prefill_s,
+                    self.prefill_tile
                 ),
             ),
             (
@@ -457,6 +465,7 @@ impl Report {
             "prompt_tokens": self.prompt_tokens,
             "prefill_s": self.prefill_s,
             "prefill_tok_s": self.prefill_tps(),
+            "prefill_tile": self.prefill_tile.to_string(),
             "gen_tokens": self.gen_tokens,
             "decode_s": self.decode_s,
             "decode_tok_s": self.decode_tps(),

@@ -7,7 +7,7 @@
 use crate::context::{GpuContext, GpuError};
 use crate::ops::attention::attention;
 use crate::ops::embed::embed;
-use crate::ops::matmul::{Epilogue, Norm, matmul};
+use crate::ops::matmul::{Epilogue, Norm, PrefillTile, Product, matmul};
 use crate::ops::qkv::qkv_rope_store;
 use crate::ops::rms_norm::rms_norm;
 use crate::ops::rope::{rope_and_store, rope_table};
@@ -55,6 +55,8 @@ pub struct EngineOptions {
     /// Bytes a weight tensor collects from the file before they are written to the GPU: fewer,
     /// bigger writes against less memory held per tensor while loading.
     pub flush_bytes: usize,
+    /// The prefill matmul's register tile.
+    pub prefill_tile: PrefillTile,
 }
 
 impl Default for EngineOptions {
@@ -65,6 +67,7 @@ impl Default for EngineOptions {
             max_batch: 64,
             norms: NormPlacement::Separate,
             flush_bytes: 4 << 20,
+            prefill_tile: PrefillTile::default(),
         }
     }
 }
@@ -118,6 +121,7 @@ pub struct GpuModel {
     kv_flag: &'static str,
     /// Decode folds each RMSNorm into the product after it.
     fold_norms: bool,
+    prefill_tile: PrefillTile,
     decode_plan: Vec<Dispatch>,
     prefill_plan: Vec<Dispatch>,
     head_plan: Vec<Dispatch>,
@@ -236,6 +240,7 @@ impl GpuModel {
             act,
             kv_flag,
             fold_norms,
+            prefill_tile: options.prefill_tile,
             decode_plan: Vec::new(),
             prefill_plan: Vec::new(),
             head_plan: Vec::new(),
@@ -258,6 +263,7 @@ impl GpuModel {
     fn plan_decode(&self) -> Vec<Dispatch> {
         let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
         let (consts, kv) = (&self.consts, self.kv_flag);
+        let last = Product::LastToken;
         // An RMSNorm of x: folded into the next product (which then reads x), or a dispatch of
         // its own into xb (which the next product reads).
         let norm = |d: &mut Vec<Dispatch>, offset| {
@@ -276,11 +282,11 @@ impl GpuModel {
             let qkv = [&b.wq, &b.wk, &b.wv];
             d.push(qkv_rope_store(c, s, cfg, qkv, consts, n, self.table_offset, xn, &a.q, &b.k_cache, &b.v_cache, kv));
             d.push(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
-            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, false));
+            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, last));
             // Feed-forward: silu(gate) · up of the normalized stream, down projection added.
             let (n, xn) = norm(&mut d, b.ffn_norm);
-            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), n, xn, &a.h, Epilogue::SwiGlu, false));
-            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, false));
+            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), n, xn, &a.h, Epilogue::SwiGlu, last));
+            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, last));
         }
         d
     }
@@ -292,18 +298,19 @@ impl GpuModel {
         let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
         let (dim, eps, kv, consts, table) =
             (cfg.dim as u32, cfg.rms_eps, self.kv_flag, &self.consts, self.table_offset);
+        let batch = Product::Batch(self.prefill_tile);
         let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
         for b in &self.blocks {
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.attn_norm, dim, eps));
-            d.extend(matmul(c, s, &b.wq, None, None, &a.xb, &a.q, Epilogue::Store, true));
-            d.extend(matmul(c, s, &b.wk, None, None, &a.xb, &a.k, Epilogue::Store, true));
-            d.extend(matmul(c, s, &b.wv, None, None, &a.xb, &a.v, Epilogue::Store, true));
+            d.extend(matmul(c, s, &b.wq, None, None, &a.xb, &a.q, Epilogue::Store, batch));
+            d.extend(matmul(c, s, &b.wk, None, None, &a.xb, &a.k, Epilogue::Store, batch));
+            d.extend(matmul(c, s, &b.wv, None, None, &a.xb, &a.v, Epilogue::Store, batch));
             d.push(rope_and_store(c, s, cfg, &a.q, &a.k, &a.v, consts, table, &b.k_cache, &b.v_cache, kv));
             d.push(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
-            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, true));
+            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, batch));
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.ffn_norm, dim, eps));
-            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), None, &a.xb, &a.h, Epilogue::SwiGlu, true));
-            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, true));
+            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), None, &a.xb, &a.h, Epilogue::SwiGlu, batch));
+            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, batch));
         }
         d
     }
@@ -313,13 +320,14 @@ impl GpuModel {
     fn plan_head(&self) -> Vec<Dispatch> {
         let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
         let output = self.output.as_ref().unwrap_or(&self.token_embd);
+        let last = Product::LastToken;
         if self.fold_norms {
             let norm = Norm { consts: &self.consts, offset: self.output_norm, eps: cfg.rms_eps };
-            matmul(c, &a.step, output, None, Some(norm), &a.x, &a.logits, Epilogue::Store, false)
+            matmul(c, &a.step, output, None, Some(norm), &a.x, &a.logits, Epilogue::Store, last)
         } else {
             let (dim, eps) = (cfg.dim as u32, cfg.rms_eps);
             let mut d = vec![rms_norm(c, &a.x, &a.xb, &self.consts, self.output_norm, dim, eps)];
-            d.extend(matmul(c, &a.step, output, None, None, &a.xb, &a.logits, Epilogue::Store, false));
+            d.extend(matmul(c, &a.step, output, None, None, &a.xb, &a.logits, Epilogue::Store, last));
             d
         }
     }

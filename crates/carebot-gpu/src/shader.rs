@@ -2,6 +2,7 @@
 //! is instantiated with, and `#if` flags. Variants that differ only in a weight type, the KV cache
 //! format or an epilogue come from one source file this way instead of copies.
 
+use crate::ops::matmul::PrefillTile;
 use carebot_model::quant::GgmlType;
 use std::collections::BTreeSet;
 
@@ -26,17 +27,6 @@ const X4_IN_ORDER: &str = "fn x4_$W(chunk: u32, i: u32) -> u32 {\n    return chu
 /// means fewer barrier steps in the reduction; more rows per group means fewer groups.
 pub const MATVEC_ROWS: u32 = 32;
 pub const MATVEC_LANES: u32 = 16;
-
-/// The prefill kernel's register tile: rows per invocation and matrix (half as many with SWIGLU,
-/// whose invocations sum two matrices) × tokens; a workgroup is 64 invocations on one tile of
-/// tokens.
-pub const MATMUL_ROWS: u32 = 4;
-pub const MATMUL_TOKENS: u32 = 8;
-
-/// Rows of W one prefill workgroup covers.
-pub fn matmul_tile_rows(swiglu: bool) -> u32 {
-    64 * if swiglu { MATMUL_ROWS / 2 } else { MATMUL_ROWS }
-}
 
 /// The kernels, one concern per file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,11 +94,13 @@ pub struct Variant {
     pub weights: Vec<GgmlType>,
     /// `#if` flags that are on.
     pub flags: BTreeSet<&'static str>,
+    /// The matmul's register tile.
+    pub tile: PrefillTile,
 }
 
 impl Variant {
     pub fn new(kernel: Kernel) -> Self {
-        Variant { kernel, weights: Vec::new(), flags: BTreeSet::new() }
+        Variant { kernel, weights: Vec::new(), flags: BTreeSet::new(), tile: PrefillTile::default() }
     }
     pub fn weight(mut self, ty: GgmlType) -> Self {
         self.weights.push(ty);
@@ -120,6 +112,10 @@ impl Variant {
     }
     pub fn flag_if(self, on: bool, flag: &'static str) -> Self {
         if on { self.flag(flag) } else { self }
+    }
+    pub fn tile(mut self, tile: PrefillTile) -> Self {
+        self.tile = tile;
+        self
     }
 
     /// The complete WGSL module.
@@ -164,13 +160,14 @@ impl Variant {
         if flags.contains("NORM") || flags.contains("QKV") {
             flags.insert("CONSTS");
         }
-        let matmul_rows = matmul_tile_rows(flags.contains("SWIGLU")) / 64;
+        let tile = self.tile;
+        let rows = tile.invocation_rows(flags.contains("SWIGLU"));
         preprocess(&src, &flags)
             .replace("{{MATVEC_ROWS}}", &MATVEC_ROWS.to_string())
             .replace("{{MATVEC_LANES}}", &MATVEC_LANES.to_string())
-            .replace("{{MATMUL_ROWS}}", &matmul_rows.to_string())
-            .replace("{{MATMUL_TOKENS}}", &MATMUL_TOKENS.to_string())
-            .replace("{{MATMUL_ACC}}", &(matmul_rows * MATMUL_TOKENS / 4).to_string())
+            .replace("{{MATMUL_ROWS}}", &rows.to_string())
+            .replace("{{MATMUL_TOKENS}}", &tile.tokens.to_string())
+            .replace("{{MATMUL_ACC}}", &(rows * tile.tokens / 4).to_string())
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use carebot_gpu::GpuOptions;
 use carebot_gpu::ops::attention::attention;
 use carebot_gpu::ops::embed::embed;
-use carebot_gpu::ops::matmul::{Epilogue, Norm, matmul};
+use carebot_gpu::ops::matmul::{Epilogue, Norm, PrefillTile, Product, matmul};
 use carebot_gpu::ops::qkv::qkv_rope_store;
 use carebot_gpu::ops::rms_norm::rms_norm;
 use carebot_gpu::ops::rope::{rope_and_store, rope_table};
@@ -83,9 +83,13 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
         // SwiGLU pairs each type with a different one for `up`.
         let up = random_matrix(&mut rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
         let (gw, gup) = (gpu_matrix(&ctx, &w, per_part), gpu_matrix(&ctx, &up, per_part));
+        // The default prefill tile, and each other one on some of the types.
+        let others = &PrefillTile::ALL[1..];
+        let tiles = [PrefillTile::default(), others[i / 2 % others.len()]];
+        let products = [Product::LastToken].into_iter().chain(tiles.map(Product::Batch));
         for &n in batches {
-            for batched in [false, true] {
-                if n > 1 && !batched {
+            for product in products.clone() {
+                if n > 1 && product == Product::LastToken {
                     continue;
                 }
                 for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
@@ -94,7 +98,7 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
                     let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
                     let s = step(&ctx, n as u32, 0);
                     let upm = (epilogue == Epilogue::SwiGlu).then_some(&gup);
-                    run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, batched), n as u32);
+                    run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, product), n as u32);
                     let got = download(&ctx, &yb, n * rows).await;
                     let mut want = vec![0f32; n * rows];
                     w.matmul(&x, &mut want);
@@ -109,7 +113,7 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
                     }
                     // f32 sums in another order: ~1e-6 here (a wrong weight decode gives ≥ 1e-2).
                     let err = rel_err(&got, &want);
-                    assert!(err <= 1e-5, "{} {epilogue:?} n={n} batched={batched}: relative error {err}", ty.name());
+                    assert!(err <= 1e-5, "{} {epilogue:?} n={n} {product:?}: relative error {err}", ty.name());
                 }
             }
         }
@@ -170,7 +174,7 @@ async fn norm_folded_into_matrix_vector_products_matches_norm_then_product() {
             let yb = upload(&ctx, &random(&mut rng, rows, -4.0, 4.0));
             let s = step(&ctx, n as u32, 0);
             let upm = (epilogue == Epilogue::SwiGlu).then_some(&gup);
-            run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xb, &yb, epilogue, false), n as u32);
+            run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xb, &yb, epilogue, Product::LastToken), n as u32);
             let mut want = vec![0f32; rows];
             w.matmul(&xn, &mut want);
             if epilogue == Epilogue::SwiGlu {

@@ -4,8 +4,76 @@
 
 use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
-use crate::shader::{Kernel, MATMUL_TOKENS, MATVEC_ROWS, Variant, matmul_tile_rows};
+use crate::shader::{Kernel, MATVEC_ROWS, Variant};
 use crate::weights::GpuMatrix;
+
+/// The prefill kernel's register tile (`shaders/matmul.wgsl`): each invocation sums `rows` rows
+/// × `tokens` tokens (with SwiGLU, `rows / 2` rows of each of gate and up). A workgroup is 64
+/// invocations on one tile of tokens. The default, 4 × 8, is the best measured on lavapipe
+/// (BENCHMARKS.md); the others are there so that one bench run on a GPU can compare them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PrefillTile {
+    pub rows: u32,
+    pub tokens: u32,
+}
+
+impl Default for PrefillTile {
+    fn default() -> Self {
+        PrefillTile { rows: 4, tokens: 8 }
+    }
+}
+
+impl PrefillTile {
+    /// Every tile the kernel is built and tested for.
+    pub const ALL: [PrefillTile; 5] = [
+        PrefillTile { rows: 4, tokens: 8 },
+        PrefillTile { rows: 2, tokens: 8 },
+        PrefillTile { rows: 4, tokens: 4 },
+        PrefillTile { rows: 8, tokens: 8 },
+        PrefillTile { rows: 4, tokens: 16 },
+    ];
+
+    /// Rows of each matrix one invocation sums.
+    pub fn invocation_rows(self, swiglu: bool) -> u32 {
+        if swiglu { self.rows / 2 } else { self.rows }
+    }
+
+    /// Rows of W one workgroup covers.
+    pub fn workgroup_rows(self, swiglu: bool) -> u32 {
+        64 * self.invocation_rows(swiglu)
+    }
+}
+
+impl std::fmt::Display for PrefillTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.rows, self.tokens)
+    }
+}
+
+impl std::str::FromStr for PrefillTile {
+    type Err = String;
+    /// `ROWSxTOKENS`, one of [`PrefillTile::ALL`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        let all = || PrefillTile::ALL.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+        let (rows, tokens) =
+            s.split_once('x').ok_or_else(|| format!("{s:?}: expected ROWSxTOKENS, one of {}", all()))?;
+        let tile = PrefillTile {
+            rows: rows.parse().map_err(|_| format!("{s:?}: rows must be a number"))?,
+            tokens: tokens.parse().map_err(|_| format!("{s:?}: tokens must be a number"))?,
+        };
+        if PrefillTile::ALL.contains(&tile) { Ok(tile) } else { Err(format!("no {s} tile: one of {}", all())) }
+    }
+}
+
+/// Which kernel computes the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// The matrix–vector kernel on the batch's last token only: one decoded token, or the output
+    /// head after a prefill.
+    LastToken,
+    /// The tiled matrix–matrix kernel on every token of the batch (prefill).
+    Batch(PrefillTile),
+}
 
 /// What happens to each result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,10 +115,8 @@ pub struct ProductParams {
     pub _pad: [u32; 2],
 }
 
-/// y[t][r] (+)= Σ_c W[r][c] x[t][c], one dispatch per part of W. `batched` picks the tiled
-/// matrix–matrix kernel (any number of tokens) over the matrix–vector one (the batch's last token
-/// only: one decoded token, or the output head after a prefill). For [`Epilogue::SwiGlu`], `up`
-/// is the second matrix, split into the same parts as `w`.
+/// y[t][r] (+)= Σ_c W[r][c] x[t][c], one dispatch per part of W, by the kernel `product` names.
+/// For [`Epilogue::SwiGlu`], `up` is the second matrix, split into the same parts as `w`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     ctx: &GpuContext,
@@ -61,10 +127,16 @@ pub fn matmul(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
     epilogue: Epilogue,
-    batched: bool,
+    product: Product,
 ) -> Vec<Dispatch> {
-    assert!(!(batched && norm.is_some()), "only the matrix–vector product folds a norm in");
-    let mut variant = Variant::new(if batched { Kernel::MatMul } else { Kernel::MatVec }).weight(w.ty);
+    let mut variant = match product {
+        Product::LastToken => Variant::new(Kernel::MatVec),
+        Product::Batch(tile) => {
+            assert!(norm.is_none(), "only the matrix–vector product folds a norm in");
+            Variant::new(Kernel::MatMul).tile(tile)
+        }
+    }
+    .weight(w.ty);
     if let Some(up) = up {
         variant = variant.weight(up.ty);
     }
@@ -99,12 +171,30 @@ pub fn matmul(
                 buffers.push((7, n.consts));
             }
             buffers.push((0, step));
-            let grid = if batched {
-                Grid::PerTokens { x: part.rows.div_ceil(matmul_tile_rows(up.is_some())), tile: MATMUL_TOKENS }
-            } else {
-                Grid::Fixed(spread(part.rows.div_ceil(MATVEC_ROWS)))
+            let grid = match product {
+                Product::LastToken => Grid::Fixed(spread(part.rows.div_ceil(MATVEC_ROWS))),
+                Product::Batch(tile) => {
+                    Grid::PerTokens { x: part.rows.div_ceil(tile.workgroup_rows(up.is_some())), tile: tile.tokens }
+                }
             };
             Dispatch::new(ctx, pipeline.clone(), &buffers, grid)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrefillTile;
+
+    #[test]
+    fn prefill_tiles_parse_from_their_names_and_nothing_else() {
+        for tile in PrefillTile::ALL {
+            assert_eq!(tile.to_string().parse::<PrefillTile>(), Ok(tile));
+            // SwiGLU splits the rows between gate and up.
+            assert_eq!(tile.workgroup_rows(true) * 2, tile.workgroup_rows(false));
+        }
+        for bad in ["3x8", "4x12", "4", "x8", "4x", "ax8", "16x16"] {
+            assert!(bad.parse::<PrefillTile>().is_err(), "{bad}");
+        }
+    }
 }
