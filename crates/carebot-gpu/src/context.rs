@@ -1,7 +1,6 @@
 //! Adapter and device setup, the compiled-pipeline cache, buffer helpers and async readback.
 
 use crate::shader::Variant;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -71,7 +70,9 @@ pub struct GpuContext {
     pub subgroups: bool,
     lost: Arc<Mutex<Option<String>>>,
     errors: Arc<Mutex<Vec<String>>>,
-    pipelines: RefCell<HashMap<Variant, wgpu::ComputePipeline>>,
+    /// Behind a mutex so that a context can be shared with the thread that uploads weights while
+    /// this one compiles ([`crate::GpuModel::load_file`]).
+    pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
 }
 
 impl GpuContext {
@@ -147,7 +148,7 @@ impl GpuContext {
             subgroups,
             lost,
             errors,
-            pipelines: RefCell::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
         })
     }
 
@@ -186,7 +187,7 @@ impl GpuContext {
 
     /// The compiled pipeline for a kernel variant (compiled on first use, then cached).
     pub fn pipeline(&self, variant: &Variant) -> wgpu::ComputePipeline {
-        if let Some(p) = self.pipelines.borrow().get(variant) {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(variant) {
             return p.clone();
         }
         let label = format!("{:?}{:?}", variant.kernel, variant.weights);
@@ -202,7 +203,7 @@ impl GpuContext {
             compilation_options: Default::default(),
             cache: None,
         });
-        self.pipelines.borrow_mut().insert(variant.clone(), pipeline.clone());
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).insert(variant.clone(), pipeline.clone());
         pipeline
     }
 

@@ -135,8 +135,18 @@ pub struct GpuModel {
 
 impl GpuModel {
     /// Allocates everything for the model described by `file` (weights still empty: stream the
-    /// file's bytes in with [`GpuModel::upload`], then call [`GpuModel::finish_upload`]).
+    /// file's bytes in with [`GpuModel::upload`], then call [`GpuModel::finish_upload`]). The
+    /// kernels are compiled here, before the weights arrive (in the browser the GPU process
+    /// compiles them while the page streams the file).
     pub async fn new(ctx: GpuContext, file: &GgufFile, options: &EngineOptions) -> Result<Self, GpuError> {
+        let mut model = Self::allocate(ctx, file, options).await?;
+        model.set_plans(model.plans());
+        model.ctx.check()?;
+        Ok(model)
+    }
+
+    /// [`GpuModel::new`] without the forward plans (and so without compiling their kernels).
+    async fn allocate(ctx: GpuContext, file: &GgufFile, options: &EngineOptions) -> Result<Self, GpuError> {
         let cfg = LlamaConfig::from_gguf(file).map_err(|e| GpuError::Model(e.to_string()))?;
         if cfg.head_dim > 256 || cfg.head_dim % 2 != 0 || cfg.n_heads % cfg.n_kv_heads != 0 {
             return Err(GpuError::Model(format!(
@@ -228,7 +238,7 @@ impl GpuModel {
         ctx.check()?;
 
         let fold_norms = options.norms == NormPlacement::Folded;
-        let mut model = GpuModel {
+        Ok(GpuModel {
             ctx,
             cfg,
             token_embd,
@@ -249,12 +259,16 @@ impl GpuModel {
             len: 0,
             max_batch,
             upload: Some(Upload::new(targets, options.flush_bytes.max(1))),
-        };
-        model.decode_plan = model.plan_decode();
-        model.prefill_plan = model.plan_prefill();
-        model.head_plan = model.plan_head();
-        model.ctx.check()?;
-        Ok(model)
+        })
+    }
+
+    /// The decode, prefill and output-head plans: their bind groups, and their pipelines compiled.
+    fn plans(&self) -> [Vec<Dispatch>; 3] {
+        [self.plan_decode(), self.plan_prefill(), self.plan_head()]
+    }
+
+    fn set_plans(&mut self, [decode, prefill, head]: [Vec<Dispatch>; 3]) {
+        (self.decode_plan, self.prefill_plan, self.head_plan) = (decode, prefill, head);
     }
 
     /// Decoding one token, dispatch by dispatch, read top to bottom: five per block with folded
@@ -354,22 +368,24 @@ impl GpuModel {
     }
 
     /// Reads a model file from disk into the GPU, tensor by tensor; `progress(done, total)` sees
-    /// the bytes uploaded so far. A reader thread stays a few pieces ahead of the upload, so
-    /// reading the file and writing (and repacking) it to the GPU overlap: loading takes about
-    /// the longer of the two, not their sum.
+    /// the bytes uploaded so far. Three things overlap, so loading takes about the longest of
+    /// them, not their sum: a reader thread stays a few pieces ahead of an upload thread, which
+    /// writes (and repacks) them to the GPU, while this thread compiles the kernels (a driver
+    /// compiles a native pipeline before `create_compute_pipeline` returns).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_file(
         ctx: GpuContext,
         path: &std::path::Path,
         options: &EngineOptions,
-        mut progress: impl FnMut(u64, u64),
+        mut progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Self, GpuError> {
         use std::io::{Read, Seek, SeekFrom};
         let io = |e: std::io::Error| GpuError::Model(format!("{}: {e}", path.display()));
         let mut f = std::fs::File::open(path).map_err(io)?;
         let len = f.metadata().map_err(io)?.len();
         let file = carebot_model::gguf::read_header(&mut f, len).map_err(|e| GpuError::Model(e.to_string()))?;
-        let mut model = pollster::block_on(Self::new(ctx, &file, options))?;
+        let mut model = pollster::block_on(Self::allocate(ctx, &file, options))?;
+        let mut upload = model.upload.take().expect("a new model awaits its weights");
         let mut tensors: Vec<(u64, u64)> = file.tensors.iter().map(|t| (t.offset, t.n_bytes)).collect();
         tensors.sort_unstable();
         let total: u64 = tensors.iter().map(|t| t.1).sum();
@@ -377,7 +393,7 @@ impl GpuModel {
         // Pieces in flight: read, queued, being uploaded. Empty ones come back for reuse.
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(2);
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        std::thread::scope(|scope| {
+        let (plans, uploaded) = std::thread::scope(|scope| {
             let reader = scope.spawn(move || -> Result<(), GpuError> {
                 for (offset, n_bytes) in tensors {
                     f.seek(SeekFrom::Start(offset)).map_err(io)?;
@@ -395,19 +411,28 @@ impl GpuModel {
                 }
                 Ok(())
             });
-            let mut done = 0;
-            let uploaded = full_rx.iter().try_for_each(|(offset, piece)| {
-                model.upload(offset, &piece)?;
-                done += piece.len() as u64;
-                progress(done, total);
-                let _ = empty_tx.send(piece);
-                Ok::<(), GpuError>(())
+            let ctx = &model.ctx;
+            let uploader = scope.spawn(move || -> Result<Upload, GpuError> {
+                let mut done = 0;
+                for (offset, piece) in full_rx.iter() {
+                    // On an error the receiver is dropped on return, which ends the reader.
+                    upload.push(ctx, offset, &piece)?;
+                    ctx.check()?;
+                    done += piece.len() as u64;
+                    progress(done, total);
+                    let _ = empty_tx.send(piece);
+                }
+                Ok(upload)
             });
-            // On an upload error the receiver is dropped here, which ends the reader.
-            drop(full_rx);
-            let read = reader.join().unwrap_or_else(|_| Err(GpuError::Model("the file reader panicked".into())));
-            uploaded.and(read)
-        })?;
+            let plans = model.plans();
+            let join_failed = |who: &str| GpuError::Model(format!("the file {who} panicked"));
+            let uploaded = uploader.join().unwrap_or_else(|_| Err(join_failed("upload")));
+            let read = reader.join().unwrap_or_else(|_| Err(join_failed("reader")));
+            (plans, uploaded.and_then(|upload| read.map(|()| upload)))
+        });
+        model.upload = Some(uploaded?);
+        model.set_plans(plans);
+        model.ctx.check()?;
         model.finish_upload()?;
         Ok(model)
     }

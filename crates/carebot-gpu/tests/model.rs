@@ -315,9 +315,9 @@ async fn bad_input_gets_typed_errors() {
     }
 }
 
-/// `load_file` reads on a thread of its own while the upload repacks and writes: the model it
-/// loads (Q4_0 and Q6_K, both repacked) must give the same logits as one streamed from memory,
-/// and a missing file a typed error.
+/// `load_file` reads on a thread of its own and uploads (repacking) on another while it compiles
+/// the kernels: the model it loads (Q4_0 and Q6_K, both repacked) must give the same logits as
+/// one streamed from memory, and a missing or truncated file a typed error.
 #[cfg(not(target_arch = "wasm32"))]
 #[pollster::test]
 async fn a_model_loaded_from_a_file_equals_one_streamed_from_memory() {
@@ -341,4 +341,15 @@ async fn a_model_loaded_from_a_file_equals_one_streamed_from_memory() {
     let missing = std::env::temp_dir().join("carebot-no-such-model.gguf");
     let err = GpuModel::load_file(ctx, &missing, &f32_engine(), |_, _| {}).err().expect("a missing file loads");
     assert!(matches!(err, GpuError::Model(ref m) if m.contains("carebot-no-such-model")), "{err}");
+    // Cut inside the tensor data: refused from the header, before anything is read or compiled.
+    let bytes = spec.to_gguf(GgmlType::Q4_0);
+    let cut = std::env::temp_dir().join(format!("carebot-load-file-{}-cut.gguf", std::process::id()));
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+    let Some(ctx) = context(GpuOptions::default()).await else { return };
+    let mut seen = 0;
+    let loaded = GpuModel::load_file(ctx, &cut, &f32_engine(), |done, _| seen = done);
+    std::fs::remove_file(&cut).unwrap();
+    let err = loaded.err().expect("a truncated file loads");
+    assert!(matches!(err, GpuError::Model(ref m) if m.contains("outside the file")), "{err}");
+    assert_eq!(seen, 0);
 }
