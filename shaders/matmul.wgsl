@@ -16,6 +16,22 @@ const QUADS: u32 = TOKENS / 4u;
 const ROWS: u32 = {{MATMUL_ROWS}}u;
 const WG: u32 = 64u;
 
+// The x vec4s at input position `at` (in vec4s) of the tile's tokens tok0, tok0 + 1, …; tokens
+// past the batch repeat the last one.
+fn tile_x(tok0: u32, at: u32) -> array<vec4<f32>, TOKENS> {
+    var xs: array<vec4<f32>, TOKENS>;
+    for (var t = 0u; t < TOKENS; t++) {
+        xs[t] = x[min(tok0 + t, step.n_tokens - 1u) * (p.cols / 4u) + at];
+    }
+    return xs;
+}
+
+// w · x of the tile's tokens 4q .. 4q + 3.
+fn dot_quad(w: vec4<f32>, xs: ptr<function, array<vec4<f32>, TOKENS>>, q: u32) -> vec4<f32> {
+    let t = 4u * q;
+    return vec4<f32>(dot(w, (*xs)[t]), dot(w, (*xs)[t + 1u]), dot(w, (*xs)[t + 2u]), dot(w, (*xs)[t + 3u]));
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row0 = wid.x * WG * ROWS + lid;
@@ -27,8 +43,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (tok0 >= n) {
         return;
     }
-    // Tokens past the batch repeat the last one, rows past the matrix the last row (their
-    // results are not stored).
+    // Rows past the matrix repeat its last row (their results are not stored).
     var rb_a: array<u32, ROWS>;
     var acc_a: array<vec4<f32>, {{MATMUL_ACC}}>;
 #if SWIGLU
@@ -54,31 +69,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
         }
         for (var i = 0u; i < 8u; i++) {
-            var xa: array<vec4<f32>, TOKENS>;
-            let at = x4_a(c, i);
-            for (var t = 0u; t < TOKENS; t++) {
-                xa[t] = x[min(tok0 + t, n - 1u) * (p.cols / 4u) + at];
-            }
+            var xa = tile_x(tok0, x4_a(c, i));
             for (var r = 0u; r < ROWS; r++) {
                 let w = dequant4_a(ha[r], i);
                 for (var q = 0u; q < QUADS; q++) {
-                    let xq = 4u * q;
-                    acc_a[QUADS * r + q] += vec4<f32>(dot(w, xa[xq]), dot(w, xa[xq + 1u]), dot(w, xa[xq + 2u]), dot(w, xa[xq + 3u]));
+                    acc_a[QUADS * r + q] += dot_quad(w, &xa, q);
                 }
             }
 #if SWIGLU
             // The same x as above when both formats order a chunk alike (the compiler merges the
             // loads).
-            var xb: array<vec4<f32>, TOKENS>;
-            let bt = x4_b(c, i);
-            for (var t = 0u; t < TOKENS; t++) {
-                xb[t] = x[min(tok0 + t, n - 1u) * (p.cols / 4u) + bt];
-            }
+            var xb = tile_x(tok0, x4_b(c, i));
             for (var r = 0u; r < ROWS; r++) {
                 let w = dequant4_b(hb[r], i);
                 for (var q = 0u; q < QUADS; q++) {
-                    let xq = 4u * q;
-                    acc_b[QUADS * r + q] += vec4<f32>(dot(w, xb[xq]), dot(w, xb[xq + 1u]), dot(w, xb[xq + 2u]), dot(w, xb[xq + 3u]));
+                    acc_b[QUADS * r + q] += dot_quad(w, &xb, q);
                 }
             }
 #endif
