@@ -46,7 +46,7 @@ run() {
             file=()
         done
         # The other prefill register tiles (BENCHMARKS.md, issue 6, change 4), from the file
-        # just written: 4x8 is the default because it was the best on lavapipe.
+        # just written: 4x8 is the default only because it was the best on lavapipe.
         if [ "$model" = llama3-8b:q4_k_m ]; then
             for tile in 2x8 4x4 8x8 4x16; do
                 .gl/carebot bench --model "/tmp/${model/:/-}.gguf" --prefill-tile "$tile" --prompt-tokens 512 \

@@ -9,8 +9,9 @@ use crate::weights::GpuMatrix;
 
 /// The prefill kernel's register tile (`shaders/matmul.wgsl`): each invocation sums `rows` rows
 /// × `tokens` tokens (with SwiGLU, `rows / 2` rows of each of gate and up). A workgroup is 64
-/// invocations on one tile of tokens. The default, 4 × 8, is the best measured on lavapipe
-/// (BENCHMARKS.md); the others are there so that one bench run on a GPU can compare them.
+/// invocations on one tile of tokens. The default, 4 × 8, was the best measured on lavapipe
+/// (BENCHMARKS.md; before the kernel took its helper form, which lavapipe runs faster, so that
+/// ranking may have moved); the others are there so that one bench run on a GPU can compare them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PrefillTile {
     pub rows: u32,
