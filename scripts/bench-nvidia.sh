@@ -42,9 +42,12 @@ run() {
         local file=(--file "/tmp/${model/:/-}.gguf")
         for norms in separate folded; do
             .gl/carebot bench --synthetic "$model" "${file[@]}" --norms "$norms" --prompt-tokens 512 --gen-tokens 128 \
-                --json | tee -a "$out/bench.jsonl"
+                --attention-keys 640,2048,8192 --json | tee -a "$out/bench.jsonl"
             file=()
         done
+        # Decoding deep into a long conversation (split attention, BENCHMARKS.md issue 6 change 6).
+        .gl/carebot bench --model "/tmp/${model/:/-}.gguf" --prompt-tokens 4096 --gen-tokens 64 --json \
+            | tee -a "$out/bench.jsonl"
         # The other prefill register tiles (BENCHMARKS.md, issue 6, change 4), from the file
         # just written: 4x8 is the default only because it was the best on lavapipe.
         if [ "$model" = llama3-8b:q4_k_m ]; then

@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// 4x4, 8x8 or 4x16.
     #[arg(long, default_value_t = PrefillTile::default())]
     pub prefill_tile: PrefillTile,
+    /// Also time decode attention alone at these context lengths (every layer, random keys): how
+    /// attention's share of a token grows with the context.
+    #[arg(long, value_delimiter = ',', default_value = "4096")]
+    pub attention_keys: Vec<u32>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -86,6 +90,8 @@ struct Report {
     /// over the positions so far, the output projection once.
     prefill_flops: f64,
     fma_gflops: f64,
+    /// (context length, seconds) of one token's attention over every layer.
+    attention: Vec<(u32, f64)>,
     dispatches_per_token: usize,
     folds_norms: bool,
     prefill_tile: PrefillTile,
@@ -188,6 +194,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let read_gbs = measure_bandwidth(&model.ctx)?;
     let fma_gflops = measure_fma(&model.ctx)?;
     let prefill_flops = prefill_flops(&file, &cfg, args.prompt_tokens);
+    let mut attention = Vec::new();
+    for &keys in &args.attention_keys {
+        attention.push((keys, measure_attention(&model, keys)?));
+    }
     let report = Report {
         adapter,
         model: name,
@@ -204,6 +214,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         read_gbs,
         prefill_flops,
         fma_gflops,
+        attention,
         dispatches_per_token,
         folds_norms: model.folds_norms(),
         prefill_tile: args.prefill_tile,
@@ -357,6 +368,33 @@ fn measure_fma(ctx: &GpuContext) -> Result<f64> {
     Ok(best)
 }
 
+/// One token's attention over `keys` positions in every layer, in seconds: the best of 3 rounds
+/// of 4 tokens after a warm-up round.
+fn measure_attention(model: &GpuModel, keys: u32) -> Result<f64> {
+    let probe = model.attention_probe(keys)?;
+    let ctx = &model.ctx;
+    let reps = 4;
+    let mut best = f64::INFINITY;
+    for round in 0..4 {
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..reps {
+                probe.encode(&mut pass);
+            }
+        }
+        let t = Instant::now();
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait_idle()?;
+        let s = t.elapsed().as_secs_f64() / reps as f64;
+        ctx.check()?;
+        if round > 0 {
+            best = best.min(s);
+        }
+    }
+    Ok(best)
+}
+
 /// Streaming-read bandwidth: the best of a few rounds of 8 full reads of a buffer of up to 1 GiB.
 fn measure_bandwidth(ctx: &GpuContext) -> Result<f64> {
     let probe = Bandwidth::new(ctx, 1 << 30)?;
@@ -450,7 +488,23 @@ impl Report {
                 format!("{:.1} % ({:.1} GFLOP/s)", self.prefill_fma_pct(), self.prefill_flops / self.prefill_s / 1e9),
             ),
         ];
-        rows.iter().map(|(k, v)| format!("{k:<22} {v}\n")).collect()
+        // A token's time at the roofline: its weight bytes at the measured read bandwidth.
+        let roofline_token_s = self.bytes_per_token as f64 / (self.read_gbs * 1e9);
+        let attention = self.attention.iter().map(|&(keys, s)| {
+            (
+                format!("attention, {keys} keys"),
+                format!(
+                    "{:.3} ms / token (all layers), {:.1} % of a token's weight reads at the roofline",
+                    s * 1e3,
+                    100.0 * s / roofline_token_s
+                ),
+            )
+        });
+        rows.into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(attention)
+            .map(|(k, v)| format!("{k:<22} {v}\n"))
+            .collect()
     }
 
     fn json(&self) -> String {
@@ -478,6 +532,7 @@ impl Report {
             "fma_gflop_s": self.fma_gflops,
             "prefill_gflop_s": self.prefill_flops / self.prefill_s / 1e9,
             "prefill_fma_pct": self.prefill_fma_pct(),
+            "attention": self.attention.iter().map(|&(keys, s)| serde_json::json!({ "keys": keys, "ms_per_token": s * 1e3 })).collect::<Vec<_>>(),
         })
         .to_string()
     }

@@ -1,11 +1,11 @@
 //! The GPU model: weights, KV cache and activations on the device, and the forward pass recorded
 //! once at load time as a list of dispatches (one list for single-token decode, one for batched
 //! prefill). Running a batch writes two small uniforms, encodes the list into one compute pass and
-//! submits once. Decode is fused to seven dispatches per block, five with folded norms (see
+//! submits once. Decode is fused to eight dispatches per block, six with folded norms (see
 //! [`GpuModel::plan_decode`]).
 
 use crate::context::{GpuContext, GpuError};
-use crate::ops::attention::attention;
+use crate::ops::attention::{self, AttentionProbe, attention};
 use crate::ops::embed::embed;
 use crate::ops::matmul::{Epilogue, Norm, PrefillTile, Product, matmul};
 use crate::ops::qkv::qkv_rope_store;
@@ -32,10 +32,10 @@ pub enum KvFormat {
 /// Where decoding runs each RMSNorm.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NormPlacement {
-    /// A dispatch of its own before the product that reads it (7 dispatches per block).
+    /// A dispatch of its own before the product that reads it (8 dispatches per block).
     #[default]
     Separate,
-    /// Inside the next matrix–vector product (5 per block, 2 × ≈2 µs saved per block on a fast
+    /// Inside the next matrix–vector product (6 per block, 2 × ≈2 µs saved per block on a fast
     /// GPU), but every workgroup of that product recomputes the RMS and reads a norm weight
     /// beside each x value. On lavapipe that costs more than it saves (19–22 % slower,
     /// BENCHMARKS.md, issue 6), and on a GPU the extra x-side reads likely do too (the matvec's
@@ -99,6 +99,8 @@ struct Activations {
     k: wgpu::Buffer,
     v: wgpu::Buffer,
     att: wgpu::Buffer,
+    /// What the key ranges of a decoded token's split attention leave for the merge.
+    att_partials: wgpu::Buffer,
     /// SwiGLU hidden layer.
     h: wgpu::Buffer,
     logits: wgpu::Buffer,
@@ -226,6 +228,7 @@ impl GpuModel {
             k: alloc.buffer("keys", f(cfg.kv_dim()))?,
             v: alloc.buffer("values", f(cfg.kv_dim()))?,
             att: alloc.buffer("attention output", f(cfg.q_dim()))?,
+            att_partials: alloc.buffer("attention partial sums", attention::partials_bytes(&cfg))?,
             h: alloc.buffer("feed-forward hidden layer", f(cfg.ffn_dim))?,
             logits: alloc.buffer("logits", cfg.vocab_size as u64 * 4)?,
             logits_readback: ctx.readback("logits readback", cfg.vocab_size as u64 * 4),
@@ -271,8 +274,9 @@ impl GpuModel {
         (self.decode_plan, self.prefill_plan, self.head_plan) = (decode, prefill, head);
     }
 
-    /// Decoding one token, dispatch by dispatch, read top to bottom: five per block with folded
-    /// norms, seven without. q/k/v share one pass that also applies RoPE and appends to the cache,
+    /// Decoding one token, dispatch by dispatch, read top to bottom: six per block with folded
+    /// norms, eight without (one fewer while the context fits one attention range of 64 keys).
+    /// q/k/v share one pass that also applies RoPE and appends to the cache,
     /// gate and up share one pass, and residual additions are the products' epilogues.
     fn plan_decode(&self) -> Vec<Dispatch> {
         let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
@@ -295,7 +299,7 @@ impl GpuModel {
             let (n, xn) = norm(&mut d, b.attn_norm);
             let qkv = [&b.wq, &b.wk, &b.wv];
             d.push(qkv_rope_store(c, s, cfg, qkv, consts, n, self.table_offset, xn, &a.q, &b.k_cache, &b.v_cache, kv));
-            d.push(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
+            d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv));
             d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, last));
             // Feed-forward: silu(gate) · up of the normalized stream, down projection added.
             let (n, xn) = norm(&mut d, b.ffn_norm);
@@ -320,7 +324,7 @@ impl GpuModel {
             d.extend(matmul(c, s, &b.wk, None, None, &a.xb, &a.k, Epilogue::Store, batch));
             d.extend(matmul(c, s, &b.wv, None, None, &a.xb, &a.v, Epilogue::Store, batch));
             d.push(rope_and_store(c, s, cfg, &a.q, &a.k, &a.v, consts, table, &b.k_cache, &b.v_cache, kv));
-            d.push(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, kv));
+            d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv));
             d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, batch));
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.ffn_norm, dim, eps));
             d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), None, &a.xb, &a.h, Epilogue::SwiGlu, batch));
@@ -459,10 +463,16 @@ impl GpuModel {
         self.max_batch
     }
 
-    /// Dispatches one decoded token records, candidate selection included (the prefill list has
-    /// the same count per batch).
+    /// Dispatches one decoded token records past 64 positions, candidate selection included
+    /// (before that, attention needs no merge: one fewer per block).
     pub fn dispatches_per_token(&self) -> usize {
         self.decode_plan.len() + self.head_plan.len() + self.select.dispatches()
+    }
+
+    /// This model's decode attention, alone, over `keys` random positions in every layer (for
+    /// benchmarks: how attention's share of a token grows with the context).
+    pub fn attention_probe(&self, keys: u32) -> Result<AttentionProbe, GpuError> {
+        AttentionProbe::new(&self.ctx, &self.cfg, keys, self.cfg.n_layers, self.kv_flag)
     }
 
     /// Whether decoding folds each RMSNorm into the next product ([`NormPlacement`]).
@@ -542,11 +552,11 @@ impl GpuModel {
                 let mut pass = encoder.begin_compute_pass(&Default::default());
                 let plan = if n == 1 { &self.decode_plan } else { &self.prefill_plan };
                 for d in plan {
-                    d.encode(&mut pass, n);
+                    d.encode(&mut pass, n, step.pos0);
                 }
                 if last {
                     for d in &self.head_plan {
-                        d.encode(&mut pass, n);
+                        d.encode(&mut pass, n, step.pos0);
                     }
                     if output == Output::Candidates {
                         self.select.encode(&mut pass);

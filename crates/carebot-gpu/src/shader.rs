@@ -2,6 +2,7 @@
 //! is instantiated with, and `#if` flags. Variants that differ only in a weight type, the KV cache
 //! format or an epilogue come from one source file this way instead of copies.
 
+use crate::ops::attention;
 use crate::ops::matmul::PrefillTile;
 use carebot_model::quant::GgmlType;
 use std::collections::BTreeSet;
@@ -37,6 +38,7 @@ pub enum Kernel {
     MatVec,
     MatMul,
     Attention,
+    AttentionMerge,
     Select,
     SelectMerge,
     Bandwidth,
@@ -54,6 +56,7 @@ impl Kernel {
             Kernel::MatVec => shader!("matvec.wgsl"),
             Kernel::MatMul => shader!("matmul.wgsl"),
             Kernel::Attention => shader!("attention.wgsl"),
+            Kernel::AttentionMerge => shader!("attention_merge.wgsl"),
             Kernel::Select => shader!("select.wgsl"),
             // Phase two shares phase one's helpers; its variants carry the SELECT_MERGE flag,
             // which leaves out phase one's entry point.
@@ -96,11 +99,19 @@ pub struct Variant {
     pub flags: BTreeSet<&'static str>,
     /// The matmul's register tile.
     pub tile: PrefillTile,
+    /// Query heads per attention workgroup.
+    pub attention_heads: u32,
 }
 
 impl Variant {
     pub fn new(kernel: Kernel) -> Self {
-        Variant { kernel, weights: Vec::new(), flags: BTreeSet::new(), tile: PrefillTile::default() }
+        Variant {
+            kernel,
+            weights: Vec::new(),
+            flags: BTreeSet::new(),
+            tile: PrefillTile::default(),
+            attention_heads: 1,
+        }
     }
     pub fn weight(mut self, ty: GgmlType) -> Self {
         self.weights.push(ty);
@@ -115,6 +126,10 @@ impl Variant {
     }
     pub fn tile(mut self, tile: PrefillTile) -> Self {
         self.tile = tile;
+        self
+    }
+    pub fn attention_heads(mut self, heads: u32) -> Self {
+        self.attention_heads = heads;
         self
     }
 
@@ -168,6 +183,9 @@ impl Variant {
             .replace("{{MATMUL_ROWS}}", &rows.to_string())
             .replace("{{MATMUL_TOKENS}}", &tile.tokens.to_string())
             .replace("{{MATMUL_ACC}}", &(rows * tile.tokens / 4).to_string())
+            .replace("{{ATTENTION_HEADS}}", &self.attention_heads.to_string())
+            .replace("{{ATTENTION_KEYS_PER_SPLIT}}", &attention::KEYS_PER_SPLIT.to_string())
+            .replace("{{ATTENTION_MAX_SPLITS}}", &attention::MAX_SPLITS.to_string())
     }
 }
 

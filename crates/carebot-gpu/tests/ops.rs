@@ -4,7 +4,7 @@
 mod common;
 
 use carebot_gpu::GpuOptions;
-use carebot_gpu::ops::attention::attention;
+use carebot_gpu::ops::attention::{attention, decode_splits, heads_per_group, partials_bytes};
 use carebot_gpu::ops::embed::embed;
 use carebot_gpu::ops::matmul::{Epilogue, Norm, PrefillTile, Product, matmul};
 use carebot_gpu::ops::qkv::qkv_rope_store;
@@ -246,7 +246,7 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
             let s = step(&ctx, n as u32, pos0 as u32);
             let d =
                 qkv_rope_store(&ctx, &s, &cfg, [&gq, &gk, &gv], &consts, norm, table_offset, &xb, &qb, &kc, &vc, flag);
-            run(&ctx, &[d], n as u32);
+            run_at(&ctx, &[d], n as u32, pos0 as u32);
             let err = rel_err(&download(&ctx, &qb, q_dim).await, &want_q);
             assert!(err <= 1e-5, "{what}: q {err}");
             let tol = if elem == 4 { 1e-5 } else { 1e-3 };
@@ -335,7 +335,12 @@ async fn rope_and_cache_append_match_the_cpu() {
         let cache_bytes = (cfg.context_length * kv_dim * elem) as u64;
         let (kc, vc) = (ctx.storage("k", cache_bytes).unwrap(), ctx.storage("v", cache_bytes).unwrap());
         let s = step(&ctx, n as u32, pos0 as u32);
-        run(&ctx, &[rope_and_store(&ctx, &s, &cfg, &qb, &kb, &vb, &table, 6, &kc, &vc, flag)], n as u32);
+        run_at(
+            &ctx,
+            &[rope_and_store(&ctx, &s, &cfg, &qb, &kb, &vb, &table, 6, &kc, &vc, flag)],
+            n as u32,
+            pos0 as u32,
+        );
         let err = rel_err(&download(&ctx, &qb, n * q_dim).await, &want_q);
         assert!(err <= 1e-6, "{flag} q: {err}");
         let range = pos0 * kv_dim * elem / 4..(pos0 + n) * kv_dim * elem / 4;
@@ -380,12 +385,26 @@ fn cpu_attention(cfg: &LlamaConfig, q: &[f32], keys: &[f32], values: &[f32], pos
 async fn attention_matches_the_cpu_on_short_and_long_contexts() {
     let Some(ctx) = context(GpuOptions::default()).await else { return };
     let mut rng = SplitMix64::new(seed("attention"));
-    // (heads, kv heads, head size, first position, tokens, query magnitude)
-    // The last case: a long context (in 64-key steps, the last one partial) with large scores.
+    // (heads, kv heads, head size, first position, tokens, query magnitude). Batches, then single
+    // decoded tokens whose keys are split into ranges: 65 keys (two ranges), many ranges with a
+    // short last one, and past 64 × 64 keys (ranges of more than one 64-key chunk). Head groups
+    // of 1, 2, 3, 4, 6 and 16 query heads per KV head (16: two workgroups of 8 share a KV head);
+    // head sizes from 32 (four key slices in the value sums) to 256 (two pairs per invocation).
     let long = if WEB { 333 } else { 1990 };
-    let cases = [(8, 2, 96, 150, 3, 1.0), (4, 4, 128, 0, 1, 1.0), (4, 1, 64, 61, 19, 1.0), (2, 1, 128, long, 2, 30.0)];
+    let very_long = if WEB { 700 } else { 4500 };
+    let cases = [
+        (8, 2, 96, 150, 3, 1.0),
+        (4, 4, 128, 0, 1, 1.0),
+        (4, 1, 64, 61, 19, 1.0),
+        (2, 1, 128, long, 2, 30.0),
+        (9, 3, 64, 64, 1, 1.0),
+        (12, 2, 32, 333, 1, 4.0),
+        (16, 1, 128, 200, 1, 1.0),
+        (6, 1, 256, very_long, 1, 30.0),
+        (4, 2, 48, very_long, 1, 1.0),
+    ];
     for (heads, kv_heads, hd, pos0, n, mag) in cases {
-        let cfg = small_config(heads, kv_heads, hd, 2048);
+        let cfg = small_config(heads, kv_heads, hd, 8192);
         let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
         let q = random(&mut rng, n * q_dim, -mag, mag);
         let keys = random(&mut rng, (pos0 + n) * kv_dim, -1.0, 1.0);
@@ -397,10 +416,29 @@ async fn attention_matches_the_cpu_on_short_and_long_contexts() {
             let want = cpu_attention(&cfg, &q, &k_seen, &v_seen, pos0, n);
             let (qb, kc, vc) = (upload(&ctx, &q), upload_bytes(&ctx, &kbytes), upload_bytes(&ctx, &vbytes));
             let out = ctx.storage("out", (n * q_dim * 4) as u64).unwrap();
+            // Left over from an earlier call: the merge must not read ranges this one did not write.
+            let stale = random(&mut rng, partials_bytes(&cfg) as usize / 4, -50.0, 50.0);
+            let partials = upload(&ctx, &stale);
             let s = step(&ctx, n as u32, pos0 as u32);
-            run(&ctx, &[attention(&ctx, &s, &cfg, &qb, &kc, &vc, &out, flag)], n as u32);
+            let d = attention(&ctx, &s, &cfg, &qb, &kc, &vc, &out, &partials, flag);
+            run_at(&ctx, &d, n as u32, pos0 as u32);
             let err = rel_err(&download(&ctx, &out, n * q_dim).await, &want);
             assert!(err <= 1e-5, "{flag} heads {heads}/{kv_heads} hd {hd} pos0 {pos0} n {n}: {err}");
         }
     }
+}
+
+#[test]
+fn decode_attention_splits_grow_with_the_context_and_stay_bounded() {
+    assert_eq!(decode_splits(1), 1);
+    assert_eq!(decode_splits(64), 1);
+    assert_eq!(decode_splits(65), 2);
+    assert_eq!(decode_splits(4096), 64);
+    assert_eq!(decode_splits(1 << 20), 64);
+    let cfg = |heads, kv| small_config(heads, kv, 64, 64);
+    let groups: Vec<u32> = [(32, 8), (9, 3), (16, 1), (12, 2), (7, 7), (28, 4)]
+        .iter()
+        .map(|&(h, kv)| heads_per_group(&cfg(h, kv)))
+        .collect();
+    assert_eq!(groups, [4, 3, 8, 6, 1, 7]);
 }

@@ -34,6 +34,6 @@ impl Bandwidth {
 
     /// Records one full read of the buffer.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.dispatch.encode(pass, 1);
+        self.dispatch.encode(pass, 1, 0);
     }
 }

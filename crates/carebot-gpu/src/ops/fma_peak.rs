@@ -29,6 +29,6 @@ impl FmaPeak {
     }
 
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.dispatch.encode(pass, 1);
+        self.dispatch.encode(pass, 1, 0);
     }
 }

@@ -24,6 +24,15 @@ pub enum Grid {
         x: u32,
         tile: u32,
     },
+    /// `x` groups by n tokens by the key ranges of a decoded token (1 for a batch).
+    AttentionSplits {
+        x: u32,
+    },
+    /// `x` groups when a decoded token's attention was split over more than one key range;
+    /// nothing otherwise.
+    AttentionMerge {
+        x: u32,
+    },
 }
 
 /// A compute pipeline with its bound resources, ready to encode.
@@ -53,11 +62,19 @@ impl Dispatch {
         Dispatch { pipeline, bind_group, grid }
     }
 
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+    /// Records the dispatch for a batch of `n_tokens` whose first token is at cache position
+    /// `pos0` (the grids of some kernels depend on them).
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32, pos0: u32) {
+        let decode_splits = || if n_tokens == 1 { attention::decode_splits(pos0 + 1) } else { 1 };
         let [x, y, z] = match self.grid {
             Grid::Fixed(g) => g,
             Grid::PerTokens { x, tile } => [x, n_tokens.div_ceil(tile), 1],
+            Grid::AttentionSplits { x } => [x, n_tokens, decode_splits()],
+            Grid::AttentionMerge { x } => [if decode_splits() > 1 { x } else { 0 }, 1, 1],
         };
+        if x * y * z == 0 {
+            return;
+        }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(x, y, z);

@@ -144,7 +144,7 @@ impl TopK {
     /// The dispatches (phase one, then each merge level), after the logits are written.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         for d in &self.dispatches {
-            d.encode(pass, 1);
+            d.encode(pass, 1, 0);
         }
     }
 

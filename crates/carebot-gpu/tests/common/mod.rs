@@ -95,14 +95,20 @@ pub fn step(ctx: &GpuContext, n_tokens: u32, pos0: u32) -> wgpu::Buffer {
     ctx.uniform("step", &Step { n_tokens, pos0, _pad: [0; 2] })
 }
 
-/// Encodes `dispatches` in one pass for a batch of `n_tokens` and submits (the next
-/// [`download`] waits for it).
+/// Encodes `dispatches` in one pass for a batch of `n_tokens` at cache position 0 and submits (the
+/// next [`download`] waits for it).
 pub fn run(ctx: &GpuContext, dispatches: &[Dispatch], n_tokens: u32) {
+    run_at(ctx, dispatches, n_tokens, 0)
+}
+
+/// [`run`] for a batch whose first token is at cache position `pos0` (the `step` the dispatches
+/// read must say the same).
+pub fn run_at(ctx: &GpuContext, dispatches: &[Dispatch], n_tokens: u32, pos0: u32) {
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
         for d in dispatches {
-            d.encode(&mut pass, n_tokens);
+            d.encode(&mut pass, n_tokens, pos0);
         }
     }
     ctx.queue.submit([encoder.finish()]);
