@@ -45,17 +45,25 @@ run() {
                 --attention-keys 640,2048,8192 --json | tee -a "$out/bench.jsonl"
             file=()
         done
-        # Decoding deep into a long conversation (split attention, BENCHMARKS.md issue 6 change 6).
-        .gl/carebot bench --model "/tmp/${model/:/-}.gguf" --prompt-tokens 4096 --gen-tokens 64 --json \
-            | tee -a "$out/bench.jsonl"
-        # The other prefill register tiles (BENCHMARKS.md, issue 6, change 4), from the file
-        # just written: 4x8 is the default only because it was the best on lavapipe.
+        # From the file just written:
         if [ "$model" = llama3-8b:q4_k_m ]; then
+            # decoding deep into a long conversation (split attention, BENCHMARKS.md issue 6,
+            # change 6);
+            .gl/carebot bench --model "/tmp/${model/:/-}.gguf" --prompt-tokens 4096 --gen-tokens 64 --json \
+                | tee -a "$out/bench.jsonl"
+            # the other prefill register tiles (change 4): 4x8 is the default only because it
+            # was the best on lavapipe;
             for tile in 2x8 4x4 8x8 4x16; do
                 .gl/carebot bench --model "/tmp/${model/:/-}.gguf" --prefill-tile "$tile" --prompt-tokens 512 \
                     --gen-tokens 8 --json | tee -a "$out/bench.jsonl"
             done
         fi
+        # the other matvec workgroup shapes (change 7): 32 rows is the default, unmeasured;
+        # fewer rows give the 4096-row matrices more workgroups.
+        for rows in 16 8 64; do
+            .gl/carebot bench --model "/tmp/${model/:/-}.gguf" --matvec-rows "$rows" --prompt-tokens 16 \
+                --gen-tokens 128 --json | tee -a "$out/bench.jsonl"
+        done
         rm -f "/tmp/${model/:/-}.gguf"
     done
 }

@@ -4,7 +4,7 @@
 
 use carebot_gpu::ops::bandwidth::Bandwidth;
 use carebot_gpu::ops::fma_peak::FmaPeak;
-use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat, NormPlacement, PrefillTile};
+use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat, MatvecRows, NormPlacement, PrefillTile};
 use carebot_model::config::LlamaConfig;
 use carebot_model::generate::StepLogits;
 use carebot_model::gguf::{GgufFile, read_header};
@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// 4x4, 8x8 or 4x16.
     #[arg(long, default_value_t = PrefillTile::default())]
     pub prefill_tile: PrefillTile,
+    /// Rows per decode matrix–vector workgroup: 32, 16, 64 or 8 (default: 32 on a GPU, 64 on a
+    /// software adapter).
+    #[arg(long)]
+    pub matvec_rows: Option<MatvecRows>,
     /// Also time decode attention alone at these context lengths (every layer, random keys): how
     /// attention's share of a token grows with the context.
     #[arg(long, value_delimiter = ',', default_value = "4096")]
@@ -95,6 +99,7 @@ struct Report {
     dispatches_per_token: usize,
     folds_norms: bool,
     prefill_tile: PrefillTile,
+    matvec_rows: MatvecRows,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -118,6 +123,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Norms::Folded => NormPlacement::Folded,
         },
         prefill_tile: args.prefill_tile,
+        matvec_rows: args.matvec_rows,
         ..Default::default()
     };
     // The time to read the file's bytes, the yardstick for the time to the first token (read
@@ -218,6 +224,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         dispatches_per_token,
         folds_norms: model.folds_norms(),
         prefill_tile: args.prefill_tile,
+        matvec_rows: model.matvec_rows(),
     };
     if args.json {
         println!("{}", report.json())
@@ -468,7 +475,13 @@ impl Report {
             ),
             (
                 "decode",
-                format!("{} tok/s ({} tokens in {:.3} s)", rate(self.decode_tps()), self.gen_tokens, self.decode_s),
+                format!(
+                    "{} tok/s ({} tokens in {:.3} s, {} rows per matvec group)",
+                    rate(self.decode_tps()),
+                    self.gen_tokens,
+                    self.decode_s,
+                    self.matvec_rows
+                ),
             ),
             ("weights read / token", format!("{:.1} MiB", mib(self.bytes_per_token))),
             ("KV read, last token", format!("{:.1} MiB", mib(self.kv_bytes_last))),
@@ -520,6 +533,7 @@ impl Report {
             "prefill_s": self.prefill_s,
             "prefill_tok_s": self.prefill_tps(),
             "prefill_tile": self.prefill_tile.to_string(),
+            "matvec_rows": self.matvec_rows.0,
             "gen_tokens": self.gen_tokens,
             "decode_s": self.decode_s,
             "decode_tok_s": self.decode_tps(),

@@ -7,7 +7,7 @@
 use crate::context::{GpuContext, GpuError};
 use crate::ops::attention::{self, AttentionProbe, attention};
 use crate::ops::embed::embed;
-use crate::ops::matmul::{Epilogue, Norm, PrefillTile, Product, matmul};
+use crate::ops::matmul::{Epilogue, MatvecRows, Norm, PrefillTile, Product, matmul};
 use crate::ops::qkv::qkv_rope_store;
 use crate::ops::rms_norm::rms_norm;
 use crate::ops::rope::{rope_and_store, rope_table};
@@ -57,6 +57,8 @@ pub struct EngineOptions {
     pub flush_bytes: usize,
     /// The prefill matmul's register tile.
     pub prefill_tile: PrefillTile,
+    /// Rows per decode matrix–vector workgroup; `None`: [`MatvecRows::for_adapter`].
+    pub matvec_rows: Option<MatvecRows>,
 }
 
 impl Default for EngineOptions {
@@ -68,6 +70,7 @@ impl Default for EngineOptions {
             norms: NormPlacement::Separate,
             flush_bytes: 4 << 20,
             prefill_tile: PrefillTile::default(),
+            matvec_rows: None,
         }
     }
 }
@@ -124,6 +127,7 @@ pub struct GpuModel {
     /// Decode folds each RMSNorm into the product after it.
     fold_norms: bool,
     prefill_tile: PrefillTile,
+    matvec_rows: MatvecRows,
     decode_plan: Vec<Dispatch>,
     prefill_plan: Vec<Dispatch>,
     head_plan: Vec<Dispatch>,
@@ -241,6 +245,7 @@ impl GpuModel {
         ctx.check()?;
 
         let fold_norms = options.norms == NormPlacement::Folded;
+        let matvec_rows = options.matvec_rows.unwrap_or_else(|| MatvecRows::for_adapter(&ctx));
         Ok(GpuModel {
             ctx,
             cfg,
@@ -254,6 +259,7 @@ impl GpuModel {
             kv_flag,
             fold_norms,
             prefill_tile: options.prefill_tile,
+            matvec_rows,
             decode_plan: Vec::new(),
             prefill_plan: Vec::new(),
             head_plan: Vec::new(),
@@ -281,7 +287,7 @@ impl GpuModel {
     fn plan_decode(&self) -> Vec<Dispatch> {
         let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
         let (consts, kv) = (&self.consts, self.kv_flag);
-        let last = Product::LastToken;
+        let last = Product::LastToken(self.matvec_rows);
         // An RMSNorm of x: folded into the next product (which then reads x), or a dispatch of
         // its own into xb (which the next product reads).
         let norm = |d: &mut Vec<Dispatch>, offset| {
@@ -298,7 +304,21 @@ impl GpuModel {
             // the cache, output projection added to the residual stream.
             let (n, xn) = norm(&mut d, b.attn_norm);
             let qkv = [&b.wq, &b.wk, &b.wv];
-            d.push(qkv_rope_store(c, s, cfg, qkv, consts, n, self.table_offset, xn, &a.q, &b.k_cache, &b.v_cache, kv));
+            d.push(qkv_rope_store(
+                c,
+                s,
+                cfg,
+                qkv,
+                consts,
+                n,
+                self.table_offset,
+                xn,
+                &a.q,
+                &b.k_cache,
+                &b.v_cache,
+                kv,
+                self.matvec_rows,
+            ));
             d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv));
             d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, last));
             // Feed-forward: silu(gate) · up of the normalized stream, down projection added.
@@ -338,7 +358,7 @@ impl GpuModel {
     fn plan_head(&self) -> Vec<Dispatch> {
         let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
         let output = self.output.as_ref().unwrap_or(&self.token_embd);
-        let last = Product::LastToken;
+        let last = Product::LastToken(self.matvec_rows);
         if self.fold_norms {
             let norm = Norm { consts: &self.consts, offset: self.output_norm, eps: cfg.rms_eps };
             matmul(c, &a.step, output, None, Some(norm), &a.x, &a.logits, Epilogue::Store, last)
@@ -473,6 +493,11 @@ impl GpuModel {
     /// benchmarks: how attention's share of a token grows with the context).
     pub fn attention_probe(&self, keys: u32) -> Result<AttentionProbe, GpuError> {
         AttentionProbe::new(&self.ctx, &self.cfg, keys, self.cfg.n_layers, self.kv_flag)
+    }
+
+    /// Rows per decode matrix–vector workgroup (chosen for the adapter unless the options said).
+    pub fn matvec_rows(&self) -> MatvecRows {
+        self.matvec_rows
     }
 
     /// Whether decoding folds each RMSNorm into the next product ([`NormPlacement`]).

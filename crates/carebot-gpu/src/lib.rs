@@ -11,7 +11,7 @@ pub mod weights;
 
 pub use context::{GpuContext, GpuError, GpuOptions};
 pub use engine::{EngineOptions, GpuModel, KvFormat, NormPlacement};
-pub use ops::matmul::PrefillTile;
+pub use ops::matmul::{MatvecRows, PrefillTile};
 pub use ops::quantize::GpuQuantizer;
 pub use session::GpuSession;
 

@@ -3,7 +3,7 @@
 //! format or an epilogue come from one source file this way instead of copies.
 
 use crate::ops::attention;
-use crate::ops::matmul::PrefillTile;
+use crate::ops::matmul::{MatvecRows, PrefillTile};
 use carebot_model::quant::GgmlType;
 use std::collections::BTreeSet;
 
@@ -22,12 +22,6 @@ const K_SCALES: &str = shader!("quant/k_scales.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
 /// For the formats whose chunk c is weights 32c .. 32c + 31 in order (the others define `x4_$W`).
 const X4_IN_ORDER: &str = "fn x4_$W(chunk: u32, i: u32) -> u32 {\n    return chunk * 8u + i;\n}\n";
-
-/// Rows per matvec workgroup, and lanes per pair of rows: each invocation sums two adjacent rows
-/// against the same x values, so (ROWS / 2) × LANES = 256 invocations. Fewer lanes per pair
-/// means fewer barrier steps in the reduction; more rows per group means fewer groups.
-pub const MATVEC_ROWS: u32 = 32;
-pub const MATVEC_LANES: u32 = 16;
 
 /// The kernels, one concern per file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,6 +93,9 @@ pub struct Variant {
     pub flags: BTreeSet<&'static str>,
     /// The matmul's register tile.
     pub tile: PrefillTile,
+    /// Rows per matvec workgroup (each invocation sums two adjacent rows against the same x
+    /// values, so (ROWS / 2) × LANES = 256 invocations).
+    pub matvec_rows: MatvecRows,
     /// Query heads per attention workgroup.
     pub attention_heads: u32,
 }
@@ -110,6 +107,7 @@ impl Variant {
             weights: Vec::new(),
             flags: BTreeSet::new(),
             tile: PrefillTile::default(),
+            matvec_rows: MatvecRows::default(),
             attention_heads: 1,
         }
     }
@@ -126,6 +124,10 @@ impl Variant {
     }
     pub fn tile(mut self, tile: PrefillTile) -> Self {
         self.tile = tile;
+        self
+    }
+    pub fn matvec_rows(mut self, rows: MatvecRows) -> Self {
+        self.matvec_rows = rows;
         self
     }
     pub fn attention_heads(mut self, heads: u32) -> Self {
@@ -178,8 +180,8 @@ impl Variant {
         let tile = self.tile;
         let rows = tile.invocation_rows(flags.contains("SWIGLU"));
         preprocess(&src, &flags)
-            .replace("{{MATVEC_ROWS}}", &MATVEC_ROWS.to_string())
-            .replace("{{MATVEC_LANES}}", &MATVEC_LANES.to_string())
+            .replace("{{MATVEC_ROWS}}", &self.matvec_rows.0.to_string())
+            .replace("{{MATVEC_LANES}}", &self.matvec_rows.lanes().to_string())
             .replace("{{MATMUL_ROWS}}", &rows.to_string())
             .replace("{{MATMUL_TOKENS}}", &tile.tokens.to_string())
             .replace("{{MATMUL_ACC}}", &(rows * tile.tokens / 4).to_string())

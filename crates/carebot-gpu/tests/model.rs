@@ -7,7 +7,7 @@
 
 mod common;
 
-use carebot_gpu::{EngineOptions, GpuError, GpuModel, GpuOptions, KvFormat, NormPlacement};
+use carebot_gpu::{EngineOptions, GpuError, GpuModel, GpuOptions, KvFormat, MatvecRows, NormPlacement};
 #[cfg(target_arch = "wasm32")]
 use carebot_model::generate::StepLogits;
 use carebot_model::generate::{Backend, Session};
@@ -79,7 +79,9 @@ async fn logits_match_the_cpu_reference_for_every_weight_type() {
         // The folded runs also write weights to the GPU in small pieces, so repacked rows
         // (weights.rs) are cut at row boundaries, not only at the ends of tensors.
         let flush_bytes = if norms == NormPlacement::Folded { 3001 } else { EngineOptions::default().flush_bytes };
-        let engine = EngineOptions { norms, flush_bytes, ..f32_engine() };
+        // And decode with another matvec workgroup shape, through the whole engine.
+        let matvec_rows = (norms == NormPlacement::Folded).then_some(MatvecRows(16));
+        let engine = EngineOptions { norms, flush_bytes, matvec_rows, ..f32_engine() };
         let Some(mut gpu) = gpu_model_with(&bytes, GpuOptions::default(), engine, 1 << 20).await else { return };
         assert_eq!(gpu.folds_norms(), norms == NormPlacement::Folded);
         let mut cpu = cpu_model(&bytes);

@@ -6,7 +6,7 @@ mod common;
 use carebot_gpu::GpuOptions;
 use carebot_gpu::ops::attention::{attention, decode_splits, heads_per_group, partials_bytes};
 use carebot_gpu::ops::embed::embed;
-use carebot_gpu::ops::matmul::{Epilogue, Norm, PrefillTile, Product, matmul};
+use carebot_gpu::ops::matmul::{Epilogue, MatvecRows, Norm, PrefillTile, Product, matmul};
 use carebot_gpu::ops::qkv::qkv_rope_store;
 use carebot_gpu::ops::rms_norm::rms_norm;
 use carebot_gpu::ops::rope::{rope_and_store, rope_table};
@@ -72,7 +72,7 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
     let Some(ctx) = context(GpuOptions::default()).await else { return };
     let mut rng = SplitMix64::new(seed("matmul"));
     // 77 rows in parts of 30 (split bindings, partial tiles); 291 rows in one part: full
-    // prefill tiles (256 rows, 128 with SwiGLU) and matvec groups (32) then a partial one.
+    // prefill tiles (256 rows, 128 with SwiGLU) and matvec groups (8–64 rows) then a partial one.
     let cols = if WEB { 256 } else { 512 };
     let shapes = [(77, 30), (291, 291)];
     // Decode (1 token), and batches of one partial / two full and a partial 8-token tile.
@@ -83,13 +83,14 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
         // SwiGLU pairs each type with a different one for `up`.
         let up = random_matrix(&mut rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
         let (gw, gup) = (gpu_matrix(&ctx, &w, per_part), gpu_matrix(&ctx, &up, per_part));
-        // The default prefill tile, and each other one on some of the types.
+        // The default prefill tile and matvec row count, and each other one on some of the types.
         let others = &PrefillTile::ALL[1..];
         let tiles = [PrefillTile::default(), others[i / 2 % others.len()]];
-        let products = [Product::LastToken].into_iter().chain(tiles.map(Product::Batch));
+        let group_rows = [MatvecRows::default(), MatvecRows::ALL[1 + i % 3]];
+        let products = group_rows.map(Product::LastToken).into_iter().chain(tiles.map(Product::Batch));
         for &n in batches {
             for product in products.clone() {
-                if n > 1 && product == Product::LastToken {
+                if n > 1 && matches!(product, Product::LastToken(_)) {
                     continue;
                 }
                 for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
@@ -169,12 +170,13 @@ async fn norm_folded_into_matrix_vector_products_matches_norm_then_product() {
         let mut xn = vec![0f32; cols];
         reference::rms_norm(&mut xn, &x[(n - 1) * cols..], &norm_w, eps);
         let norm = Norm { consts: &consts, offset: offset as u32, eps };
+        let last = Product::LastToken(MatvecRows::ALL[i % MatvecRows::ALL.len()]);
         for epilogue in [Epilogue::Store, Epilogue::SwiGlu] {
             let xb = upload(&ctx, &x);
             let yb = upload(&ctx, &random(&mut rng, rows, -4.0, 4.0));
             let s = step(&ctx, n as u32, 0);
             let upm = (epilogue == Epilogue::SwiGlu).then_some(&gup);
-            run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xb, &yb, epilogue, Product::LastToken), n as u32);
+            run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xb, &yb, epilogue, last), n as u32);
             let mut want = vec![0f32; rows];
             w.matmul(&xn, &mut want);
             if epilogue == Epilogue::SwiGlu {
@@ -194,15 +196,17 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
     let Some(ctx) = context(GpuOptions::default()).await else { return };
     let mut rng = SplitMix64::new(seed("qkv"));
     use GgmlType::*;
-    // (heads, kv heads, head size, q/k/v types). The second: dim 320, and the k/v boundary (row
-    // 360) falls inside a 16-row workgroup; the third, Q4_K_M's mix with a Q6_K v.
+    // (heads, kv heads, head size, q/k/v types), each with another matvec row count. The second:
+    // dim 320, and the k/v boundary (row 360) falls inside one of its 16-row workgroups; the
+    // third, Q4_K_M's mix with a Q6_K v.
     let cases = [
         (4, 2, 64, [Q8_0, F16, Q4_0]),
         (8, 1, 40, [Q5_1, Q4_0, Q8_0]),
         (2, 1, 128, [Q4_K, Q4_K, Q6_K]),
         (4, 4, 64, [Q5_K, BF16, Q4_1]),
     ];
-    for (heads, kv_heads, hd, [tq, tk, tv]) in cases {
+    for (ci, (heads, kv_heads, hd, [tq, tk, tv])) in cases.into_iter().enumerate() {
+        let group_rows = MatvecRows::ALL[ci];
         let cfg = small_config(heads, kv_heads, hd, 64);
         let (dim, q_dim, kv_dim) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
         let (n, pos0) = (2usize, 40usize);
@@ -244,8 +248,21 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
             let v_before = encode_cache(&random(&mut rng, cache_len, -1.0, 1.0), elem);
             let (kc, vc) = (upload_bytes(&ctx, &k_before), upload_bytes(&ctx, &v_before));
             let s = step(&ctx, n as u32, pos0 as u32);
-            let d =
-                qkv_rope_store(&ctx, &s, &cfg, [&gq, &gk, &gv], &consts, norm, table_offset, &xb, &qb, &kc, &vc, flag);
+            let d = qkv_rope_store(
+                &ctx,
+                &s,
+                &cfg,
+                [&gq, &gk, &gv],
+                &consts,
+                norm,
+                table_offset,
+                &xb,
+                &qb,
+                &kc,
+                &vc,
+                flag,
+                group_rows,
+            );
             run_at(&ctx, &[d], n as u32, pos0 as u32);
             let err = rel_err(&download(&ctx, &qb, q_dim).await, &want_q);
             assert!(err <= 1e-5, "{what}: q {err}");

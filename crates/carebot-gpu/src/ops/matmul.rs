@@ -4,7 +4,7 @@
 
 use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
-use crate::shader::{Kernel, MATVEC_ROWS, Variant};
+use crate::shader::{Kernel, Variant};
 use crate::weights::GpuMatrix;
 
 /// The prefill kernel's register tile (`shaders/matmul.wgsl`): each invocation sums `rows` rows
@@ -66,12 +66,64 @@ impl std::str::FromStr for PrefillTile {
     }
 }
 
+/// Rows of W one matrix–vector workgroup (256 invocations, `shaders/matvec.wgsl`) sums: rows / 2
+/// pairs of adjacent rows with 512 / rows lanes per pair. Fewer rows per workgroup give a matrix
+/// more workgroups (more loads in flight on a GPU with many cores: Llama-3-8B's 4096-row
+/// matrices are 128 workgroups at 32 rows, against 132 SMs on an H200) but longer sums across
+/// each pair's lanes. On a GPU 32 is the default, unmeasured there (`scripts/bench-nvidia.sh`
+/// compares the others); on a software adapter 64, the fastest on lavapipe (BENCHMARKS.md,
+/// issue 6, change 7), where each step of those sums is a barrier that costs CPU time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MatvecRows(pub u32);
+
+impl Default for MatvecRows {
+    fn default() -> Self {
+        MatvecRows(32)
+    }
+}
+
+impl MatvecRows {
+    /// Every row count the kernel is built and tested for.
+    pub const ALL: [MatvecRows; 4] = [MatvecRows(32), MatvecRows(16), MatvecRows(64), MatvecRows(8)];
+
+    /// The default on a software (CPU) adapter.
+    pub const SOFTWARE: MatvecRows = MatvecRows(64);
+
+    /// The default for `ctx`'s adapter.
+    pub fn for_adapter(ctx: &GpuContext) -> Self {
+        if ctx.is_software() { MatvecRows::SOFTWARE } else { MatvecRows::default() }
+    }
+
+    /// Lanes that share a pair of rows.
+    pub fn lanes(self) -> u32 {
+        512 / self.0
+    }
+}
+
+impl std::fmt::Display for MatvecRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::str::FromStr for MatvecRows {
+    type Err = String;
+    /// One of [`MatvecRows::ALL`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        let all = || MatvecRows::ALL.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+        match s.parse().map(MatvecRows) {
+            Ok(rows) if MatvecRows::ALL.contains(&rows) => Ok(rows),
+            _ => Err(format!("{s:?}: rows per matrix–vector workgroup are one of {}", all())),
+        }
+    }
+}
+
 /// Which kernel computes the product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Product {
     /// The matrix–vector kernel on the batch's last token only: one decoded token, or the output
     /// head after a prefill.
-    LastToken,
+    LastToken(MatvecRows),
     /// The tiled matrix–matrix kernel on every token of the batch (prefill).
     Batch(PrefillTile),
 }
@@ -131,7 +183,7 @@ pub fn matmul(
     product: Product,
 ) -> Vec<Dispatch> {
     let mut variant = match product {
-        Product::LastToken => Variant::new(Kernel::MatVec),
+        Product::LastToken(rows) => Variant::new(Kernel::MatVec).matvec_rows(rows),
         Product::Batch(tile) => {
             assert!(norm.is_none(), "only the matrix–vector product folds a norm in");
             Variant::new(Kernel::MatMul).tile(tile)
@@ -173,7 +225,7 @@ pub fn matmul(
             }
             buffers.push((0, step));
             let grid = match product {
-                Product::LastToken => Grid::Fixed(spread(part.rows.div_ceil(MATVEC_ROWS))),
+                Product::LastToken(rows) => Grid::Fixed(spread(part.rows.div_ceil(rows.0))),
                 Product::Batch(tile) => {
                     Grid::PerTokens { x: part.rows.div_ceil(tile.workgroup_rows(up.is_some())), tile: tile.tokens }
                 }
@@ -185,7 +237,7 @@ pub fn matmul(
 
 #[cfg(test)]
 mod tests {
-    use super::PrefillTile;
+    use super::{MatvecRows, PrefillTile};
 
     #[test]
     fn prefill_tiles_parse_from_their_names_and_nothing_else() {
@@ -196,6 +248,17 @@ mod tests {
         }
         for bad in ["3x8", "4x12", "4", "x8", "4x", "ax8", "16x16"] {
             assert!(bad.parse::<PrefillTile>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matvec_row_counts_parse_and_fill_256_invocations() {
+        for rows in MatvecRows::ALL {
+            assert_eq!(rows.to_string().parse::<MatvecRows>(), Ok(rows));
+            assert_eq!(rows.0 / 2 * rows.lanes(), 256);
+        }
+        for bad in ["0", "4", "12", "128", "", "x", "-32"] {
+            assert!(bad.parse::<MatvecRows>().is_err(), "{bad}");
         }
     }
 }

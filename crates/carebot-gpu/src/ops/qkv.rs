@@ -3,10 +3,10 @@
 //! RMSNorm before them folded in (`NORM`). Unfused, that is five dependent dispatches (the prefill
 //! path: `rms_norm`, three `matmul`s, `rope_and_store`).
 
-use super::matmul::{Norm, ProductParams};
+use super::matmul::{MatvecRows, Norm, ProductParams};
 use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
-use crate::shader::{Kernel, MATVEC_ROWS, Variant};
+use crate::shader::{Kernel, Variant};
 use crate::weights::GpuMatrix;
 use carebot_model::config::LlamaConfig;
 
@@ -14,7 +14,7 @@ use carebot_model::config::LlamaConfig;
 /// where x̂ is the last token of `x`, normalized by `norm` if given. The RoPE table (as
 /// `rope_table` makes it) sits in `consts` (the buffer `norm` reads too) at `table_offset` f32s,
 /// a multiple of 4. Each matrix must be one part (the engine checks that at load). `kv_flag` is
-/// the KV storage flag.
+/// the KV storage flag; `group_rows` the matvec workgroup's rows.
 #[allow(clippy::too_many_arguments)]
 pub fn qkv_rope_store(
     ctx: &GpuContext,
@@ -29,6 +29,7 @@ pub fn qkv_rope_store(
     k_cache: &wgpu::Buffer,
     v_cache: &wgpu::Buffer,
     kv_flag: &'static str,
+    group_rows: MatvecRows,
 ) -> Dispatch {
     for m in [wq, wk, wv] {
         assert_eq!(m.parts.len(), 1, "the fused projection needs each matrix in one buffer");
@@ -41,7 +42,8 @@ pub fn qkv_rope_store(
         .weight(wv.ty)
         .flag("QKV")
         .flag_if(norm.is_some(), "NORM")
-        .flag(kv_flag);
+        .flag(kv_flag)
+        .matvec_rows(group_rows);
     let rows = wq.rows + wk.rows + wv.rows;
     let (norm_offset, eps) = match norm {
         Some(n) => {
@@ -74,5 +76,5 @@ pub fn qkv_rope_store(
         (8, k_cache),
         (9, v_cache),
     ];
-    Dispatch::new(ctx, ctx.pipeline(&variant), &buffers, Grid::Fixed(spread(rows.div_ceil(MATVEC_ROWS))))
+    Dispatch::new(ctx, ctx.pipeline(&variant), &buffers, Grid::Fixed(spread(rows.div_ceil(group_rows.0))))
 }
