@@ -5,7 +5,8 @@
 // - A batch (prefill): one workgroup per (head group, token), over every key up to the token.
 // - One token (decode): its keys split into nwg.z ranges, a workgroup each, so a long context
 //   is spread over the whole GPU instead of queueing behind one workgroup per head. Each range
-//   leaves its unnormalized sum, running max and denominator in `partials`, and
+//   leaves, per head, a record in `partials`: (running max, denominator), then the unnormalized
+//   sum (head_dim / 2 pairs); and
 //   attention_merge.wgsl combines them (with a single range the result is written directly).
 struct Params {
     n_heads: u32,
@@ -24,7 +25,6 @@ struct Params {
 // Query heads per workgroup (a divisor of the heads per KV head, at most 8; set in Rust), so
 // that the per-head loops below unroll and their sums stay in registers.
 const HEADS: u32 = {{ATTENTION_HEADS}}u;
-const MAX_SPLITS: u32 = {{ATTENTION_MAX_SPLITS}}u;
 const WG: u32 = 64u;
 // head_dim ≤ 256: an invocation owns up to two (value, value) pairs of the output.
 const PAIRS_PER_LANE: u32 = 2u;
@@ -162,12 +162,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (splits == 1u) {
                     out[(t * p.n_heads + h) * half + j] = a / head_sum[g];
                 } else {
-                    partials[MAX_SPLITS * p.n_heads + (split * p.n_heads + h) * half + j] = a;
+                    partials[(split * p.n_heads + h) * (half + 1u) + 1u + j] = a;
                 }
             }
         }
     }
     if (splits > 1u && lid < HEADS) {
-        partials[split * p.n_heads + h0 + lid] = vec2<f32>(m[lid], l);
+        partials[(split * p.n_heads + h0 + lid) * (half + 1u)] = vec2<f32>(m[lid], l);
     }
 }

@@ -25,20 +25,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let h = wid.x;
     let half = p.head_dim / 2u;
     let splits = decode_splits(step.pos0 + 1u);
+    // Range s's record for this head: (max, denominator), then the sum's pairs.
+    let record = p.n_heads * (half + 1u);
+    let first = h * (half + 1u);
     var mx = NEG;
     for (var s = 0u; s < splits; s++) {
-        mx = max(mx, partials[s * p.n_heads + h].x);
+        mx = max(mx, partials[first + s * record].x);
     }
     var l = 0.0;
     for (var s = 0u; s < splits; s++) {
-        let ml = partials[s * p.n_heads + h];
+        let ml = partials[first + s * record];
         l += ml.y * exp(ml.x - mx);
     }
     for (var j = lid; j < half; j += 64u) {
         var a = vec2<f32>(0.0);
         for (var s = 0u; s < splits; s++) {
-            let w = exp(partials[s * p.n_heads + h].x - mx);
-            a += w * partials[MAX_SPLITS * p.n_heads + (s * p.n_heads + h) * half + j];
+            let w = exp(partials[first + s * record].x - mx);
+            a += w * partials[first + s * record + 1u + j];
         }
         out[h * half + j] = a / l;
     }

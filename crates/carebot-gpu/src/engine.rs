@@ -232,7 +232,7 @@ impl GpuModel {
             k: alloc.buffer("keys", f(cfg.kv_dim()))?,
             v: alloc.buffer("values", f(cfg.kv_dim()))?,
             att: alloc.buffer("attention output", f(cfg.q_dim()))?,
-            att_partials: alloc.buffer("attention partial sums", attention::partials_bytes(&cfg))?,
+            att_partials: alloc.buffer("attention partial sums", attention::partials_bytes(&cfg, capacity))?,
             h: alloc.buffer("feed-forward hidden layer", f(cfg.ffn_dim))?,
             logits: alloc.buffer("logits", cfg.vocab_size as u64 * 4)?,
             logits_readback: ctx.readback("logits readback", cfg.vocab_size as u64 * 4),
@@ -391,70 +391,96 @@ impl GpuModel {
         self.ctx.check()
     }
 
-    /// Reads a model file from disk into the GPU, tensor by tensor; `progress(done, total)` sees
-    /// the bytes uploaded so far. Three things overlap, so loading takes about the longest of
-    /// them, not their sum: a reader thread stays a few pieces ahead of an upload thread, which
-    /// writes (and repacks) them to the GPU, while this thread compiles the kernels (a driver
-    /// compiles a native pipeline before `create_compute_pipeline` returns).
+    /// Reads a model file from disk into the GPU; `progress(done, total)` sees the matrix bytes
+    /// uploaded so far. Two things overlap, so loading takes about the longer of them, not their
+    /// sum: worker threads (one per core, up to 8), each with its own handle on the file, read the
+    /// matrices in pieces of whole rows (about `options.flush_bytes`) and write them, repacked
+    /// where the type needs it, with one copy from the read buffer to the staging memory;
+    /// meanwhile this thread compiles the kernels (a driver compiles a native pipeline before
+    /// `create_compute_pipeline` returns). The norm vectors, a few KiB, are read afterwards.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_file(
         ctx: GpuContext,
         path: &std::path::Path,
         options: &EngineOptions,
-        mut progress: impl FnMut(u64, u64) + Send,
+        progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Self, GpuError> {
         use std::io::{Read, Seek, SeekFrom};
+        use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
         let io = |e: std::io::Error| GpuError::Model(format!("{}: {e}", path.display()));
         let mut f = std::fs::File::open(path).map_err(io)?;
         let len = f.metadata().map_err(io)?.len();
         let file = carebot_model::gguf::read_header(&mut f, len).map_err(|e| GpuError::Model(e.to_string()))?;
         let mut model = pollster::block_on(Self::allocate(ctx, &file, options))?;
         let mut upload = model.upload.take().expect("a new model awaits its weights");
-        let mut tensors: Vec<(u64, u64)> = file.tensors.iter().map(|t| (t.offset, t.n_bytes)).collect();
-        tensors.sort_unstable();
-        let total: u64 = tensors.iter().map(|t| t.1).sum();
-        const PIECE: u64 = 8 << 20;
-        // Pieces in flight: read, queued, being uploaded. Empty ones come back for reuse.
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(2);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let (plans, uploaded) = std::thread::scope(|scope| {
-            let reader = scope.spawn(move || -> Result<(), GpuError> {
-                for (offset, n_bytes) in tensors {
-                    f.seek(SeekFrom::Start(offset)).map_err(io)?;
-                    let mut at = 0;
-                    while at < n_bytes {
-                        let n = (n_bytes - at).min(PIECE) as usize;
-                        let mut piece = empty_rx.try_recv().unwrap_or_default();
-                        piece.resize(n, 0);
-                        f.read_exact(&mut piece).map_err(io)?;
-                        if full_tx.send((offset + at, piece)).is_err() {
-                            return Ok(()); // The upload failed and stopped listening.
+        let pieces = upload.take_matrix_pieces(options.flush_bytes.max(1) as u64);
+        let total: u64 = pieces.iter().map(|p| p.file_len).sum();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+        let (next, done, unflushed, failed) =
+            (AtomicUsize::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicBool::new(false));
+        let progress = std::sync::Mutex::new(progress);
+        let ctx = &model.ctx;
+        let worker = || -> Result<(), GpuError> {
+            let mut f = std::fs::File::open(path).map_err(io)?;
+            let (mut raw, mut packed) = (Vec::new(), Vec::new());
+            while !failed.load(Ordering::Relaxed) {
+                let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                raw.resize(piece.file_len as usize, 0);
+                f.seek(SeekFrom::Start(piece.file_offset)).map_err(io)?;
+                f.read_exact(&mut raw).map_err(io)?;
+                let data = if weights::row_align(piece.ty) > 1 {
+                    packed.clear();
+                    weights::repack_rows(piece.ty, piece.cols, &raw, &mut packed);
+                    &mut packed
+                } else {
+                    &mut raw
+                };
+                // Whole words (a part's last piece may end mid-word; the buffer is padded).
+                data.resize(data.len().next_multiple_of(4), 0);
+                ctx.queue.write_buffer(&piece.buffer, piece.gpu_offset, data);
+                ctx.check()?;
+                // Staging memory is freed only once the queue has caught up with the writes.
+                if unflushed.fetch_add(piece.file_len, Ordering::Relaxed) + piece.file_len >= FLUSH_BYTES {
+                    unflushed.store(0, Ordering::Relaxed);
+                    ctx.queue.submit([]);
+                    ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Wgpu(e.to_string()))?;
+                }
+                let so_far = done.fetch_add(piece.file_len, Ordering::Relaxed) + piece.file_len;
+                if let Ok(mut report) = progress.lock() {
+                    report(so_far, total);
+                }
+            }
+            Ok(())
+        };
+        let (plans, loaded) = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let r = worker();
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
                         }
-                        at += n as u64;
-                    }
-                }
-                Ok(())
-            });
-            let ctx = &model.ctx;
-            let uploader = scope.spawn(move || -> Result<Upload, GpuError> {
-                let mut done = 0;
-                for (offset, piece) in full_rx.iter() {
-                    // On an error the receiver is dropped on return, which ends the reader.
-                    upload.push(ctx, offset, &piece)?;
-                    ctx.check()?;
-                    done += piece.len() as u64;
-                    progress(done, total);
-                    let _ = empty_tx.send(piece);
-                }
-                Ok(upload)
-            });
+                        r
+                    })
+                })
+                .collect();
             let plans = model.plans();
-            let join_failed = |who: &str| GpuError::Model(format!("the file {who} panicked"));
-            let uploaded = uploader.join().unwrap_or_else(|_| Err(join_failed("upload")));
-            let read = reader.join().unwrap_or_else(|_| Err(join_failed("reader")));
-            (plans, uploaded.and_then(|upload| read.map(|()| upload)))
+            let joined = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(GpuError::Model("a file reader panicked".into()))))
+                .collect::<Result<Vec<()>, _>>();
+            (plans, joined)
         });
-        model.upload = Some(uploaded?);
+        loaded?;
+        ctx.check()?;
+        // The vectors: every byte of the file that a remaining target wants.
+        for (offset, n_bytes) in upload.remaining() {
+            let mut bytes = vec![0; n_bytes as usize];
+            f.seek(SeekFrom::Start(offset)).map_err(io)?;
+            f.read_exact(&mut bytes).map_err(io)?;
+            upload.push(ctx, offset, &bytes)?;
+        }
+        model.upload = Some(upload);
         model.set_plans(plans);
         model.ctx.check()?;
         model.finish_upload()?;
@@ -771,6 +797,21 @@ impl Target {
     }
 }
 
+/// Rows of one matrix part that a file loader reads and writes on their own.
+#[cfg(not(target_arch = "wasm32"))]
+struct MatrixPiece {
+    file_offset: u64,
+    file_len: u64,
+    buffer: wgpu::Buffer,
+    gpu_offset: u64,
+    ty: GgmlType,
+    cols: u64,
+}
+
+/// Bytes written to the GPU between waits for it (natively, the staging memory of written
+/// bytes is freed only when the queue has caught up).
+const FLUSH_BYTES: u64 = 256 << 20;
+
 /// The state of a weight upload: every tensor's target, sorted by file offset.
 struct Upload {
     targets: Vec<Target>,
@@ -801,13 +842,51 @@ impl Upload {
             t.push(ctx, lo - t.info.offset, &bytes[(lo - offset) as usize..(hi - offset) as usize], self.flush_bytes)?;
         }
         self.unflushed += bytes.len() as u64;
-        if self.unflushed >= 256 << 20 {
+        if self.unflushed >= FLUSH_BYTES {
             self.unflushed = 0;
             ctx.queue.submit([]);
             #[cfg(not(target_arch = "wasm32"))]
             ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Wgpu(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Takes the matrices out of the upload as pieces of at most `piece_bytes` (at least one row)
+    /// that can be read and written independently, in file order; the upload keeps the rest.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn take_matrix_pieces(&mut self, piece_bytes: u64) -> Vec<MatrixPiece> {
+        let mut pieces = Vec::new();
+        self.targets.retain(|t| {
+            let Dest::Matrix { parts } = &t.dest else { return true };
+            let (ty, cols) = (t.info.ty, t.info.row_len());
+            let (file_row, gpu_row) = (weights::file_row_bytes(ty, cols), weights::row_bytes(ty, cols));
+            // Rows in fours: every piece then starts on a whole word, whatever the row length.
+            let rows_per_piece = (piece_bytes / file_row.max(1)).max(1).next_multiple_of(4);
+            let mut file_offset = t.info.offset;
+            for (buffer, part_len) in parts {
+                let rows = part_len / file_row.max(1);
+                for first in (0..rows).step_by(rows_per_piece as usize) {
+                    let n = rows_per_piece.min(rows - first);
+                    pieces.push(MatrixPiece {
+                        file_offset: file_offset + first * file_row,
+                        file_len: n * file_row,
+                        buffer: buffer.clone(),
+                        gpu_offset: first * gpu_row,
+                        ty,
+                        cols,
+                    });
+                }
+                file_offset += part_len;
+            }
+            false
+        });
+        pieces
+    }
+
+    /// The file ranges (offset, bytes) of the tensors still awaited, in file order.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn remaining(&self) -> Vec<(u64, u64)> {
+        self.targets.iter().map(|t| (t.info.offset + t.received, t.info.n_bytes - t.received)).collect()
     }
 
     /// Writes the vectors, checks completeness, and returns the RoPE frequency factors if any.

@@ -325,15 +325,25 @@ async fn bad_input_gets_typed_errors() {
 async fn a_model_loaded_from_a_file_equals_one_streamed_from_memory() {
     let mut rng = SplitMix64::new(seed("load_file"));
     let spec = SyntheticSpec::tiny_llama3();
-    for ty in [GgmlType::Q4_0, GgmlType::Q6_K] {
+    // Repacked types (Q4_0, Q6_K) and ones written as they are (Q4_K, F16), read by parallel
+    // workers in pieces of a few rows; the Q4_0 run also splits the larger matrices over
+    // several buffers.
+    let engine = EngineOptions { flush_bytes: 3001, context: 64, ..f32_engine() };
+    let split = GpuOptions { max_binding: Some(64 << 10), ..Default::default() };
+    let runs = [(GgmlType::Q4_0, split), (GgmlType::Q6_K, GpuOptions::default())]
+        .into_iter()
+        .chain([GgmlType::Q4_K, GgmlType::F16].map(|ty| (ty, GpuOptions::default())));
+    for (ty, gpu) in runs {
         let bytes = spec.to_gguf(ty);
         let path = std::env::temp_dir().join(format!("carebot-load-file-{}-{}.gguf", std::process::id(), ty.name()));
         std::fs::write(&path, &bytes).unwrap();
-        let Some(ctx) = context(GpuOptions::default()).await else { return };
-        let from_file = GpuModel::load_file(ctx, &path, &f32_engine(), |_, _| {});
+        let Some(ctx) = context(gpu.clone()).await else { return };
+        let mut last = (0, 1);
+        let from_file = GpuModel::load_file(ctx, &path, &engine, |done, total| last = (done, total));
         std::fs::remove_file(&path).unwrap();
         let mut from_file = from_file.unwrap();
-        let mut streamed = gpu_model(&bytes).await.unwrap();
+        assert_eq!(last.0, last.1, "{}: progress ends at the total", ty.name());
+        let mut streamed = gpu_model_with(&bytes, gpu, engine.clone(), 100_003).await.unwrap();
         let prompt = random_tokens(&mut rng, 7, spec.vocab);
         let a = from_file.forward(&prompt).await.unwrap();
         let b = streamed.forward(&prompt).await.unwrap();

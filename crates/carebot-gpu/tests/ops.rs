@@ -434,7 +434,7 @@ async fn attention_matches_the_cpu_on_short_and_long_contexts() {
             let (qb, kc, vc) = (upload(&ctx, &q), upload_bytes(&ctx, &kbytes), upload_bytes(&ctx, &vbytes));
             let out = ctx.storage("out", (n * q_dim * 4) as u64).unwrap();
             // Left over from an earlier call: the merge must not read ranges this one did not write.
-            let stale = random(&mut rng, partials_bytes(&cfg) as usize / 4, -50.0, 50.0);
+            let stale = random(&mut rng, partials_bytes(&cfg, pos0 + n) as usize / 4, -50.0, 50.0);
             let partials = upload(&ctx, &stale);
             let s = step(&ctx, n as u32, pos0 as u32);
             let d = attention(&ctx, &s, &cfg, &qb, &kc, &vc, &out, &partials, flag);

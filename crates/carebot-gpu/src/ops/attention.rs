@@ -19,9 +19,11 @@ pub fn decode_splits(n_keys: u32) -> u32 {
     n_keys.div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_SPLITS)
 }
 
-/// Bytes of the buffer the split ranges leave their partial sums in for `cfg`.
-pub fn partials_bytes(cfg: &LlamaConfig) -> u64 {
-    MAX_SPLITS as u64 * cfg.n_heads as u64 * (cfg.head_dim as u64 / 2 + 1) * 8
+/// Bytes of the buffer the split ranges leave their partial sums in, for `cfg` and contexts of
+/// up to `positions`.
+pub fn partials_bytes(cfg: &LlamaConfig, positions: usize) -> u64 {
+    let splits = decode_splits(positions.min(u32::MAX as usize) as u32) as u64;
+    splits * cfg.n_heads as u64 * (cfg.head_dim as u64 / 2 + 1) * 8
 }
 
 /// Query heads a workgroup takes: the most, up to 8, that share a KV head and divide evenly.
@@ -107,7 +109,7 @@ impl AttentionProbe {
         let q = ctx.storage("probe queries", cfg.q_dim() as u64 * 4)?;
         ctx.queue.write_buffer(&q, 0, bytemuck::cast_slice(&random(cfg.q_dim())));
         let out = ctx.storage("probe output", cfg.q_dim() as u64 * 4)?;
-        let partials = ctx.storage("probe partial sums", partials_bytes(cfg))?;
+        let partials = ctx.storage("probe partial sums", partials_bytes(cfg, keys as usize))?;
         let mut dispatches = Vec::with_capacity(layers);
         for _ in 0..layers {
             let k_cache = ctx.storage("probe keys", cache.len() as u64)?;
