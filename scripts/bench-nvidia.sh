@@ -36,35 +36,34 @@ run() {
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
     # Both RMSNorm placements (BENCHMARKS.md, issue 6): separate is the default until this
-    # measures whether folding pays on a GPU.
-    # The first run of each mix goes through a GGUF file on disk, for the time to the first token.
+    # measures whether folding pays on a GPU. The first run of each mix writes the synthetic
+    # model to a GGUF file (for the time to the first token); the others load that file.
     for model in llama3-8b:q4_k_m llama3-8b:q4_0; do
-        local file=(--file "/tmp/${model/:/-}.gguf")
-        for norms in separate folded; do
-            .gl/carebot bench --synthetic "$model" "${file[@]}" --norms "$norms" --prompt-tokens 512 --gen-tokens 128 \
-                --attention-keys 640,2048,8192 --json | tee -a "$out/bench.jsonl"
-            file=()
-        done
+        local gguf="/tmp/${model/:/-}.gguf"
+        .gl/carebot bench --synthetic "$model" --file "$gguf" --norms separate --prompt-tokens 512 --gen-tokens 128 \
+            --attention-keys 640,2048,8192 --json | tee -a "$out/bench.jsonl"
+        .gl/carebot bench --model "$gguf" --norms folded --prompt-tokens 512 --gen-tokens 128 \
+            --attention-keys 640,2048,8192 --json | tee -a "$out/bench.jsonl"
         # From the file just written:
         if [ "$model" = llama3-8b:q4_k_m ]; then
             # decoding deep into a long conversation (split attention, BENCHMARKS.md issue 6,
             # change 6);
-            .gl/carebot bench --model "/tmp/${model/:/-}.gguf" --prompt-tokens 4096 --gen-tokens 64 --json \
+            .gl/carebot bench --model "$gguf" --prompt-tokens 4096 --gen-tokens 64 --json \
                 | tee -a "$out/bench.jsonl"
             # the other prefill register tiles (change 4): 4x8 is the default only because it
             # was the best on lavapipe;
             for tile in 2x8 4x4 8x8 4x16; do
-                .gl/carebot bench --model "/tmp/${model/:/-}.gguf" --prefill-tile "$tile" --prompt-tokens 512 \
+                .gl/carebot bench --model "$gguf" --prefill-tile "$tile" --prompt-tokens 512 \
                     --gen-tokens 8 --json | tee -a "$out/bench.jsonl"
             done
         fi
         # the other matvec workgroup shapes (change 7): 32 rows is the default, unmeasured;
         # fewer rows give the 4096-row matrices more workgroups.
         for rows in 16 8 64; do
-            .gl/carebot bench --model "/tmp/${model/:/-}.gguf" --matvec-rows "$rows" --prompt-tokens 16 \
+            .gl/carebot bench --model "$gguf" --matvec-rows "$rows" --prompt-tokens 16 \
                 --gen-tokens 128 --json | tee -a "$out/bench.jsonl"
         done
-        rm -f "/tmp/${model/:/-}.gguf"
+        rm -f "$gguf"
     done
 }
 
