@@ -739,41 +739,34 @@ impl Target {
         }
         match &self.dest {
             Dest::Matrix { parts } => {
+                let (ty, cols) = (self.info.ty, self.info.row_len());
+                let planar = weights::row_align(ty) > 1;
+                let file_row = weights::file_row_bytes(ty, cols) as usize;
+                // Repacked types are written in whole rows, the others in whole words.
+                let whole = |n: usize| if planar { n / file_row * file_row } else { n / 4 * 4 };
                 while !data.is_empty() {
                     let (buffer, part_len) = &parts[self.part];
                     let take = ((self.part_start + part_len - self.received) as usize).min(data.len());
-                    self.pending.extend_from_slice(&data[..take]);
+                    let part_done = self.received + take as u64 == self.part_start + part_len;
+                    if self.pending.is_empty() && (take >= flush_bytes || part_done) {
+                        // Enough here: written straight from the caller's bytes, not copied
+                        // into `pending` first (a remainder of less than a row waits there).
+                        let n = if part_done { take } else { whole(take) };
+                        write_rows(ctx, buffer, &mut self.written, ty, cols, &data[..n]);
+                        self.pending.extend_from_slice(&data[n..take]);
+                    } else {
+                        self.pending.extend_from_slice(&data[..take]);
+                        if part_done || self.pending.len() >= flush_bytes {
+                            let n = if part_done { self.pending.len() } else { whole(self.pending.len()) };
+                            write_rows(ctx, buffer, &mut self.written, ty, cols, &self.pending[..n]);
+                            self.pending.drain(..n);
+                            // Give the memory back: a few hundred tensors each keeping a
+                            // flush-sized buffer would hold as much as the model itself.
+                            self.pending.shrink_to_fit();
+                        }
+                    }
                     self.received += take as u64;
                     data = &data[take..];
-                    let part_done = self.received == self.part_start + part_len;
-                    if part_done || self.pending.len() >= flush_bytes {
-                        let (ty, cols) = (self.info.ty, self.info.row_len());
-                        let planar = weights::row_align(ty) > 1;
-                        let file_row = weights::file_row_bytes(ty, cols) as usize;
-                        // Repacked types are written in whole rows, the others in whole words.
-                        let n = match (part_done, planar) {
-                            (true, _) => self.pending.len(),
-                            (false, true) => self.pending.len() / file_row * file_row,
-                            (false, false) => self.pending.len() / 4 * 4,
-                        };
-                        let raw: Vec<u8> = self.pending.drain(..n).collect();
-                        let mut chunk = if planar {
-                            let mut out = Vec::with_capacity(n / file_row * weights::row_bytes(ty, cols) as usize);
-                            weights::repack_rows(ty, cols, &raw, &mut out);
-                            out
-                        } else {
-                            raw
-                        };
-                        let len = chunk.len();
-                        chunk.resize(len.next_multiple_of(4), 0);
-                        if len > 0 {
-                            ctx.queue.write_buffer(buffer, self.written, &chunk);
-                        }
-                        self.written += len as u64;
-                        // Give the memory back: a few hundred tensors each keeping a
-                        // flush-sized buffer would hold as much as the model itself.
-                        self.pending.shrink_to_fit();
-                    }
                     if part_done {
                         self.part += 1;
                         self.part_start += part_len;
@@ -811,6 +804,34 @@ struct MatrixPiece {
 /// Bytes written to the GPU between waits for it (natively, the staging memory of written
 /// bytes is freed only when the queue has caught up).
 const FLUSH_BYTES: u64 = 256 << 20;
+
+/// Writes whole rows of a matrix part, given in the file's layout, at `*written` bytes into
+/// `buffer`, repacked where the type needs it, and advances `*written`.
+fn write_rows(ctx: &GpuContext, buffer: &wgpu::Buffer, written: &mut u64, ty: GgmlType, cols: u64, rows: &[u8]) {
+    if rows.is_empty() {
+        return;
+    }
+    let packed;
+    let bytes = if weights::row_align(ty) > 1 {
+        let mut out =
+            Vec::with_capacity(rows.len() / weights::file_row_bytes(ty, cols).max(1) as usize * 16 + rows.len());
+        weights::repack_rows(ty, cols, rows, &mut out);
+        packed = out;
+        &packed[..]
+    } else {
+        rows
+    };
+    let len = bytes.len();
+    if len % 4 == 0 {
+        ctx.queue.write_buffer(buffer, *written, bytes);
+    } else {
+        // A part's last bytes may end mid-word (the buffer is padded to whole vec4s).
+        let mut padded = bytes.to_vec();
+        padded.resize(len.next_multiple_of(4), 0);
+        ctx.queue.write_buffer(buffer, *written, &padded);
+    }
+    *written += len as u64;
+}
 
 /// The state of a weight upload: every tensor's target, sorted by file offset.
 struct Upload {
