@@ -8,14 +8,6 @@
 //   leaves, per head, a record in `partials`: (running max, denominator), then the unnormalized
 //   sum (head_dim / 2 pairs); and
 //   attention_merge.wgsl combines them (with a single range the result is written directly).
-struct Params {
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    scale: f32,
-}
-
-@group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> q: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read> k_cache: array<KvPair>;
 @group(0) @binding(4) var<storage, read> v_cache: array<KvPair>;

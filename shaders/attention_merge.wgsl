@@ -1,13 +1,5 @@
 // The second step of split decode attention (attention.wgsl): for one query head, combine the
 // key ranges' unnormalized sums, each rescaled from its own running max to the overall one.
-struct Params {
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    scale: f32,
-}
-
-@group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(5) var<storage, read_write> out: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read> partials: array<vec2<f32>>;
 

@@ -3,6 +3,7 @@
 //! and prefill rooflines).
 
 use carebot_gpu::ops::bandwidth::Bandwidth;
+use carebot_gpu::ops::best_seconds_per_rep;
 use carebot_gpu::ops::fma_peak::FmaPeak;
 use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat, MatvecRows, NormPlacement, PrefillTile};
 use carebot_model::config::LlamaConfig;
@@ -375,56 +376,18 @@ fn measure_fma(ctx: &GpuContext) -> Result<f64> {
     Ok(best)
 }
 
-/// One token's attention over `keys` positions in every layer, in seconds: the best of 3 rounds
-/// of 4 tokens after a warm-up round.
+/// One token's attention over `keys` positions in every layer, in seconds (best of 3 rounds of
+/// 4 tokens after a warm-up round).
 fn measure_attention(model: &GpuModel, keys: u32) -> Result<f64> {
     let probe = model.attention_probe(keys)?;
-    let ctx = &model.ctx;
-    let reps = 4;
-    let mut best = f64::INFINITY;
-    for round in 0..4 {
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for _ in 0..reps {
-                probe.encode(&mut pass);
-            }
-        }
-        let t = Instant::now();
-        ctx.queue.submit([encoder.finish()]);
-        ctx.wait_idle()?;
-        let s = t.elapsed().as_secs_f64() / reps as f64;
-        ctx.check()?;
-        if round > 0 {
-            best = best.min(s);
-        }
-    }
-    Ok(best)
+    Ok(best_seconds_per_rep(&model.ctx, 4, |pass| probe.encode(pass))?)
 }
 
-/// Streaming-read bandwidth: the best of a few rounds of 8 full reads of a buffer of up to 1 GiB.
+/// Streaming-read bandwidth in GB/s: the best of 3 rounds of 8 full reads of a buffer of up to
+/// 1 GiB, after a warm-up round.
 fn measure_bandwidth(ctx: &GpuContext) -> Result<f64> {
     let probe = Bandwidth::new(ctx, 1 << 30)?;
-    let reps = 8;
-    let mut best = 0f64;
-    for round in 0..4 {
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for _ in 0..reps {
-                probe.encode(&mut pass);
-            }
-        }
-        let t = Instant::now();
-        ctx.queue.submit([encoder.finish()]);
-        ctx.wait_idle()?;
-        let s = t.elapsed().as_secs_f64();
-        ctx.check()?;
-        if round > 0 {
-            best = best.max(probe.bytes as f64 * reps as f64 / s / 1e9);
-        }
-    }
-    Ok(best)
+    Ok(probe.bytes as f64 / best_seconds_per_rep(ctx, 8, |pass| probe.encode(pass))? / 1e9)
 }
 
 impl Report {

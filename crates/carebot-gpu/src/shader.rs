@@ -49,8 +49,8 @@ impl Kernel {
             Kernel::Rope => shader!("rope.wgsl"),
             Kernel::MatVec => shader!("matvec.wgsl"),
             Kernel::MatMul => shader!("matmul.wgsl"),
-            Kernel::Attention => shader!("attention.wgsl"),
-            Kernel::AttentionMerge => shader!("attention_merge.wgsl"),
+            Kernel::Attention => concat!(shader!("attention_params.wgsl"), shader!("attention.wgsl")),
+            Kernel::AttentionMerge => concat!(shader!("attention_params.wgsl"), shader!("attention_merge.wgsl")),
             Kernel::Select => shader!("select.wgsl"),
             // Phase two shares phase one's helpers; its variants carry the SELECT_MERGE flag,
             // which leaves out phase one's entry point.

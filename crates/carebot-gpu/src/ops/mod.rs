@@ -81,6 +81,35 @@ impl Dispatch {
     }
 }
 
+/// Seconds per repetition of what `encode` records, `reps` times in one compute pass: the best
+/// of 3 submissions after a warm-up one (for the benchmark probes).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn best_seconds_per_rep(
+    ctx: &GpuContext,
+    reps: u32,
+    encode: impl Fn(&mut wgpu::ComputePass<'_>),
+) -> Result<f64, crate::context::GpuError> {
+    let mut best = f64::INFINITY;
+    for round in 0..4 {
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..reps {
+                encode(&mut pass);
+            }
+        }
+        let t = std::time::Instant::now();
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait_idle()?;
+        let s = t.elapsed().as_secs_f64() / reps as f64;
+        ctx.check()?;
+        if round > 0 {
+            best = best.min(s);
+        }
+    }
+    Ok(best)
+}
+
 /// The uniform every kernel reads: batch size and first position (matches `Step` in common.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
