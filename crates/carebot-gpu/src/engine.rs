@@ -52,8 +52,9 @@ pub struct EngineOptions {
     /// Most tokens one prefill submission runs (also capped by the binding limit).
     pub max_batch: usize,
     pub norms: NormPlacement,
-    /// Bytes a weight tensor collects from the file before they are written to the GPU: fewer,
-    /// bigger writes against less memory held per tensor while loading.
+    /// Bytes of a weight tensor written to the GPU at once: fewer, bigger writes against less
+    /// memory held per tensor while loading. Streamed pieces smaller than this collect until it
+    /// is reached; `load_file`'s workers read pieces of about this size.
     pub flush_bytes: usize,
     /// The prefill matmul's register tile.
     pub prefill_tile: PrefillTile,
