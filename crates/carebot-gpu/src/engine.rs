@@ -423,28 +423,20 @@ impl GpuModel {
         let ctx = &model.ctx;
         let worker = || -> Result<(), GpuError> {
             let mut f = std::fs::File::open(path).map_err(io)?;
-            let (mut raw, mut packed) = (Vec::new(), Vec::new());
+            let (mut raw, mut scratch) = (Vec::new(), Vec::new());
             while !failed.load(Ordering::Relaxed) {
                 let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
                 raw.resize(piece.file_len as usize, 0);
                 f.seek(SeekFrom::Start(piece.file_offset)).map_err(io)?;
                 f.read_exact(&mut raw).map_err(io)?;
-                let data = if weights::row_align(piece.ty) > 1 {
-                    packed.clear();
-                    weights::repack_rows(piece.ty, piece.cols, &raw, &mut packed);
-                    &mut packed
-                } else {
-                    &mut raw
-                };
-                // Whole words (a part's last piece may end mid-word; the buffer is padded).
-                data.resize(data.len().next_multiple_of(4), 0);
-                ctx.queue.write_buffer(&piece.buffer, piece.gpu_offset, data);
+                let mut at = piece.gpu_offset;
+                write_rows(ctx, &piece.buffer, &mut at, piece.ty, piece.cols, &raw, &mut scratch);
                 ctx.check()?;
                 // Staging memory is freed only once the queue has caught up with the writes.
                 if unflushed.fetch_add(piece.file_len, Ordering::Relaxed) + piece.file_len >= FLUSH_BYTES {
                     unflushed.store(0, Ordering::Relaxed);
                     ctx.queue.submit([]);
-                    ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Wgpu(e.to_string()))?;
+                    ctx.wait_idle()?;
                 }
                 let so_far = done.fetch_add(piece.file_len, Ordering::Relaxed) + piece.file_len;
                 if let Ok(mut report) = progress.lock() {
@@ -742,6 +734,7 @@ impl Target {
             Dest::Matrix { parts } => {
                 let (ty, cols) = (self.info.ty, self.info.row_len());
                 let planar = weights::row_align(ty) > 1;
+                let mut scratch = Vec::new();
                 let file_row = weights::file_row_bytes(ty, cols) as usize;
                 // Repacked types are written in whole rows, the others in whole words.
                 let whole = |n: usize| if planar { n / file_row * file_row } else { n / 4 * 4 };
@@ -753,13 +746,14 @@ impl Target {
                         // Enough here: written straight from the caller's bytes, not copied
                         // into `pending` first (a remainder of less than a row waits there).
                         let n = if part_done { take } else { whole(take) };
-                        write_rows(ctx, buffer, &mut self.written, ty, cols, &data[..n]);
+                        write_rows(ctx, buffer, &mut self.written, ty, cols, &data[..n], &mut scratch);
                         self.pending.extend_from_slice(&data[n..take]);
                     } else {
                         self.pending.extend_from_slice(&data[..take]);
                         if part_done || self.pending.len() >= flush_bytes {
                             let n = if part_done { self.pending.len() } else { whole(self.pending.len()) };
-                            write_rows(ctx, buffer, &mut self.written, ty, cols, &self.pending[..n]);
+                            let rows = &self.pending[..n];
+                            write_rows(ctx, buffer, &mut self.written, ty, cols, rows, &mut scratch);
                             self.pending.drain(..n);
                             // Give the memory back: a few hundred tensors each keeping a
                             // flush-sized buffer would hold as much as the model itself.
@@ -807,30 +801,36 @@ struct MatrixPiece {
 const FLUSH_BYTES: u64 = 256 << 20;
 
 /// Writes whole rows of a matrix part, given in the file's layout, at `*written` bytes into
-/// `buffer`, repacked where the type needs it, and advances `*written`.
-fn write_rows(ctx: &GpuContext, buffer: &wgpu::Buffer, written: &mut u64, ty: GgmlType, cols: u64, rows: &[u8]) {
+/// `buffer`, repacked where the type needs it (in `scratch`, which callers reuse), and advances
+/// `*written`.
+fn write_rows(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    written: &mut u64,
+    ty: GgmlType,
+    cols: u64,
+    rows: &[u8],
+    scratch: &mut Vec<u8>,
+) {
     if rows.is_empty() {
         return;
     }
-    let packed;
-    let bytes = if weights::row_align(ty) > 1 {
-        let mut out =
-            Vec::with_capacity(rows.len() / weights::file_row_bytes(ty, cols).max(1) as usize * 16 + rows.len());
-        weights::repack_rows(ty, cols, rows, &mut out);
-        packed = out;
-        &packed[..]
-    } else {
-        rows
-    };
-    let len = bytes.len();
-    if len % 4 == 0 {
-        ctx.queue.write_buffer(buffer, *written, bytes);
-    } else {
+    let len = if weights::row_align(ty) > 1 {
+        scratch.clear();
+        weights::repack_rows(ty, cols, rows, scratch);
+        scratch.len()
+    } else if !rows.len().is_multiple_of(4) {
         // A part's last bytes may end mid-word (the buffer is padded to whole vec4s).
-        let mut padded = bytes.to_vec();
-        padded.resize(len.next_multiple_of(4), 0);
-        ctx.queue.write_buffer(buffer, *written, &padded);
-    }
+        scratch.clear();
+        scratch.extend_from_slice(rows);
+        rows.len()
+    } else {
+        ctx.queue.write_buffer(buffer, *written, rows);
+        *written += rows.len() as u64;
+        return;
+    };
+    scratch.resize(len.next_multiple_of(4), 0);
+    ctx.queue.write_buffer(buffer, *written, scratch);
     *written += len as u64;
 }
 
@@ -868,7 +868,7 @@ impl Upload {
             self.unflushed = 0;
             ctx.queue.submit([]);
             #[cfg(not(target_arch = "wasm32"))]
-            ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Wgpu(e.to_string()))?;
+            ctx.wait_idle()?;
         }
         Ok(())
     }
