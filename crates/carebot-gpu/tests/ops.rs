@@ -440,7 +440,10 @@ async fn attention_matches_the_cpu_on_short_and_long_contexts() {
             let d = attention(&ctx, &s, &cfg, &qb, &kc, &vc, &out, &partials, flag);
             run_at(&ctx, &d, n as u32, pos0 as u32);
             let err = rel_err(&download(&ctx, &out, n * q_dim).await, &want);
-            assert!(err <= 1e-5, "{flag} heads {heads}/{kv_heads} hd {hd} pos0 {pos0} n {n}: {err}");
+            // WGSL lets exp(x) be off by 3 + 2|x| ULP; with large queries the score gaps reach
+            // tens, and the merge rescales each range once more (SwiftShader measured 1.6e-5).
+            let tol = if mag > 1.0 { 5e-5 } else { 1e-5 };
+            assert!(err <= tol, "{flag} heads {heads}/{kv_heads} hd {hd} pos0 {pos0} n {n}: {err}");
         }
     }
 }
