@@ -8,8 +8,12 @@
 // x is read at the batch's last token (the only one whose logits are needed after a prefill).
 //
 // Fusions, each saving dependent dispatches per layer (≈2 µs each on a fast GPU):
-// - NORM: x is the residual stream; every workgroup computes the RMS of the token itself (dim
-//   values, cheap next to its weight rows on a GPU) and reads x / rms · norm weight.
+// - An RMSNorm folded in, split between the product that adds to the residual stream and the
+//   one that reads its norm. NORM_NEXT (with ADD): besides y += W x, the product writes
+//   y ⊙ w (w: the next norm's weights, in `consts`) to `next_x`, and each workgroup the sum of
+//   its rows' y² after them, at f32 `out_stride + slot0 + workgroup`. NORM: x is such a
+//   `next_x`; the sums give 1 / rms, a scalar applied to the finished dot products, so the inner
+//   loop reads x exactly as without a norm.
 // - QKV: rows [0, q_rows) come from W_a (q), the next kv_rows from W_b (k), the rest from W_c
 //   (v). All three counts are even, so a pair never straddles two matrices, and a pair is
 //   exactly a RoPE pair: the invocation that summed it rotates it and writes q to y and k, v
@@ -24,39 +28,36 @@ var<workgroup> partial_b: array<vec2<f32>, 256>;
 var<private> x_base: u32;
 
 fn x_at(i: u32) -> vec4<f32> {
-#if NORM
-    return x[x_base + i] * consts[p.norm_offset + i];
-#else
     return x[x_base + i];
-#endif
 }
 
 #if NORM
-// 1 / rms of the token (all 256 invocations take part).
-fn inverse_rms(lid: u32) -> f32 {
-    var ss = 0.0;
-    for (var i = lid; i < p.cols / 4u; i += 256u) {
-        let v = x[x_base + i];
-        ss += dot(v, v);
+// 1 / rms of the token whose weighted values x holds, from the `p.slots` sums of squares after
+// them: every invocation adds them all itself (the same addresses across the workgroup, so no
+// barrier), in the same order, so all get the same value.
+fn inverse_rms() -> f32 {
+    let first = p.cols / 4u;
+    var total = vec4<f32>(0.0);
+    for (var i = 0u; i < p.slots; i += 4u) {
+        let keep = vec4<u32>(i, i + 1u, i + 2u, i + 3u) < vec4<u32>(p.slots);
+        total += select(vec4<f32>(0.0), x[first + i / 4u], keep);
     }
-    // Two levels of 16 instead of a tree of 8 steps: 2 barriers, not 8.
-    partial_a[lid].x = ss;
-    workgroupBarrier();
-    if (lid < 16u) {
-        var sum = 0.0;
-        for (var i = 0u; i < 16u; i++) {
-            sum += partial_a[lid * 16u + i].x;
-        }
-        partial_b[lid].x = sum;
-    }
-    workgroupBarrier();
-    var total = 0.0;
-    for (var i = 0u; i < 16u; i++) {
-        total += partial_b[i].x;
-    }
-    // Everyone has read the total before the arrays are reused.
-    workgroupBarrier();
-    return 1.0 / sqrt(total / f32(p.cols) + p.eps);
+    let ss = (total.x + total.y) + (total.z + total.w);
+    return 1.0 / sqrt(ss / f32(p.cols) + p.eps);
+}
+#endif
+
+#if NORM_NEXT
+// Each pair's share of its workgroup's sum of squares.
+var<workgroup> pair_squares: array<f32, 32>;
+
+// y[i] += a, and next_x[i] = y[i] · w[i] for the next norm's weights w; returns y[i]².
+fn add_and_weigh(i: u32, a: f32) -> f32 {
+    let v = y[i] + a;
+    y[i] = v;
+    let j = p.norm_offset * 4u + i;
+    next_x[i] = v * consts[j / 4u][j % 4u];
+    return v * v;
 }
 #endif
 
@@ -120,7 +121,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let lane = lid % LANES;
     x_base = (step.n_tokens - 1u) * (p.cols / 4u);
 #if NORM
-    let scale = inverse_rms(lid);
+    // A `next_x` holds one token.
+    x_base = 0u;
+    let scale = inverse_rms();
 #else
     let scale = 1.0;
 #endif
@@ -153,6 +156,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
+#if NORM_NEXT
+    if (lane == 0u) {
+        var squares = 0.0;
+        if (row < p.rows) {
+            squares = add_and_weigh(p.row_offset + row, partial_a[lid].x);
+            if (row + 1u < p.rows) {
+                squares += add_and_weigh(p.row_offset + row + 1u, partial_a[lid].y);
+            }
+        }
+        pair_squares[lid / LANES] = squares;
+    }
+    workgroupBarrier();
+    let group = flat_group(wid, nwg);
+    if (lid == 0u && group * ROWS < p.rows) {
+        var sum = 0.0;
+        for (var i = 0u; i < ROWS / 2u; i++) {
+            sum += pair_squares[i];
+        }
+        next_x[p.out_stride + p.slot0 + group] = sum;
+    }
+#else
     if (lane == 0u && row < p.rows) {
 #if QKV
         store_qkv_pair(row, partial_a[lid]);
@@ -163,4 +187,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
 #endif
     }
+#endif
 }

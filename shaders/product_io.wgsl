@@ -1,9 +1,10 @@
 // What the matrix products (matvec, matmul) read and write: W (`rows × cols` of this part of a
 // matrix split by rows, any GGUF format) times x, into y through an epilogue; with SWIGLU, a
-// second matrix (up) split the same way. The decode-only fusions (matvec) add: NORM, the RMSNorm
-// of x folded into the product (its weights in the model's `consts` buffer), and QKV, three
-// matrices (q, k, v) in one pass with RoPE (its table in `consts`) and the KV-cache append as the
-// epilogue. CONSTS is on with either (shader.rs sets it).
+// second matrix (up) split the same way. The decode-only fusions (matvec) add: NORM_NEXT, the
+// next RMSNorm's weighting and sums of squares written to `next_x` (its weights in the model's
+// `consts` buffer); NORM, reading such an x; and QKV, three matrices (q, k, v) in one pass with
+// RoPE (its table in `consts`) and the KV-cache append as the epilogue. CONSTS is on with
+// NORM_NEXT or QKV (shader.rs sets it).
 struct Params {
     rows: u32,
     cols: u32,
@@ -11,7 +12,7 @@ struct Params {
     row_offset: u32,
     // Length of one token's output row (the batched product's token stride).
     out_stride: u32,
-    // NORM: the norm weights' first vec4 in `consts`, and epsilon.
+    // NORM_NEXT: the next norm's weights' first vec4 in `consts`. NORM: epsilon.
     norm_offset: u32,
     eps: f32,
     // QKV: rows of q and of each of k and v, the RoPE table's first vec4 in `consts`, head size.
@@ -19,8 +20,10 @@ struct Params {
     kv_rows: u32,
     table_offset: u32,
     head_dim: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // NORM_NEXT: this part's first slot for its workgroups' sums of squares. NORM: how many
+    // slots x has.
+    slot0: u32,
+    slots: u32,
 }
 
 @group(0) @binding(1) var<uniform> p: Params;
@@ -38,4 +41,7 @@ struct Params {
 #endif
 #if CONSTS
 @group(0) @binding(7) var<storage, read> consts: array<vec4<f32>>;
+#endif
+#if NORM_NEXT
+@group(0) @binding(10) var<storage, read_write> next_x: array<f32>;
 #endif

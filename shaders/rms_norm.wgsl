@@ -1,5 +1,5 @@
-// y = x / rms(x) · w, one workgroup per token (along y): the batched (prefill) path; decode folds
-// the norm into the next matrix product (matvec's NORM).
+// y = x / rms(x) · w, one workgroup per token (along y): prefill, and decode unless it folds the
+// norm into the matrix products around it (matvec's NORM_NEXT and NORM).
 struct Params {
     dim: u32,
     eps: f32,

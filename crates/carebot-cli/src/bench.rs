@@ -40,8 +40,9 @@ pub struct BenchArgs {
     /// KV cache format.
     #[arg(long, value_enum, default_value_t = Kv::F16)]
     pub kv: Kv,
-    /// Where decoding runs each RMSNorm: a dispatch of its own, or folded into the next product.
-    #[arg(long, value_enum, default_value_t = Norms::Separate)]
+    /// Where decoding runs each RMSNorm: a dispatch of its own, or split between the products
+    /// around it.
+    #[arg(long, value_enum, default_value_t = Norms::Folded)]
     pub norms: Norms,
     /// The prefill matmul's register tile, rows × tokens per invocation: 4x8 (the default), 2x8,
     /// 4x4, 8x8 or 4x16.

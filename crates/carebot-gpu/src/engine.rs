@@ -7,7 +7,7 @@
 use crate::context::{GpuContext, GpuError};
 use crate::ops::attention::{self, AttentionProbe, attention};
 use crate::ops::embed::embed;
-use crate::ops::matmul::{Epilogue, MatvecRows, Norm, PrefillTile, Product, matmul};
+use crate::ops::matmul::{Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, matmul, norm_slots};
 use crate::ops::qkv::qkv_rope_store;
 use crate::ops::rms_norm::rms_norm;
 use crate::ops::rope::{rope_and_store, rope_table};
@@ -33,14 +33,15 @@ pub enum KvFormat {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NormPlacement {
     /// A dispatch of its own before the product that reads it (8 dispatches per block).
-    #[default]
     Separate,
-    /// Inside the next matrix–vector product (6 per block, 2 × ≈2 µs saved per block on a fast
-    /// GPU), but every workgroup of that product recomputes the RMS and reads a norm weight
-    /// beside each x value. On lavapipe that costs more than it saves (19–22 % slower,
-    /// BENCHMARKS.md, issue 6), and on a GPU the extra x-side reads likely do too (the matvec's
-    /// x reads already load L1 more than its weight reads load DRAM), so it stays opt-in until
-    /// `scripts/bench-nvidia.sh` has measured both.
+    /// Split between the products on either side (6 per block, 2 × ≈2 µs saved per block on a
+    /// fast GPU): the one that adds to the residual stream also writes x ⊙ w and its
+    /// workgroups' sums of x², and the one after reads that and scales by 1 / rms
+    /// ([`NextNorm`]), so neither inner loop reads more than without a norm. The first block's
+    /// attention norm, which follows the embedding, stays a dispatch; so do prefill's. As fast
+    /// as `Separate` on lavapipe (BENCHMARKS.md, issue 6, change 10), 2 dispatches fewer per
+    /// block everywhere.
+    #[default]
     Folded,
 }
 
@@ -68,7 +69,7 @@ impl Default for EngineOptions {
             context: 4096,
             kv: KvFormat::F16,
             max_batch: 64,
-            norms: NormPlacement::Separate,
+            norms: NormPlacement::Folded,
             flush_bytes: 4 << 20,
             prefill_tile: PrefillTile::default(),
             matvec_rows: None,
@@ -97,7 +98,8 @@ struct Activations {
     tokens: wgpu::Buffer,
     /// Residual stream.
     x: wgpu::Buffer,
-    /// Normalized x, input of the projections.
+    /// Normalized x, input of the projections (with folded norms in decode: x ⊙ w and the sums
+    /// of squares that give 1 / rms, see [`NextNorm`]).
     xb: wgpu::Buffer,
     q: wgpu::Buffer,
     k: wgpu::Buffer,
@@ -131,7 +133,10 @@ pub struct GpuModel {
     matvec_rows: MatvecRows,
     decode_plan: Vec<Dispatch>,
     prefill_plan: Vec<Dispatch>,
-    head_plan: Vec<Dispatch>,
+    /// The output head after a decoded token and after a prefill batch (the same unless norms
+    /// are folded: a prefill batch leaves no weighted x for the head to read).
+    decode_head: Vec<Dispatch>,
+    prefill_head: Vec<Dispatch>,
     /// Top-k candidates and the softmax normalizer of the logits, for the sampler.
     select: TopK,
     capacity: usize,
@@ -223,12 +228,17 @@ impl GpuModel {
         if cfg.has_rope_freqs {
             alloc.targets.push(Target::new(alloc.info("rope_freqs.weight")?.clone(), Dest::RopeFreqs));
         }
+        let fold_norms = options.norms == NormPlacement::Folded;
+        let matvec_rows = options.matvec_rows.unwrap_or_else(|| MatvecRows::for_adapter(&ctx));
         let f = |n: usize| (max_batch * n * 4) as u64;
+        // Folded norms leave one token's weighted x in xb, then sums of squares.
+        let slots = blocks.iter().flat_map(|b| [&b.wo, &b.w_down]).map(|w| norm_slots(w, matvec_rows)).max();
+        let xb_bytes = f(cfg.dim).max((cfg.dim as u64 + u64::from(slots.unwrap_or(0)).next_multiple_of(4)) * 4);
         let act = Activations {
             step: ctx.uniform("step", &Step::default()),
             tokens: alloc.buffer("token ids", f(1))?,
             x: alloc.buffer("residual stream", f(cfg.dim))?,
-            xb: alloc.buffer("normalized stream", f(cfg.dim))?,
+            xb: alloc.buffer("normalized stream", xb_bytes)?,
             q: alloc.buffer("queries", f(cfg.q_dim()))?,
             k: alloc.buffer("keys", f(cfg.kv_dim()))?,
             v: alloc.buffer("values", f(cfg.kv_dim()))?,
@@ -245,8 +255,6 @@ impl GpuModel {
         }
         ctx.check()?;
 
-        let fold_norms = options.norms == NormPlacement::Folded;
-        let matvec_rows = options.matvec_rows.unwrap_or_else(|| MatvecRows::for_adapter(&ctx));
         Ok(GpuModel {
             ctx,
             cfg,
@@ -263,7 +271,8 @@ impl GpuModel {
             matvec_rows,
             decode_plan: Vec::new(),
             prefill_plan: Vec::new(),
-            head_plan: Vec::new(),
+            decode_head: Vec::new(),
+            prefill_head: Vec::new(),
             select,
             capacity,
             len: 0,
@@ -273,12 +282,13 @@ impl GpuModel {
     }
 
     /// The decode, prefill and output-head plans: their bind groups, and their pipelines compiled.
-    fn plans(&self) -> [Vec<Dispatch>; 3] {
-        [self.plan_decode(), self.plan_prefill(), self.plan_head()]
+    fn plans(&self) -> [Vec<Dispatch>; 4] {
+        [self.plan_decode(), self.plan_prefill(), self.plan_head(self.fold_norms), self.plan_head(false)]
     }
 
-    fn set_plans(&mut self, [decode, prefill, head]: [Vec<Dispatch>; 3]) {
-        (self.decode_plan, self.prefill_plan, self.head_plan) = (decode, prefill, head);
+    fn set_plans(&mut self, [decode, prefill, decode_head, prefill_head]: [Vec<Dispatch>; 4]) {
+        (self.decode_plan, self.prefill_plan) = (decode, prefill);
+        (self.decode_head, self.prefill_head) = (decode_head, prefill_head);
     }
 
     /// Decoding one token, dispatch by dispatch, read top to bottom: six per block with folded
@@ -287,45 +297,40 @@ impl GpuModel {
     /// gate and up share one pass, and residual additions are the products' epilogues.
     fn plan_decode(&self) -> Vec<Dispatch> {
         let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
-        let (consts, kv) = (&self.consts, self.kv_flag);
-        let last = Product::LastToken(self.matvec_rows);
-        // An RMSNorm of x: folded into the next product (which then reads x), or a dispatch of
-        // its own into xb (which the next product reads).
-        let norm = |d: &mut Vec<Dispatch>, offset| {
-            if self.fold_norms {
-                (Some(Norm { consts, offset, eps: cfg.rms_eps }), &a.x)
-            } else {
+        let (consts, kv, rows) = (&self.consts, self.kv_flag, self.matvec_rows);
+        let last = Product::LastToken(rows);
+        // Adding a product to the residual stream x; folded, it also starts the next RMSNorm
+        // (weights at `offset`) by writing x ⊙ w and sums of x² into xb.
+        let add = |offset| match self.fold_norms {
+            true => Epilogue::AddThenNorm(NextNorm { consts, offset, out: &a.xb }),
+            false => Epilogue::Add,
+        };
+        // The RMSNorm of x, into xb for the next product: finished by that product when
+        // `added_by`, the product that last added to x, started it; else a dispatch of its own.
+        let norm = |d: &mut Vec<Dispatch>, offset, added_by: Option<&GpuMatrix>| match added_by {
+            Some(w) if self.fold_norms => Some(Norm { slots: norm_slots(w, rows), eps: cfg.rms_eps }),
+            _ => {
                 d.push(rms_norm(c, &a.x, &a.xb, consts, offset, cfg.dim as u32, cfg.rms_eps));
-                (None, &a.xb)
+                None
             }
         };
         let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
-        for b in &self.blocks {
+        let mut added_by = None;
+        for (i, b) in self.blocks.iter().enumerate() {
             // Attention: q, k, v of the normalized stream (RoPE, cache append), attention over
             // the cache, output projection added to the residual stream.
-            let (n, xn) = norm(&mut d, b.attn_norm);
+            let n = norm(&mut d, b.attn_norm, added_by);
             let qkv = [&b.wq, &b.wk, &b.wv];
-            d.push(qkv_rope_store(
-                c,
-                s,
-                cfg,
-                qkv,
-                consts,
-                n,
-                self.table_offset,
-                xn,
-                &a.q,
-                &b.k_cache,
-                &b.v_cache,
-                kv,
-                self.matvec_rows,
-            ));
+            let table = self.table_offset;
+            d.push(qkv_rope_store(c, s, cfg, qkv, consts, n, table, &a.xb, &a.q, &b.k_cache, &b.v_cache, kv, rows));
             d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv));
-            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, last));
+            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, add(b.ffn_norm), last));
             // Feed-forward: silu(gate) · up of the normalized stream, down projection added.
-            let (n, xn) = norm(&mut d, b.ffn_norm);
-            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), n, xn, &a.h, Epilogue::SwiGlu, last));
-            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, last));
+            let n = norm(&mut d, b.ffn_norm, Some(&b.wo));
+            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), n, &a.xb, &a.h, Epilogue::SwiGlu, last));
+            let next_norm = self.blocks.get(i + 1).map_or(self.output_norm, |next| next.attn_norm);
+            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, add(next_norm), last));
+            added_by = Some(&b.w_down);
         }
         d
     }
@@ -354,21 +359,24 @@ impl GpuModel {
         d
     }
 
-    /// The batch's last token: final norm and the output projection to logits (the norm runs
-    /// over the whole batch when not folded: a few µs, once per prompt).
-    fn plan_head(&self) -> Vec<Dispatch> {
+    /// The batch's last token: final norm and the output projection to logits. `folded`: after
+    /// a decoded token whose last down projection started the norm ([`GpuModel::plan_decode`]);
+    /// otherwise the norm is a dispatch over the whole batch (a few µs, once per prompt).
+    fn plan_head(&self, folded: bool) -> Vec<Dispatch> {
         let (c, a, cfg) = (&self.ctx, &self.act, &self.cfg);
         let output = self.output.as_ref().unwrap_or(&self.token_embd);
         let last = Product::LastToken(self.matvec_rows);
-        if self.fold_norms {
-            let norm = Norm { consts: &self.consts, offset: self.output_norm, eps: cfg.rms_eps };
-            matmul(c, &a.step, output, None, Some(norm), &a.x, &a.logits, Epilogue::Store, last)
-        } else {
-            let (dim, eps) = (cfg.dim as u32, cfg.rms_eps);
-            let mut d = vec![rms_norm(c, &a.x, &a.xb, &self.consts, self.output_norm, dim, eps)];
-            d.extend(matmul(c, &a.step, output, None, None, &a.xb, &a.logits, Epilogue::Store, last));
-            d
-        }
+        let mut d = Vec::new();
+        let norm = match self.blocks.last() {
+            Some(b) if folded => Some(Norm { slots: norm_slots(&b.w_down, self.matvec_rows), eps: cfg.rms_eps }),
+            _ => {
+                let (dim, eps) = (cfg.dim as u32, cfg.rms_eps);
+                d.push(rms_norm(c, &a.x, &a.xb, &self.consts, self.output_norm, dim, eps));
+                None
+            }
+        };
+        d.extend(matmul(c, &a.step, output, None, norm, &a.xb, &a.logits, Epilogue::Store, last));
+        d
     }
 
     /// Streams bytes of the model file, starting at `file_offset`, into the tensors they belong
@@ -505,7 +513,7 @@ impl GpuModel {
     /// Dispatches one decoded token records past 64 positions, candidate selection included
     /// (before that, attention needs no merge: one fewer per block).
     pub fn dispatches_per_token(&self) -> usize {
-        self.decode_plan.len() + self.head_plan.len() + self.select.dispatches()
+        self.decode_plan.len() + self.decode_head.len() + self.select.dispatches()
     }
 
     /// This model's decode attention, alone, over `keys` random positions in every layer (for
@@ -599,7 +607,8 @@ impl GpuModel {
                     d.encode(&mut pass, n, step.pos0);
                 }
                 if last {
-                    for d in &self.head_plan {
+                    let head = if n == 1 { &self.decode_head } else { &self.prefill_head };
+                    for d in head {
                         d.encode(&mut pass, n, step.pos0);
                     }
                     if output == Output::Candidates {

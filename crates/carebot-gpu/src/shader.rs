@@ -174,7 +174,7 @@ impl Variant {
         src.push_str(body);
         // The matrix products bind the model's `consts` buffer when a fusion reads it.
         let mut flags = self.flags.clone();
-        if flags.contains("NORM") || flags.contains("QKV") {
+        if flags.contains("NORM_NEXT") || flags.contains("QKV") {
             flags.insert("CONSTS");
         }
         let tile = self.tile;

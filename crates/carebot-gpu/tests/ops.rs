@@ -6,7 +6,7 @@ mod common;
 use carebot_gpu::GpuOptions;
 use carebot_gpu::ops::attention::{attention, decode_splits, heads_per_group, partials_bytes};
 use carebot_gpu::ops::embed::embed;
-use carebot_gpu::ops::matmul::{Epilogue, MatvecRows, Norm, PrefillTile, Product, matmul};
+use carebot_gpu::ops::matmul::{Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, matmul, norm_slots};
 use carebot_gpu::ops::qkv::qkv_rope_store;
 use carebot_gpu::ops::rms_norm::rms_norm;
 use carebot_gpu::ops::rope::{rope_and_store, rope_table};
@@ -98,14 +98,14 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
                     let y0 = random(&mut rng, n * rows, -4.0, 4.0);
                     let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
                     let s = step(&ctx, n as u32, 0);
-                    let upm = (epilogue == Epilogue::SwiGlu).then_some(&gup);
+                    let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
                     run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, product), n as u32);
                     let got = download(&ctx, &yb, n * rows).await;
                     let mut want = vec![0f32; n * rows];
                     w.matmul(&x, &mut want);
                     match epilogue {
                         Epilogue::Store => {}
-                        Epilogue::Add => want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b),
+                        Epilogue::Add | Epilogue::AddThenNorm(_) => want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b),
                         Epilogue::SwiGlu => {
                             let mut u = vec![0f32; n * rows];
                             up.matmul(&x, &mut u);
@@ -151,41 +151,85 @@ fn consts_with(rng: &mut SplitMix64, offset: usize, parts: &[&[f32]]) -> Vec<f32
     consts
 }
 
+/// What a product with [`NextNorm`] leaves for the next one, made on the CPU from `x` (one token):
+/// x ⊙ w, then Σx² split into `slots` uneven sums, then stale values that must not be read.
+fn weighted_with_slots(rng: &mut SplitMix64, x: &[f32], w: &[f32], slots: usize) -> Vec<f32> {
+    let mut out: Vec<f32> = x.iter().zip(w).map(|(x, w)| x * w).collect();
+    let mut bounds: Vec<usize> = (1..slots).map(|_| (rng.next_u64() % x.len() as u64) as usize).collect();
+    bounds.sort_unstable();
+    let edges: Vec<usize> = [0].into_iter().chain(bounds).chain([x.len()]).collect();
+    out.extend(edges.windows(2).map(|e| x[e[0]..e[1]].iter().map(|v| v * v).sum::<f32>()));
+    out.extend(random(rng, 7, 1e3, 1e4));
+    out
+}
+
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
-async fn norm_folded_into_matrix_vector_products_matches_norm_then_product() {
+async fn norm_split_over_the_products_around_it_matches_norm_then_product() {
     let Some(ctx) = context(GpuOptions::default()).await else { return };
     let mut rng = SplitMix64::new(seed("matvec_norm"));
-    // 77 rows in parts of 30; 3 tokens in x, of which the last is normalized (the output head
-    // after a prefill batch).
-    let (rows, cols, n) = if WEB { (77, 256, 3) } else { (77, 512, 3) };
+    // The producer adds W_h h to the residual stream (dim rows in parts of 200: several slot
+    // ranges, each ending in a partial workgroup); the consumer has 77 rows in parts of 30.
+    let (rows, dim) = if WEB { (77, 256) } else { (77, 512) };
     let (eps, offset) = (1e-5, 4 * 11);
     for (i, ty) in TYPES.into_iter().enumerate() {
-        let w = random_matrix(&mut rng, ty, rows, cols);
-        let up = random_matrix(&mut rng, TYPES[(i + 5) % TYPES.len()], rows, cols);
-        let (gw, gup) = (gpu_matrix(&ctx, &w, 30), gpu_matrix(&ctx, &up, 30));
-        let x = random(&mut rng, n * cols, -3.0, 3.0);
-        let norm_w = random(&mut rng, cols, 0.5, 1.5);
+        let w_h = random_matrix(&mut rng, ty, dim, dim);
+        let w = random_matrix(&mut rng, TYPES[(i + 5) % TYPES.len()], rows, dim);
+        let up = random_matrix(&mut rng, TYPES[(i + 7) % TYPES.len()], rows, dim);
+        let (gh, gw, gup) = (gpu_matrix(&ctx, &w_h, 200), gpu_matrix(&ctx, &w, 30), gpu_matrix(&ctx, &up, 30));
+        let (made_by, read_by) = (MatvecRows::ALL[i % 4], MatvecRows::ALL[(i + 1) % 4]);
+        let h = random(&mut rng, dim, -1.0, 1.0);
+        let x0 = random(&mut rng, dim, -3.0, 3.0);
+        let norm_w = random(&mut rng, dim, 0.5, 1.5);
         let consts = upload(&ctx, &consts_with(&mut rng, offset, &[&norm_w]));
-        let mut xn = vec![0f32; cols];
-        reference::rms_norm(&mut xn, &x[(n - 1) * cols..], &norm_w, eps);
-        let norm = Norm { consts: &consts, offset: offset as u32, eps };
-        let last = Product::LastToken(MatvecRows::ALL[i % MatvecRows::ALL.len()]);
+        let slots = norm_slots(&gh, made_by) as usize;
+        let stale = random(&mut rng, dim + slots + 9, -9.0, 9.0);
+        let (hb, xb, xnb) = (upload(&ctx, &h), upload(&ctx, &x0), upload(&ctx, &stale));
+        let s = step(&ctx, 1, 0);
+        let next = Epilogue::AddThenNorm(NextNorm { consts: &consts, offset: offset as u32, out: &xnb });
+        run(&ctx, &matmul(&ctx, &s, &gh, None, None, &hb, &xb, next, Product::LastToken(made_by)), 1);
+
+        // First half: the residual sum, weighted, and one sum of squares per producer workgroup.
+        let what = format!("{} made by {made_by}-row groups", ty.name());
+        let mut x = vec![0f32; dim];
+        w_h.matmul(&h, &mut x);
+        x.iter_mut().zip(&x0).for_each(|(a, b)| *a += b);
+        let got_x = download(&ctx, &xb, dim).await;
+        assert!(rel_err(&got_x, &x) <= 1e-5, "{what}: residual {}", rel_err(&got_x, &x));
+        let got = download(&ctx, &xnb, stale.len()).await;
+        let weighted: Vec<f32> = x.iter().zip(&norm_w).map(|(x, w)| x * w).collect();
+        let err = rel_err(&got[..dim], &weighted);
+        assert!(err <= 1e-5, "{what}: weighted x {err}");
+        let mut want_slots = Vec::new();
+        for part in &gh.parts {
+            for g in (0..part.rows).step_by(made_by.0 as usize) {
+                let first = (part.first_row + g) as usize;
+                let end = (part.first_row + (g + made_by.0).min(part.rows)) as usize;
+                want_slots.push(got_x[first..end].iter().map(|v| v * v).sum::<f32>());
+            }
+        }
+        assert_eq!(want_slots.len(), slots);
+        let err = rel_err(&got[dim..dim + slots], &want_slots);
+        assert!(err <= 1e-5, "{what}: sums of squares {err}");
+        assert_eq!(got[dim + slots..], stale[dim + slots..], "{what}: wrote past its slots");
+
+        // Second half, in the product that reads it.
+        let mut xn = vec![0f32; dim];
+        reference::rms_norm(&mut xn, &x, &norm_w, eps);
+        let norm = Norm { slots: slots as u32, eps };
         for epilogue in [Epilogue::Store, Epilogue::SwiGlu] {
-            let xb = upload(&ctx, &x);
             let yb = upload(&ctx, &random(&mut rng, rows, -4.0, 4.0));
-            let s = step(&ctx, n as u32, 0);
-            let upm = (epilogue == Epilogue::SwiGlu).then_some(&gup);
-            run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xb, &yb, epilogue, last), n as u32);
+            let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
+            run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xnb, &yb, epilogue, Product::LastToken(read_by)), 1);
             let mut want = vec![0f32; rows];
             w.matmul(&xn, &mut want);
-            if epilogue == Epilogue::SwiGlu {
+            if upm.is_some() {
                 let mut u = vec![0f32; rows];
                 up.matmul(&xn, &mut u);
                 want.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
             }
             let err = rel_err(&download(&ctx, &yb, rows).await, &want);
-            assert!(err <= 1e-5, "{} {epilogue:?}: relative error {err}", ty.name());
+            assert!(err <= 1e-5, "{what}, read by {read_by}-row groups, {epilogue:?}: relative error {err}");
         }
     }
 }
@@ -224,11 +268,13 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
         let consts = upload(&ctx, &consts_with(&mut rng, offset, &[&norm_w, &table]));
         let table_offset = (offset + dim) as u32;
 
-        // The norm folded in (x is the residual stream), or already applied (x is normalized).
+        // The norm finished here (x as a `NextNorm` product leaves it, one token, 5 sums of
+        // squares), or already applied (the last token of x is normalized).
         let mut xn = vec![0f32; dim];
         reference::rms_norm(&mut xn, &x[(n - 1) * dim..], &norm_w, eps);
         let mut x_normalized = x.clone();
         x_normalized[(n - 1) * dim..].copy_from_slice(&xn);
+        let x_weighted = weighted_with_slots(&mut rng, &x[(n - 1) * dim..], &norm_w, 5);
         let (mut want_q, mut want_k, mut want_v) = (vec![0f32; q_dim], vec![0f32; kv_dim], vec![0f32; kv_dim]);
         wq.matmul(&xn, &mut want_q);
         wk.matmul(&xn, &mut want_k);
@@ -239,8 +285,8 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
         for ((flag, elem), folded) in kv_formats(&ctx).into_iter().flat_map(|f| [(f, true), (f, false)]) {
             let what = format!("{heads}/{kv_heads} heads of {hd}, {}/{}/{}, {flag}", tq.name(), tk.name(), tv.name());
             let what = format!("{what}, norm folded: {folded}");
-            let norm = folded.then_some(Norm { consts: &consts, offset: offset as u32, eps });
-            let xb = upload(&ctx, if folded { &x } else { &x_normalized });
+            let norm = folded.then_some(Norm { slots: 5, eps });
+            let xb = upload(&ctx, if folded { &x_weighted } else { &x_normalized });
             let qb = ctx.storage("q", (q_dim * 4) as u64).unwrap();
             // Caches full of other values: only position `pos` may change.
             let cache_len = cfg.context_length * kv_dim;

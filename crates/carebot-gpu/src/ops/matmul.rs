@@ -1,6 +1,7 @@
 //! Matrix products with on-the-fly dequantization: `shaders/matvec.wgsl` for one token (decode) and
 //! the tiled `shaders/matmul.wgsl` for a batch (prefill), each with the epilogues of
-//! `shaders/epilogue.wgsl`. Decode can fold the RMSNorm before a product into it ([`Norm`]).
+//! `shaders/epilogue.wgsl`. Decode can fold an RMSNorm into the products on either side of it
+//! ([`NextNorm`], [`Norm`]).
 
 use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
@@ -129,24 +130,53 @@ pub enum Product {
 }
 
 /// What happens to each result.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Epilogue {
+#[derive(Clone, Copy, Debug)]
+pub enum Epilogue<'a> {
     /// y = W x
     Store,
     /// y += W x (residual connections)
     Add,
+    /// y += W x, and the next RMSNorm's first half (matrix–vector product only): see [`NextNorm`].
+    AddThenNorm(NextNorm<'a>),
     /// y = silu(W_gate x) · (W_up x)
     SwiGlu,
 }
 
-/// An RMSNorm folded into a decode product: x is the residual stream, and the product reads its
-/// last token as x / rms(x) · weights, the weights being `dim` f32s at `offset` in `consts` (a
-/// multiple of 4).
-#[derive(Clone, Copy)]
-pub struct Norm<'a> {
+impl Epilogue<'_> {
+    fn adds(&self) -> bool {
+        matches!(self, Epilogue::Add | Epilogue::AddThenNorm(_))
+    }
+    fn swiglu(&self) -> bool {
+        matches!(self, Epilogue::SwiGlu)
+    }
+}
+
+/// The half of a folded RMSNorm done by the decode product that adds to the residual stream y
+/// (the attention output or the down projection): it also writes y ⊙ w to `out`, w being the
+/// norm's `dim` f32 weights at `offset` (a multiple of 4) in `consts`, and after those values
+/// each of its workgroups writes the sum of y² over its rows, [`norm_slots`] values in all. The
+/// product that reads `out` does the other half ([`Norm`]): one scalar 1 / rms, so neither
+/// product's inner loop reads more than without the norm, and no dispatch is spent on it.
+#[derive(Clone, Copy, Debug)]
+pub struct NextNorm<'a> {
     pub consts: &'a wgpu::Buffer,
     pub offset: u32,
+    pub out: &'a wgpu::Buffer,
+}
+
+/// The other half: x is what a [`NextNorm`] product wrote (one token), with `slots` sums of
+/// squares after its `cols` values, and the product scales its dot products by
+/// 1 / sqrt(Σ / cols + eps).
+#[derive(Clone, Copy, Debug)]
+pub struct Norm {
+    pub slots: u32,
     pub eps: f32,
+}
+
+/// How many sums of squares a [`NextNorm`] product with matrix `w` and `rows` rows per workgroup
+/// writes (one per workgroup of each part).
+pub fn norm_slots(w: &GpuMatrix, rows: MatvecRows) -> u32 {
+    w.parts.iter().map(|part| part.rows.div_ceil(rows.0)).sum()
 }
 
 /// The products' parameters (`Params` in `shaders/product_io.wgsl`).
@@ -165,11 +195,15 @@ pub struct ProductParams {
     /// The RoPE table's first vec4 in `consts`.
     pub table_offset: u32,
     pub head_dim: u32,
-    pub _pad: [u32; 2],
+    /// [`NextNorm`]: this part's first sum-of-squares slot.
+    pub slot0: u32,
+    /// [`Norm::slots`].
+    pub slots: u32,
 }
 
 /// y[t][r] (+)= Σ_c W[r][c] x[t][c], one dispatch per part of W, by the kernel `product` names.
-/// For [`Epilogue::SwiGlu`], `up` is the second matrix, split into the same parts as `w`.
+/// For [`Epilogue::SwiGlu`], `up` is the second matrix, split into the same parts as `w`. `norm`
+/// and [`Epilogue::AddThenNorm`] are for the matrix–vector kernel only.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     ctx: &GpuContext,
@@ -182,10 +216,14 @@ pub fn matmul(
     epilogue: Epilogue,
     product: Product,
 ) -> Vec<Dispatch> {
+    let next = match epilogue {
+        Epilogue::AddThenNorm(next) => Some(next),
+        _ => None,
+    };
     let mut variant = match product {
         Product::LastToken(rows) => Variant::new(Kernel::MatVec).matvec_rows(rows),
         Product::Batch(tile) => {
-            assert!(norm.is_none(), "only the matrix–vector product folds a norm in");
+            assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
             Variant::new(Kernel::MatMul).tile(tile)
         }
     }
@@ -194,11 +232,13 @@ pub fn matmul(
         variant = variant.weight(up.ty);
     }
     variant = variant
-        .flag_if(epilogue == Epilogue::Add, "ADD")
-        .flag_if(epilogue == Epilogue::SwiGlu, "SWIGLU")
-        .flag_if(norm.is_some(), "NORM");
-    assert_eq!(epilogue == Epilogue::SwiGlu, up.is_some(), "SwiGLU needs the up matrix");
+        .flag_if(epilogue.adds(), "ADD")
+        .flag_if(epilogue.swiglu(), "SWIGLU")
+        .flag_if(norm.is_some(), "NORM")
+        .flag_if(next.is_some(), "NORM_NEXT");
+    assert_eq!(epilogue.swiglu(), up.is_some(), "SwiGLU needs the up matrix");
     let pipeline = ctx.pipeline(&variant);
+    let mut slot0 = 0;
     w.parts
         .iter()
         .enumerate()
@@ -211,8 +251,14 @@ pub fn matmul(
                 ..Default::default()
             };
             if let Some(n) = &norm {
-                params.norm_offset = n.offset / 4;
+                params.slots = n.slots;
                 params.eps = n.eps;
+            }
+            if let (Some(n), Product::LastToken(rows)) = (&next, product) {
+                assert!(n.offset.is_multiple_of(4));
+                params.norm_offset = n.offset / 4;
+                params.slot0 = slot0;
+                slot0 += part.rows.div_ceil(rows.0);
             }
             let params = ctx.uniform("matmul params", &params);
             let mut buffers = vec![(1, &params), (2, x), (3, y), (4, &part.buffer)];
@@ -220,8 +266,9 @@ pub fn matmul(
                 assert_eq!(up.parts[i].rows, part.rows, "gate and up must be split alike");
                 buffers.push((5, &up.parts[i].buffer));
             }
-            if let Some(n) = &norm {
+            if let Some(n) = &next {
                 buffers.push((7, n.consts));
+                buffers.push((10, n.out));
             }
             buffers.push((0, step));
             let grid = match product {

@@ -1,7 +1,8 @@
 //! The decode step's attention input in one pass (`shaders/matvec.wgsl` with `QKV`): the q, k and
-//! v projections, RoPE on q and k, and k and v appended to the KV cache, optionally with the
-//! RMSNorm before them folded in (`NORM`). Unfused, that is five dependent dispatches (the prefill
-//! path: `rms_norm`, three `matmul`s, `rope_and_store`).
+//! v projections, RoPE on q and k, and k and v appended to the KV cache, optionally reading x
+//! from a product that did the first half of the RMSNorm before them (`NORM`, see `NextNorm`).
+//! Unfused, that is five dependent dispatches (the prefill path: `rms_norm`, three `matmul`s,
+//! `rope_and_store`).
 
 use super::matmul::{MatvecRows, Norm, ProductParams};
 use super::{Dispatch, Grid};
@@ -11,8 +12,8 @@ use crate::weights::GpuMatrix;
 use carebot_model::config::LlamaConfig;
 
 /// q = RoPE(W_q x̂) into `q`; RoPE(W_k x̂) and W_v x̂ into the caches at position `pos0 + n − 1`,
-/// where x̂ is the last token of `x`, normalized by `norm` if given. The RoPE table (as
-/// `rope_table` makes it) sits in `consts` (the buffer `norm` reads too) at `table_offset` f32s,
+/// where x̂ is the last token of `x`, or with `norm`, x as a `NextNorm` product left it, scaled
+/// by 1 / rms. The RoPE table (as `rope_table` makes it) sits in `consts` at `table_offset` f32s,
 /// a multiple of 4. Each matrix must be one part (the engine checks that at load). `kv_flag` is
 /// the KV storage flag; `group_rows` the matvec workgroup's rows.
 #[allow(clippy::too_many_arguments)]
@@ -45,17 +46,11 @@ pub fn qkv_rope_store(
         .flag(kv_flag)
         .matvec_rows(group_rows);
     let rows = wq.rows + wk.rows + wv.rows;
-    let (norm_offset, eps) = match norm {
-        Some(n) => {
-            assert!(n.offset.is_multiple_of(4) && std::ptr::eq(n.consts, consts), "norm weights live in consts");
-            (n.offset / 4, n.eps)
-        }
-        None => (0, 0.0),
-    };
+    let (slots, eps) = norm.map_or((0, 0.0), |n| (n.slots, n.eps));
     let params = ProductParams {
         rows,
         cols: wq.cols,
-        norm_offset,
+        slots,
         eps,
         q_rows: wq.rows,
         kv_rows: wk.rows,

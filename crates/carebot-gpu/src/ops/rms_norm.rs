@@ -4,8 +4,8 @@ use super::{Dispatch, Grid, Params};
 use crate::context::GpuContext;
 use crate::shader::{Kernel, Variant};
 
-/// y[t] = x[t] / rms(x[t]) · weight for every token of the batch (the prefill path; decode folds
-/// the norm into the next product, see `matmul::Norm`). The weights are `dim` f32s at `offset`
+/// y[t] = x[t] / rms(x[t]) · weight for every token of the batch (prefill, and decode unless it
+/// folds the norm into the products around it, see `matmul::NextNorm`). The weights are `dim` f32s at `offset`
 /// f32s into `weights`.
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm(
