@@ -51,6 +51,10 @@ run() {
             # change 6);
             .gl/carebot bench --model "$gguf" --prompt-tokens 4096 --gen-tokens 64 --json \
                 | tee -a "$out/bench.jsonl"
+            # the decode products' reduction through workgroup memory instead of subgroupAdd
+            # (change 11: subgroups are used wherever the adapter has them);
+            .gl/carebot bench --model "$gguf" --no-subgroups --prompt-tokens 16 --gen-tokens 128 --json \
+                | tee -a "$out/bench.jsonl"
             # the other prefill register tiles (change 4): 4x8 is the default only because it
             # was the best on lavapipe;
             for tile in 2x8 4x4 8x8 4x16; do

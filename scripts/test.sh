@@ -8,5 +8,11 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# The kernel tests again on 512-bit lavapipe lanes (ignored by other drivers): subgroups of 16
+# invocations, so that a decode workgroup's subgroups each take several row pairs, which 8-wide
+# subgroups never do (shaders/matvec.wgsl).
+if [ $# -eq 0 ]; then
+    LP_NATIVE_VECTOR_WIDTH=512 cargo test --release -p carebot-gpu --test ops 2>&1 | tee -a "$log" || status=$?
+fi
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -1,9 +1,11 @@
 // y = W · x for one token, the decode path (bindings in product_io.wgsl). W is dequantized on the
 // fly, 4 weights at a time; with SWIGLU a second matrix (up) shares the pass and
-// y = silu(W_a x) · (W_b x). A workgroup takes ROWS rows as ROWS / 2 pairs of adjacent rows with
-// LANES lanes each (set in shader.rs): an invocation sums both rows of its pair
-// (`pair_dot_*` in matvec_row.wgsl), so every x value it reads serves two rows, and the lanes of
-// a pair add up their partial sums at the end.
+// y = silu(W_a x) · (W_b x). A workgroup takes ROWS rows as ROWS / 2 pairs of adjacent rows, with
+// LANES = 512 / ROWS invocations each: an invocation sums both rows of its pair (`pair_dot_*` in
+// matvec_row.wgsl), so every x value it reads serves two rows, and the lanes of a pair add up
+// their partial sums at the end. Without SUBGROUPS they add up through workgroup memory,
+// log2(LANES) barriers. With SUBGROUPS (the adapter has them) a subgroup's lanes add up with
+// subgroupAdd and one barrier gathers the subgroups' sums (see `main`).
 //
 // x is read at the batch's last token (the only one whose logits are needed after a prefill).
 //
@@ -21,8 +23,17 @@
 const LANES: u32 = {{MATVEC_LANES}}u;
 const ROWS: u32 = {{MATVEC_ROWS}}u;
 
+#if SUBGROUPS
+// Numbers the workgroup's subgroups as they arrive (WGSL promises no order of invocations in
+// subgroups, so the index comes from here, not from local_invocation_index).
+var<workgroup> subgroups_seen: atomic<u32>;
+// A subgroup's sums of its share of a pair, (a, a + 1, b, b + 1), at pair · share + its share:
+// at most max(ROWS / 2, 256 / subgroup size) slots (context.rs uses subgroups only of ≥ 4).
+var<workgroup> partial: array<vec4<f32>, 64>;
+#else
 var<workgroup> partial_a: array<vec2<f32>, 256>;
 var<workgroup> partial_b: array<vec2<f32>, 256>;
+#endif
 
 // First vec4 of the token x is read from.
 var<private> x_base: u32;
@@ -63,14 +74,14 @@ fn add_and_weigh(i: u32, a: f32) -> f32 {
 
 #if SWIGLU
 // Rows `row`, `row + 1` of W_a and of W_b in one loop: each x value is read once for all four.
-fn swiglu_pair_dot(row: u32, lane: u32) -> vec4<f32> {
+fn swiglu_pair_dot(row: u32, lane: u32, lanes: u32) -> vec4<f32> {
     let last = p.rows - 1u;
     let rb_a = row * row_bytes_a(p.cols);
     let rb_a1 = min(row + 1u, last) * row_bytes_a(p.cols);
     let rb_b = row * row_bytes_b(p.cols);
     let rb_b1 = min(row + 1u, last) * row_bytes_b(p.cols);
     var acc = vec4<f32>(0.0);
-    for (var c = lane; c < p.cols / 32u; c += LANES) {
+    for (var c = lane; c < p.cols / 32u; c += lanes) {
         let ha = chunk_a(rb_a, c);
         let ha1 = chunk_a(rb_a1, c);
         let hb = chunk_b(rb_b, c);
@@ -114,11 +125,60 @@ fn store_qkv_pair(row: u32, pair: vec2<f32>) {
 }
 #endif
 
+// This lane's share of pair `row`, `row + 1`: (a, a + 1) and, with SWIGLU, (b, b + 1). No early
+// return: with SUBGROUPS a subgroupAdd follows the call.
+fn pair_sums(row: u32, lane: u32, lanes: u32) -> vec4<f32> {
+    var ab = vec4<f32>(0.0);
+    if (row < p.rows) {
+#if QKV
+        if (row < p.q_rows) {
+            ab = vec4<f32>(pair_dot_a(row, p.q_rows - 1u, lane, lanes), 0.0, 0.0);
+        } else if (row < p.q_rows + p.kv_rows) {
+            ab = vec4<f32>(pair_dot_b(row - p.q_rows, p.kv_rows - 1u, lane, lanes), 0.0, 0.0);
+        } else {
+            ab = vec4<f32>(pair_dot_c(row - p.q_rows - p.kv_rows, p.kv_rows - 1u, lane, lanes), 0.0, 0.0);
+        }
+#elif SWIGLU
+        ab = swiglu_pair_dot(row, lane, lanes);
+#else
+        ab = vec4<f32>(pair_dot_a(row, p.rows - 1u, lane, lanes), 0.0, 0.0);
+#endif
+    }
+    return ab;
+}
+
+// Pair `pair` of the workgroup, rows `row`, `row + 1`, is summed: `ab` = (a, a + 1, b, b + 1).
+fn finish_pair(row: u32, pair: u32, ab: vec4<f32>) {
+#if NORM_NEXT
+    var squares = 0.0;
+    if (row < p.rows) {
+        squares = add_and_weigh(p.row_offset + row, ab.x);
+        if (row + 1u < p.rows) {
+            squares += add_and_weigh(p.row_offset + row + 1u, ab.y);
+        }
+    }
+    pair_squares[pair] = squares;
+#else
+    if (row < p.rows) {
+#if QKV
+        store_qkv_pair(row, ab.xy);
+#else
+        write_out(p.row_offset + row, ab.x, ab.z);
+        if (row + 1u < p.rows) {
+            write_out(p.row_offset + row + 1u, ab.y, ab.w);
+        }
+#endif
+    }
+#endif
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUPS
+        @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32,
+#endif
         @builtin(local_invocation_index) lid: u32) {
-    let row = flat_group(wid, nwg) * ROWS + 2u * (lid / LANES);
-    let lane = lid % LANES;
+    let group = flat_group(wid, nwg);
     x_base = (step.n_tokens - 1u) * (p.cols / 4u);
 #if NORM
     // A `next_x` holds one token.
@@ -127,27 +187,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     let scale = 1.0;
 #endif
-    var acc_a = vec2<f32>(0.0);
-    var acc_b = vec2<f32>(0.0);
-    if (row < p.rows) {
-#if QKV
-        if (row < p.q_rows) {
-            acc_a = pair_dot_a(row, p.q_rows - 1u, lane);
-        } else if (row < p.q_rows + p.kv_rows) {
-            acc_a = pair_dot_b(row - p.q_rows, p.kv_rows - 1u, lane);
-        } else {
-            acc_a = pair_dot_c(row - p.q_rows - p.kv_rows, p.kv_rows - 1u, lane);
-        }
-#elif SWIGLU
-        let ab = swiglu_pair_dot(row, lane);
-        acc_a = ab.xy;
-        acc_b = ab.zw;
-#else
-        acc_a = pair_dot_a(row, p.rows - 1u, lane);
-#endif
+#if SUBGROUPS
+    // 256 / sg_size subgroups (powers of two) take the ROWS / 2 pairs: with fewer subgroups than
+    // pairs, a subgroup sums `per` pairs one after the other; with more, `share` subgroups split
+    // each pair's chunks between them. Either way every invocation works, a subgroup adds up its
+    // lanes with no barrier, and one barrier gathers the subgroups' sums of each pair.
+    var sg = 0u;
+    if (sg_lane == 0u) {
+        sg = atomicAdd(&subgroups_seen, 1u);
     }
-    partial_a[lid] = acc_a * scale;
-    partial_b[lid] = acc_b * scale;
+    sg = subgroupBroadcast(sg, 0u);
+    let subgroups = 256u / sg_size;
+    let per = max(1u, (ROWS / 2u) / subgroups);
+    let share = max(1u, subgroups / (ROWS / 2u));
+    for (var k = 0u; k < per; k++) {
+        let pair = (sg / share) * per + k;
+        let lane = (sg % share) * sg_size + sg_lane;
+        let ab = subgroupAdd(pair_sums(group * ROWS + 2u * pair, lane, share * sg_size));
+        if (sg_lane == 0u) {
+            partial[pair * share + sg % share] = ab;
+        }
+    }
+    workgroupBarrier();
+    if (lid < ROWS / 2u) {
+        var ab = vec4<f32>(0.0);
+        for (var i = 0u; i < share; i++) {
+            ab += partial[lid * share + i];
+        }
+        finish_pair(group * ROWS + 2u * lid, lid, ab * scale);
+    }
+#else
+    let pair = lid / LANES;
+    let lane = lid % LANES;
+    let row = group * ROWS + 2u * pair;
+    let ab = pair_sums(row, lane, LANES) * scale;
+    partial_a[lid] = ab.xy;
+    partial_b[lid] = ab.zw;
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {
@@ -156,36 +231,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-#if NORM_NEXT
     if (lane == 0u) {
-        var squares = 0.0;
-        if (row < p.rows) {
-            squares = add_and_weigh(p.row_offset + row, partial_a[lid].x);
-            if (row + 1u < p.rows) {
-                squares += add_and_weigh(p.row_offset + row + 1u, partial_a[lid].y);
-            }
-        }
-        pair_squares[lid / LANES] = squares;
+        finish_pair(row, pair, vec4<f32>(partial_a[lid], partial_b[lid]));
     }
+#endif
+#if NORM_NEXT
     workgroupBarrier();
-    let group = flat_group(wid, nwg);
     if (lid == 0u && group * ROWS < p.rows) {
         var sum = 0.0;
         for (var i = 0u; i < ROWS / 2u; i++) {
             sum += pair_squares[i];
         }
         next_x[p.out_stride + p.slot0 + group] = sum;
-    }
-#else
-    if (lane == 0u && row < p.rows) {
-#if QKV
-        store_qkv_pair(row, partial_a[lid]);
-#else
-        write_out(p.row_offset + row, partial_a[lid].x, partial_b[lid].x);
-        if (row + 1u < p.rows) {
-            write_out(p.row_offset + row + 1u, partial_a[lid].y, partial_b[lid].y);
-        }
-#endif
     }
 #endif
 }

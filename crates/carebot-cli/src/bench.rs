@@ -56,6 +56,9 @@ pub struct BenchArgs {
     /// attention's share of a token grows with the context.
     #[arg(long, value_delimiter = ',', default_value = "4096")]
     pub attention_keys: Vec<u32>,
+    /// Never use subgroup operations (the decode products then reduce through workgroup memory).
+    #[arg(long)]
+    pub no_subgroups: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -111,7 +114,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.file.is_some() && args.synthetic.is_none() {
         return Err("--file writes a --synthetic model: give --synthetic too".into());
     }
-    let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default()))?;
+    let gpu = GpuOptions { disable_subgroups: args.no_subgroups, ..Default::default() };
+    let ctx = pollster::block_on(GpuContext::new(&gpu))?;
     let adapter = ctx.describe();
     eprintln!("gpu: {adapter}");
     let options = EngineOptions {

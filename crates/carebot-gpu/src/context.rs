@@ -51,6 +51,8 @@ pub struct GpuOptions {
     pub max_binding: Option<u64>,
     /// Never use `shader-f16`, even when the adapter has it.
     pub disable_f16: bool,
+    /// Never use subgroup operations, even when the adapter has them.
+    pub disable_subgroups: bool,
     /// Prefer the adapter whose name contains this (also read from `WGPU_ADAPTER_NAME`).
     pub adapter_name: Option<String>,
 }
@@ -66,7 +68,10 @@ pub struct GpuContext {
     pub max_buffer: u64,
     /// `shader-f16` is enabled on the device.
     pub f16: bool,
-    /// The adapter reports subgroup operations (kernels use them only when this is true).
+    /// Subgroup operations are enabled on the device (the adapter has them, in sizes of 4 to 256,
+    /// and [`GpuOptions::disable_subgroups`] is off); the decode products then reduce with them.
+    /// wgpu 30 offers them natively (Vulkan, Metal, DX12) but not yet on WebGPU, where this is
+    /// always false.
     pub subgroups: bool,
     lost: Arc<Mutex<Option<String>>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -101,7 +106,11 @@ impl GpuContext {
         let offered = adapter.limits();
         let features = adapter.features();
         let f16 = features.contains(wgpu::Features::SHADER_F16) && !options.disable_f16;
-        let subgroups = features.contains(wgpu::Features::SUBGROUP);
+        // The decode products size their workgroup memory for at most 64 subgroups of a
+        // power-of-two size that divides their 256 invocations (shaders/matvec.wgsl).
+        let sizes = (info.subgroup_min_size, info.subgroup_max_size);
+        let usable_sizes = sizes.0 >= 4 && sizes.1 <= 256 && sizes.0.is_power_of_two() && sizes.1.is_power_of_two();
+        let subgroups = features.contains(wgpu::Features::SUBGROUP) && usable_sizes && !options.disable_subgroups;
 
         // Ask for the adapter's own maxima where they matter; everything else stays at WebGPU's
         // defaults, which every adapter meets.
@@ -116,7 +125,9 @@ impl GpuContext {
         limits.max_storage_buffer_binding_size = offered.max_storage_buffer_binding_size;
         limits.max_buffer_size = offered.max_buffer_size;
         limits.max_compute_workgroups_per_dimension = offered.max_compute_workgroups_per_dimension;
-        let required_features = if f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
+        let mut required_features = wgpu::Features::empty();
+        required_features.set(wgpu::Features::SHADER_F16, f16);
+        required_features.set(wgpu::Features::SUBGROUP, subgroups);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("carebot"),
@@ -162,7 +173,10 @@ impl GpuContext {
             self.info.backend,
             self.binding_limit as f64 / MIB,
             if self.f16 { "on" } else { "off" },
-            if self.subgroups { "available" } else { "absent" },
+            match self.subgroups {
+                true => format!("on ({}–{} invocations)", self.info.subgroup_min_size, self.info.subgroup_max_size),
+                false => "off".into(),
+            },
         )
     }
 

@@ -142,6 +142,11 @@ impl Variant {
             // `enable` must precede every declaration.
             src.push_str("enable f16;\n");
         }
+        // WebGPU requires the directive for subgroup operations, and naga (native) rejects it.
+        // (wgpu 30 does not yet offer the WebGPU feature, so no browser gets here today.)
+        if self.flags.contains("SUBGROUPS") && cfg!(target_arch = "wasm32") {
+            src.push_str("enable subgroups;\n");
+        }
         src.push_str(COMMON);
         for (ty, name) in self.weights.iter().zip(["a", "b", "c"]) {
             let format = weight_format(*ty).expect("weight types are checked at load");

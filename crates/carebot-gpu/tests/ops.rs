@@ -69,52 +69,56 @@ async fn embedding_gather_dequantizes_every_weight_type_like_the_cpu() {
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
-    let Some(ctx) = context(GpuOptions::default()).await else { return };
-    let mut rng = SplitMix64::new(seed("matmul"));
-    // 77 rows in parts of 30 (split bindings, partial tiles); 291 rows in one part: full
-    // prefill tiles (256 rows, 128 with SwiGLU) and matvec groups (8–64 rows) then a partial one.
-    let cols = if WEB { 256 } else { 512 };
-    let shapes = [(77, 30), (291, 291)];
-    // Decode (1 token), and batches of one partial / two full and a partial 8-token tile.
-    let batches: &[usize] = if WEB { &[1, 17] } else { &[1, 5, 19] };
-    for (i, ty) in TYPES.into_iter().enumerate() {
-        let (rows, per_part) = shapes[i % shapes.len()];
-        let w = random_matrix(&mut rng, ty, rows, cols);
-        // SwiGLU pairs each type with a different one for `up`.
-        let up = random_matrix(&mut rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
-        let (gw, gup) = (gpu_matrix(&ctx, &w, per_part), gpu_matrix(&ctx, &up, per_part));
-        // The default prefill tile and matvec row count, and each other one on some of the types.
-        let others = &PrefillTile::ALL[1..];
-        let tiles = [PrefillTile::default(), others[i / 2 % others.len()]];
-        let group_rows = [MatvecRows::default(), MatvecRows::ALL[1 + i % 3]];
-        let products = group_rows.map(Product::LastToken).into_iter().chain(tiles.map(Product::Batch));
-        for &n in batches {
-            for product in products.clone() {
-                if n > 1 && matches!(product, Product::LastToken(_)) {
-                    continue;
-                }
-                for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
-                    let x = random(&mut rng, n * cols, -1.0, 1.0);
-                    let y0 = random(&mut rng, n * rows, -4.0, 4.0);
-                    let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
-                    let s = step(&ctx, n as u32, 0);
-                    let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
-                    run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, product), n as u32);
-                    let got = download(&ctx, &yb, n * rows).await;
-                    let mut want = vec![0f32; n * rows];
-                    w.matmul(&x, &mut want);
-                    match epilogue {
-                        Epilogue::Store => {}
-                        Epilogue::Add | Epilogue::AddThenNorm(_) => want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b),
-                        Epilogue::SwiGlu => {
-                            let mut u = vec![0f32; n * rows];
-                            up.matmul(&x, &mut u);
-                            want.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
-                        }
+    for ctx in with_and_without_subgroups().await {
+        note(&format!("matvec reductions with subgroup operations: {}", ctx.subgroups));
+        let mut rng = SplitMix64::new(seed("matmul"));
+        // 77 rows in parts of 30 (split bindings, partial tiles); 291 rows in one part: full
+        // prefill tiles (256 rows, 128 with SwiGLU) and matvec groups (8–64 rows) then a partial one.
+        let cols = if WEB { 256 } else { 512 };
+        let shapes = [(77, 30), (291, 291)];
+        // Decode (1 token), and batches of one partial / two full and a partial 8-token tile.
+        let batches: &[usize] = if WEB { &[1, 17] } else { &[1, 5, 19] };
+        for (i, ty) in TYPES.into_iter().enumerate() {
+            let (rows, per_part) = shapes[i % shapes.len()];
+            let w = random_matrix(&mut rng, ty, rows, cols);
+            // SwiGLU pairs each type with a different one for `up`.
+            let up = random_matrix(&mut rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
+            let (gw, gup) = (gpu_matrix(&ctx, &w, per_part), gpu_matrix(&ctx, &up, per_part));
+            // The default prefill tile and matvec row count, and each other one on some of the types.
+            let others = &PrefillTile::ALL[1..];
+            let tiles = [PrefillTile::default(), others[i / 2 % others.len()]];
+            let group_rows = [MatvecRows::default(), MatvecRows::ALL[1 + i % 3]];
+            let products = group_rows.map(Product::LastToken).into_iter().chain(tiles.map(Product::Batch));
+            for &n in batches {
+                for product in products.clone() {
+                    if n > 1 && matches!(product, Product::LastToken(_)) {
+                        continue;
                     }
-                    // f32 sums in another order: ~1e-6 here (a wrong weight decode gives ≥ 1e-2).
-                    let err = rel_err(&got, &want);
-                    assert!(err <= 1e-5, "{} {epilogue:?} n={n} {product:?}: relative error {err}", ty.name());
+                    for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
+                        let x = random(&mut rng, n * cols, -1.0, 1.0);
+                        let y0 = random(&mut rng, n * rows, -4.0, 4.0);
+                        let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
+                        let s = step(&ctx, n as u32, 0);
+                        let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
+                        run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, product), n as u32);
+                        let got = download(&ctx, &yb, n * rows).await;
+                        let mut want = vec![0f32; n * rows];
+                        w.matmul(&x, &mut want);
+                        match epilogue {
+                            Epilogue::Store => {}
+                            Epilogue::Add | Epilogue::AddThenNorm(_) => {
+                                want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b)
+                            }
+                            Epilogue::SwiGlu => {
+                                let mut u = vec![0f32; n * rows];
+                                up.matmul(&x, &mut u);
+                                want.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
+                            }
+                        }
+                        // f32 sums in another order: ~1e-6 here (a wrong weight decode gives ≥ 1e-2).
+                        let err = rel_err(&got, &want);
+                        assert!(err <= 1e-5, "{} {epilogue:?} n={n} {product:?}: relative error {err}", ty.name());
+                    }
                 }
             }
         }
@@ -166,70 +170,72 @@ fn weighted_with_slots(rng: &mut SplitMix64, x: &[f32], w: &[f32], slots: usize)
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn norm_split_over_the_products_around_it_matches_norm_then_product() {
-    let Some(ctx) = context(GpuOptions::default()).await else { return };
-    let mut rng = SplitMix64::new(seed("matvec_norm"));
-    // The producer adds W_h h to the residual stream (dim rows in parts of 200: several slot
-    // ranges, each ending in a partial workgroup); the consumer has 77 rows in parts of 30.
-    let (rows, dim) = if WEB { (77, 256) } else { (77, 512) };
-    let (eps, offset) = (1e-5, 4 * 11);
-    for (i, ty) in TYPES.into_iter().enumerate() {
-        let w_h = random_matrix(&mut rng, ty, dim, dim);
-        let w = random_matrix(&mut rng, TYPES[(i + 5) % TYPES.len()], rows, dim);
-        let up = random_matrix(&mut rng, TYPES[(i + 7) % TYPES.len()], rows, dim);
-        let (gh, gw, gup) = (gpu_matrix(&ctx, &w_h, 200), gpu_matrix(&ctx, &w, 30), gpu_matrix(&ctx, &up, 30));
-        let (made_by, read_by) = (MatvecRows::ALL[i % 4], MatvecRows::ALL[(i + 1) % 4]);
-        let h = random(&mut rng, dim, -1.0, 1.0);
-        let x0 = random(&mut rng, dim, -3.0, 3.0);
-        let norm_w = random(&mut rng, dim, 0.5, 1.5);
-        let consts = upload(&ctx, &consts_with(&mut rng, offset, &[&norm_w]));
-        let slots = norm_slots(&gh, made_by) as usize;
-        let stale = random(&mut rng, dim + slots + 9, -9.0, 9.0);
-        let (hb, xb, xnb) = (upload(&ctx, &h), upload(&ctx, &x0), upload(&ctx, &stale));
-        let s = step(&ctx, 1, 0);
-        let next = Epilogue::AddThenNorm(NextNorm { consts: &consts, offset: offset as u32, out: &xnb });
-        run(&ctx, &matmul(&ctx, &s, &gh, None, None, &hb, &xb, next, Product::LastToken(made_by)), 1);
+    for ctx in with_and_without_subgroups().await {
+        note(&format!("matvec reductions with subgroup operations: {}", ctx.subgroups));
+        let mut rng = SplitMix64::new(seed("matvec_norm"));
+        // The producer adds W_h h to the residual stream (dim rows in parts of 200: several slot
+        // ranges, each ending in a partial workgroup); the consumer has 77 rows in parts of 30.
+        let (rows, dim) = if WEB { (77, 256) } else { (77, 512) };
+        let (eps, offset) = (1e-5, 4 * 11);
+        for (i, ty) in TYPES.into_iter().enumerate() {
+            let w_h = random_matrix(&mut rng, ty, dim, dim);
+            let w = random_matrix(&mut rng, TYPES[(i + 5) % TYPES.len()], rows, dim);
+            let up = random_matrix(&mut rng, TYPES[(i + 7) % TYPES.len()], rows, dim);
+            let (gh, gw, gup) = (gpu_matrix(&ctx, &w_h, 200), gpu_matrix(&ctx, &w, 30), gpu_matrix(&ctx, &up, 30));
+            let (made_by, read_by) = (MatvecRows::ALL[i % 4], MatvecRows::ALL[(i + 1) % 4]);
+            let h = random(&mut rng, dim, -1.0, 1.0);
+            let x0 = random(&mut rng, dim, -3.0, 3.0);
+            let norm_w = random(&mut rng, dim, 0.5, 1.5);
+            let consts = upload(&ctx, &consts_with(&mut rng, offset, &[&norm_w]));
+            let slots = norm_slots(&gh, made_by) as usize;
+            let stale = random(&mut rng, dim + slots + 9, -9.0, 9.0);
+            let (hb, xb, xnb) = (upload(&ctx, &h), upload(&ctx, &x0), upload(&ctx, &stale));
+            let s = step(&ctx, 1, 0);
+            let next = Epilogue::AddThenNorm(NextNorm { consts: &consts, offset: offset as u32, out: &xnb });
+            run(&ctx, &matmul(&ctx, &s, &gh, None, None, &hb, &xb, next, Product::LastToken(made_by)), 1);
 
-        // First half: the residual sum, weighted, and one sum of squares per producer workgroup.
-        let what = format!("{} made by {made_by}-row groups", ty.name());
-        let mut x = vec![0f32; dim];
-        w_h.matmul(&h, &mut x);
-        x.iter_mut().zip(&x0).for_each(|(a, b)| *a += b);
-        let got_x = download(&ctx, &xb, dim).await;
-        assert!(rel_err(&got_x, &x) <= 1e-5, "{what}: residual {}", rel_err(&got_x, &x));
-        let got = download(&ctx, &xnb, stale.len()).await;
-        let weighted: Vec<f32> = x.iter().zip(&norm_w).map(|(x, w)| x * w).collect();
-        let err = rel_err(&got[..dim], &weighted);
-        assert!(err <= 1e-5, "{what}: weighted x {err}");
-        let mut want_slots = Vec::new();
-        for part in &gh.parts {
-            for g in (0..part.rows).step_by(made_by.0 as usize) {
-                let first = (part.first_row + g) as usize;
-                let end = (part.first_row + (g + made_by.0).min(part.rows)) as usize;
-                want_slots.push(got_x[first..end].iter().map(|v| v * v).sum::<f32>());
+            // First half: the residual sum, weighted, and one sum of squares per producer workgroup.
+            let what = format!("{} made by {made_by}-row groups", ty.name());
+            let mut x = vec![0f32; dim];
+            w_h.matmul(&h, &mut x);
+            x.iter_mut().zip(&x0).for_each(|(a, b)| *a += b);
+            let got_x = download(&ctx, &xb, dim).await;
+            assert!(rel_err(&got_x, &x) <= 1e-5, "{what}: residual {}", rel_err(&got_x, &x));
+            let got = download(&ctx, &xnb, stale.len()).await;
+            let weighted: Vec<f32> = x.iter().zip(&norm_w).map(|(x, w)| x * w).collect();
+            let err = rel_err(&got[..dim], &weighted);
+            assert!(err <= 1e-5, "{what}: weighted x {err}");
+            let mut want_slots = Vec::new();
+            for part in &gh.parts {
+                for g in (0..part.rows).step_by(made_by.0 as usize) {
+                    let first = (part.first_row + g) as usize;
+                    let end = (part.first_row + (g + made_by.0).min(part.rows)) as usize;
+                    want_slots.push(got_x[first..end].iter().map(|v| v * v).sum::<f32>());
+                }
             }
-        }
-        assert_eq!(want_slots.len(), slots);
-        let err = rel_err(&got[dim..dim + slots], &want_slots);
-        assert!(err <= 1e-5, "{what}: sums of squares {err}");
-        assert_eq!(got[dim + slots..], stale[dim + slots..], "{what}: wrote past its slots");
+            assert_eq!(want_slots.len(), slots);
+            let err = rel_err(&got[dim..dim + slots], &want_slots);
+            assert!(err <= 1e-5, "{what}: sums of squares {err}");
+            assert_eq!(got[dim + slots..], stale[dim + slots..], "{what}: wrote past its slots");
 
-        // Second half, in the product that reads it.
-        let mut xn = vec![0f32; dim];
-        reference::rms_norm(&mut xn, &x, &norm_w, eps);
-        let norm = Norm { slots: slots as u32, eps };
-        for epilogue in [Epilogue::Store, Epilogue::SwiGlu] {
-            let yb = upload(&ctx, &random(&mut rng, rows, -4.0, 4.0));
-            let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
-            run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xnb, &yb, epilogue, Product::LastToken(read_by)), 1);
-            let mut want = vec![0f32; rows];
-            w.matmul(&xn, &mut want);
-            if upm.is_some() {
-                let mut u = vec![0f32; rows];
-                up.matmul(&xn, &mut u);
-                want.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
+            // Second half, in the product that reads it.
+            let mut xn = vec![0f32; dim];
+            reference::rms_norm(&mut xn, &x, &norm_w, eps);
+            let norm = Norm { slots: slots as u32, eps };
+            for epilogue in [Epilogue::Store, Epilogue::SwiGlu] {
+                let yb = upload(&ctx, &random(&mut rng, rows, -4.0, 4.0));
+                let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
+                run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xnb, &yb, epilogue, Product::LastToken(read_by)), 1);
+                let mut want = vec![0f32; rows];
+                w.matmul(&xn, &mut want);
+                if upm.is_some() {
+                    let mut u = vec![0f32; rows];
+                    up.matmul(&xn, &mut u);
+                    want.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
+                }
+                let err = rel_err(&download(&ctx, &yb, rows).await, &want);
+                assert!(err <= 1e-5, "{what}, read by {read_by}-row groups, {epilogue:?}: relative error {err}");
             }
-            let err = rel_err(&download(&ctx, &yb, rows).await, &want);
-            assert!(err <= 1e-5, "{what}, read by {read_by}-row groups, {epilogue:?}: relative error {err}");
         }
     }
 }
@@ -237,91 +243,94 @@ async fn norm_split_over_the_products_around_it_matches_norm_then_product() {
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
-    let Some(ctx) = context(GpuOptions::default()).await else { return };
-    let mut rng = SplitMix64::new(seed("qkv"));
-    use GgmlType::*;
-    // (heads, kv heads, head size, q/k/v types), each with another matvec row count. The second:
-    // dim 320, and the k/v boundary (row 360) falls inside one of its 16-row workgroups; the
-    // third, Q4_K_M's mix with a Q6_K v.
-    let cases = [
-        (4, 2, 64, [Q8_0, F16, Q4_0]),
-        (8, 1, 40, [Q5_1, Q4_0, Q8_0]),
-        (2, 1, 128, [Q4_K, Q4_K, Q6_K]),
-        (4, 4, 64, [Q5_K, BF16, Q4_1]),
-    ];
-    for (ci, (heads, kv_heads, hd, [tq, tk, tv])) in cases.into_iter().enumerate() {
-        let group_rows = MatvecRows::ALL[ci];
-        let cfg = small_config(heads, kv_heads, hd, 64);
-        let (dim, q_dim, kv_dim) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
-        let (n, pos0) = (2usize, 40usize);
-        let pos = pos0 + n - 1;
-        let wq = random_matrix(&mut rng, tq, q_dim, dim);
-        let wk = random_matrix(&mut rng, tk, kv_dim, dim);
-        let wv = random_matrix(&mut rng, tv, kv_dim, dim);
-        let (gq, gk, gv) =
-            (gpu_matrix(&ctx, &wq, 1 << 20), gpu_matrix(&ctx, &wk, 1 << 20), gpu_matrix(&ctx, &wv, 1 << 20));
-        let x = random(&mut rng, n * dim, -3.0, 3.0);
-        let norm_w = random(&mut rng, dim, 0.5, 1.5);
-        let factors = random(&mut rng, hd / 2, 1.0, 8.0);
-        let table = rope_table(&cfg, cfg.context_length, Some(&factors));
-        let (eps, offset) = (1e-5, 4 * 3);
-        let consts = upload(&ctx, &consts_with(&mut rng, offset, &[&norm_w, &table]));
-        let table_offset = (offset + dim) as u32;
+    for ctx in with_and_without_subgroups().await {
+        note(&format!("matvec reductions with subgroup operations: {}", ctx.subgroups));
+        let mut rng = SplitMix64::new(seed("qkv"));
+        use GgmlType::*;
+        // (heads, kv heads, head size, q/k/v types), each with another matvec row count. The second:
+        // dim 320, and the k/v boundary (row 360) falls inside one of its 16-row workgroups; the
+        // third, Q4_K_M's mix with a Q6_K v.
+        let cases = [
+            (4, 2, 64, [Q8_0, F16, Q4_0]),
+            (8, 1, 40, [Q5_1, Q4_0, Q8_0]),
+            (2, 1, 128, [Q4_K, Q4_K, Q6_K]),
+            (4, 4, 64, [Q5_K, BF16, Q4_1]),
+        ];
+        for (ci, (heads, kv_heads, hd, [tq, tk, tv])) in cases.into_iter().enumerate() {
+            let group_rows = MatvecRows::ALL[ci];
+            let cfg = small_config(heads, kv_heads, hd, 64);
+            let (dim, q_dim, kv_dim) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
+            let (n, pos0) = (2usize, 40usize);
+            let pos = pos0 + n - 1;
+            let wq = random_matrix(&mut rng, tq, q_dim, dim);
+            let wk = random_matrix(&mut rng, tk, kv_dim, dim);
+            let wv = random_matrix(&mut rng, tv, kv_dim, dim);
+            let (gq, gk, gv) =
+                (gpu_matrix(&ctx, &wq, 1 << 20), gpu_matrix(&ctx, &wk, 1 << 20), gpu_matrix(&ctx, &wv, 1 << 20));
+            let x = random(&mut rng, n * dim, -3.0, 3.0);
+            let norm_w = random(&mut rng, dim, 0.5, 1.5);
+            let factors = random(&mut rng, hd / 2, 1.0, 8.0);
+            let table = rope_table(&cfg, cfg.context_length, Some(&factors));
+            let (eps, offset) = (1e-5, 4 * 3);
+            let consts = upload(&ctx, &consts_with(&mut rng, offset, &[&norm_w, &table]));
+            let table_offset = (offset + dim) as u32;
 
-        // The norm finished here (x as a `NextNorm` product leaves it, one token, 5 sums of
-        // squares), or already applied (the last token of x is normalized).
-        let mut xn = vec![0f32; dim];
-        reference::rms_norm(&mut xn, &x[(n - 1) * dim..], &norm_w, eps);
-        let mut x_normalized = x.clone();
-        x_normalized[(n - 1) * dim..].copy_from_slice(&xn);
-        let x_weighted = weighted_with_slots(&mut rng, &x[(n - 1) * dim..], &norm_w, 5);
-        let (mut want_q, mut want_k, mut want_v) = (vec![0f32; q_dim], vec![0f32; kv_dim], vec![0f32; kv_dim]);
-        wq.matmul(&xn, &mut want_q);
-        wk.matmul(&xn, &mut want_k);
-        wv.matmul(&xn, &mut want_v);
-        reference::rope(&mut want_q, hd, hd, pos, cfg.rope_theta, Some(&factors));
-        reference::rope(&mut want_k, hd, hd, pos, cfg.rope_theta, Some(&factors));
+            // The norm finished here (x as a `NextNorm` product leaves it, one token, 5 sums of
+            // squares), or already applied (the last token of x is normalized).
+            let mut xn = vec![0f32; dim];
+            reference::rms_norm(&mut xn, &x[(n - 1) * dim..], &norm_w, eps);
+            let mut x_normalized = x.clone();
+            x_normalized[(n - 1) * dim..].copy_from_slice(&xn);
+            let x_weighted = weighted_with_slots(&mut rng, &x[(n - 1) * dim..], &norm_w, 5);
+            let (mut want_q, mut want_k, mut want_v) = (vec![0f32; q_dim], vec![0f32; kv_dim], vec![0f32; kv_dim]);
+            wq.matmul(&xn, &mut want_q);
+            wk.matmul(&xn, &mut want_k);
+            wv.matmul(&xn, &mut want_v);
+            reference::rope(&mut want_q, hd, hd, pos, cfg.rope_theta, Some(&factors));
+            reference::rope(&mut want_k, hd, hd, pos, cfg.rope_theta, Some(&factors));
 
-        for ((flag, elem), folded) in kv_formats(&ctx).into_iter().flat_map(|f| [(f, true), (f, false)]) {
-            let what = format!("{heads}/{kv_heads} heads of {hd}, {}/{}/{}, {flag}", tq.name(), tk.name(), tv.name());
-            let what = format!("{what}, norm folded: {folded}");
-            let norm = folded.then_some(Norm { slots: 5, eps });
-            let xb = upload(&ctx, if folded { &x_weighted } else { &x_normalized });
-            let qb = ctx.storage("q", (q_dim * 4) as u64).unwrap();
-            // Caches full of other values: only position `pos` may change.
-            let cache_len = cfg.context_length * kv_dim;
-            let k_before = encode_cache(&random(&mut rng, cache_len, -1.0, 1.0), elem);
-            let v_before = encode_cache(&random(&mut rng, cache_len, -1.0, 1.0), elem);
-            let (kc, vc) = (upload_bytes(&ctx, &k_before), upload_bytes(&ctx, &v_before));
-            let s = step(&ctx, n as u32, pos0 as u32);
-            let d = qkv_rope_store(
-                &ctx,
-                &s,
-                &cfg,
-                [&gq, &gk, &gv],
-                &consts,
-                norm,
-                table_offset,
-                &xb,
-                &qb,
-                &kc,
-                &vc,
-                flag,
-                group_rows,
-            );
-            run_at(&ctx, &[d], n as u32, pos0 as u32);
-            let err = rel_err(&download(&ctx, &qb, q_dim).await, &want_q);
-            assert!(err <= 1e-5, "{what}: q {err}");
-            let tol = if elem == 4 { 1e-5 } else { 1e-3 };
-            for (cache, before, want, name) in [(&kc, &k_before, &want_k, "k"), (&vc, &v_before, &want_v, "v")] {
-                let after: Vec<u8> = bytemuck::cast_slice(&download(&ctx, cache, before.len() / 4).await).to_vec();
-                let row = pos * kv_dim * elem..(pos + 1) * kv_dim * elem;
-                let err = rel_err(&decode_cache(&after[row.clone()], elem), want);
-                assert!(err <= tol, "{what}: {name} {err}");
-                assert!(
-                    after[..row.start] == before[..row.start] && after[row.end..] == before[row.end..],
-                    "{what}: {name} cache changed elsewhere"
+            for ((flag, elem), folded) in kv_formats(&ctx).into_iter().flat_map(|f| [(f, true), (f, false)]) {
+                let what =
+                    format!("{heads}/{kv_heads} heads of {hd}, {}/{}/{}, {flag}", tq.name(), tk.name(), tv.name());
+                let what = format!("{what}, norm folded: {folded}");
+                let norm = folded.then_some(Norm { slots: 5, eps });
+                let xb = upload(&ctx, if folded { &x_weighted } else { &x_normalized });
+                let qb = ctx.storage("q", (q_dim * 4) as u64).unwrap();
+                // Caches full of other values: only position `pos` may change.
+                let cache_len = cfg.context_length * kv_dim;
+                let k_before = encode_cache(&random(&mut rng, cache_len, -1.0, 1.0), elem);
+                let v_before = encode_cache(&random(&mut rng, cache_len, -1.0, 1.0), elem);
+                let (kc, vc) = (upload_bytes(&ctx, &k_before), upload_bytes(&ctx, &v_before));
+                let s = step(&ctx, n as u32, pos0 as u32);
+                let d = qkv_rope_store(
+                    &ctx,
+                    &s,
+                    &cfg,
+                    [&gq, &gk, &gv],
+                    &consts,
+                    norm,
+                    table_offset,
+                    &xb,
+                    &qb,
+                    &kc,
+                    &vc,
+                    flag,
+                    group_rows,
                 );
+                run_at(&ctx, &[d], n as u32, pos0 as u32);
+                let err = rel_err(&download(&ctx, &qb, q_dim).await, &want_q);
+                assert!(err <= 1e-5, "{what}: q {err}");
+                let tol = if elem == 4 { 1e-5 } else { 1e-3 };
+                for (cache, before, want, name) in [(&kc, &k_before, &want_k, "k"), (&vc, &v_before, &want_v, "v")] {
+                    let after: Vec<u8> = bytemuck::cast_slice(&download(&ctx, cache, before.len() / 4).await).to_vec();
+                    let row = pos * kv_dim * elem..(pos + 1) * kv_dim * elem;
+                    let err = rel_err(&decode_cache(&after[row.clone()], elem), want);
+                    assert!(err <= tol, "{what}: {name} {err}");
+                    assert!(
+                        after[..row.start] == before[..row.start] && after[row.end..] == before[row.end..],
+                        "{what}: {name} cache changed elsewhere"
+                    );
+                }
             }
         }
     }

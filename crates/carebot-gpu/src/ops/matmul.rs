@@ -221,7 +221,7 @@ pub fn matmul(
         _ => None,
     };
     let mut variant = match product {
-        Product::LastToken(rows) => Variant::new(Kernel::MatVec).matvec_rows(rows),
+        Product::LastToken(rows) => Variant::new(Kernel::MatVec).matvec_rows(rows).flag_if(ctx.subgroups, "SUBGROUPS"),
         Product::Batch(tile) => {
             assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
             Variant::new(Kernel::MatMul).tile(tile)

@@ -43,6 +43,7 @@ pub fn qkv_rope_store(
         .weight(wv.ty)
         .flag("QKV")
         .flag_if(norm.is_some(), "NORM")
+        .flag_if(ctx.subgroups, "SUBGROUPS")
         .flag(kv_flag)
         .matvec_rows(group_rows);
     let rows = wq.rows + wk.rows + wv.rows;

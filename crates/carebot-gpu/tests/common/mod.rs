@@ -46,6 +46,19 @@ pub async fn context(options: GpuOptions) -> Option<GpuContext> {
     }
 }
 
+/// The devices a matrix–vector test runs on: the default one and, when the adapter has subgroup
+/// operations (the decode products then reduce with them), one without, so that both reductions
+/// are checked on every machine that has both.
+pub async fn with_and_without_subgroups() -> Vec<GpuContext> {
+    let Some(ctx) = context(GpuOptions::default()).await else { return Vec::new() };
+    let mut all = vec![];
+    if ctx.subgroups {
+        all.extend(context(GpuOptions { disable_subgroups: true, ..Default::default() }).await);
+    }
+    all.insert(0, ctx);
+    all
+}
+
 /// A line of test output (stderr natively, the test page's output in the browser).
 pub fn note(line: &str) {
     #[cfg(not(target_arch = "wasm32"))]
