@@ -8,13 +8,13 @@
 // the lanes of a row read consecutive 16-byte pieces: one load each, coalesced.
 
 // llama.cpp's get_scale_min_k4: (scale, min) of sub-block j from the 12 packed bytes at `s`.
-fn scale_min_k4_$W(s: u32, j: u32) -> vec2<f32> {
+fn scale_min_k4_$W(s: u32, j: u32) -> vec2<u32> {
     if (j < 4u) {
-        return vec2<f32>(f32(byte_$W(s + j) & 63u), f32(byte_$W(s + j + 4u) & 63u));
+        return vec2<u32>(byte_$W(s + j) & 63u, byte_$W(s + j + 4u) & 63u);
     }
     let sc = (byte_$W(s + j + 4u) & 0xfu) | ((byte_$W(s + j - 4u) >> 6u) << 4u);
     let m = (byte_$W(s + j + 4u) >> 4u) | ((byte_$W(s + j) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(m));
+    return vec2<u32>(sc, m);
 }
 
 // (d · scale, dmin · min) of the low and of the high nibbles' sub-blocks of piece `p` of the
@@ -22,7 +22,8 @@ fn scale_min_k4_$W(s: u32, j: u32) -> vec2<f32> {
 fn piece_scales_$W(b: u32, p: u32) -> mat2x2<f32> {
     let dd = unpack2x16float(u32_$W(b >> 2u));
     let j = (p >> 1u) * 2u;
-    return mat2x2<f32>(dd * scale_min_k4_$W(b + 4u, j), dd * scale_min_k4_$W(b + 4u, j + 1u));
+    let sm = ints_to_f32(vec4<u32>(scale_min_k4_$W(b + 4u, j), scale_min_k4_$W(b + 4u, j + 1u)), 0.0);
+    return mat2x2<f32>(dd * sm.xy, dd * sm.zw);
 }
 
 // Which vec4 of the row's x the chunk's weights 4i .. 4i + 3 multiply.

@@ -20,5 +20,5 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 // Weights 4i .. 4i + 3 of the chunk.
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let w = h.q[i & 3u] >> (4u * (i >> 2u));
-    return h.d * (vec4<f32>(bytes4(w) & vec4<u32>(0xfu)) - 8.0);
+    return h.d * ints_to_f32(bytes4(w) & vec4<u32>(0xfu), 8.0);
 }

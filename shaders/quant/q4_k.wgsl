@@ -18,7 +18,7 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 
 // Weights 4i .. 4i + 3 of the chunk: x at x4_$W(chunk, i).
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let q = vec4<f32>(bytes4(h.q[i & 3u] >> (4u * (i >> 2u))) & vec4<u32>(0xfu));
+    let q = ints_to_f32(bytes4(h.q[i & 3u] >> (4u * (i >> 2u))) & vec4<u32>(0xfu), 0.0);
     let sm = select(h.sm[0], h.sm[1], i >= 4u);
     return sm.x * q - sm.y;
 }

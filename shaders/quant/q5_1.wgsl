@@ -25,5 +25,5 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let w = h.q[i & 3u] >> (4u * (i >> 2u));
     let hi = (vec4<u32>(h.qh) >> (vec4<u32>(0u, 1u, 2u, 3u) + 4u * i)) & vec4<u32>(1u);
-    return h.d * vec4<f32>((bytes4(w) & vec4<u32>(0xfu)) | (hi << vec4<u32>(4u))) + h.m;
+    return h.d * ints_to_f32((bytes4(w) & vec4<u32>(0xfu)) | (hi << vec4<u32>(4u)), 0.0) + h.m;
 }

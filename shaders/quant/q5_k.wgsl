@@ -27,5 +27,5 @@ fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let lo = bytes4(h.q[i & 3u] >> (4u * hi_half)) & vec4<u32>(0xfu);
     let hi = bytes4(h.qh[i & 3u] >> (h.bit + hi_half)) & vec4<u32>(1u);
     let sm = select(h.sm[0], h.sm[1], hi_half == 1u);
-    return sm.x * vec4<f32>(lo | (hi << vec4<u32>(4u))) - sm.y;
+    return sm.x * ints_to_f32(lo | (hi << vec4<u32>(4u)), 0.0) - sm.y;
 }

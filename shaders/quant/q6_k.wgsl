@@ -28,7 +28,8 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let ql = quad_$W(row_byte + 128u * blk + 16u * pc);
     let qh = quad_$W(row_byte + 128u * blocks + 64u * blk + 32u * n + 16u * (r & 1u));
     let s = row_byte + 192u * blocks + 16u * blk + 8u * n + r;
-    let sc = vec2<f32>(f32(bitcast<i32>(byte_$W(s) << 24u) >> 24u), f32(bitcast<i32>(byte_$W(s + 4u) << 24u) >> 24u));
+    // Signed bytes, top bit flipped: q + 128.
+    let sc = ints_to_f32(vec4<u32>(byte_$W(s), byte_$W(s + 4u), 0u, 0u) ^ vec4<u32>(0x80u), 128.0).xy;
     let d = half_$W(row_byte + 208u * blocks + 2u * blk);
     return Head_$W(ql, qh, 2u * (r >> 1u), d * sc);
 }
@@ -39,7 +40,7 @@ fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let lo = bytes4(h.ql[i & 3u] >> nib) & vec4<u32>(0xfu);
     let hi = bytes4(h.qh[i & 3u] >> (h.shift + nib)) & vec4<u32>(3u);
     let sc = select(h.sc.x, h.sc.y, i >= 4u);
-    return sc * (vec4<f32>(lo | (hi << vec4<u32>(4u))) - 32.0);
+    return sc * ints_to_f32(lo | (hi << vec4<u32>(4u)), 32.0);
 }
 
 // Which vec4 of the row's x the chunk's weights 4i .. 4i + 3 multiply.

@@ -20,7 +20,6 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 
 fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let w = select(h.q0[i & 3u], h.q1[i & 3u], i >= 4u);
-    // Each byte moved to the top, then arithmetic-shifted back down: sign extension.
-    let q = bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u);
-    return h.d * vec4<f32>(q);
+    // A signed byte q with its top bit flipped is q + 128.
+    return h.d * ints_to_f32(bytes4(w) ^ vec4<u32>(0x80u), 128.0);
 }
