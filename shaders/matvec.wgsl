@@ -82,17 +82,13 @@ fn swiglu_pair_dot(row: u32, lane: u32, lanes: u32) -> vec4<f32> {
     let rb_b1 = min(row + 1u, last) * row_bytes_b(p.cols);
     var acc = vec4<f32>(0.0);
     for (var c = lane; c < p.cols / 32u; c += lanes) {
+        // All four chunks' loads first; the x values are the same when both formats order a
+        // chunk alike (the compiler can merge the reads).
         let ha = chunk_a(rb_a, c);
         let ha1 = chunk_a(rb_a1, c);
         let hb = chunk_b(rb_b, c);
         let hb1 = chunk_b(rb_b1, c);
-        for (var i = 0u; i < 8u; i++) {
-            // The same x when both formats order a chunk alike (the compiler merges the reads).
-            let xa = x_at(x4_a(c, i));
-            let xb = x_at(x4_b(c, i));
-            acc += vec4<f32>(dot(dequant4_a(ha, i), xa), dot(dequant4_a(ha1, i), xa),
-                             dot(dequant4_b(hb, i), xb), dot(dequant4_b(hb1, i), xb));
-        }
+        acc += vec4<f32>(chunk_pair_a(c, ha, ha1), chunk_pair_b(c, hb, hb1));
     }
     return acc;
 }

@@ -17,10 +17,10 @@ fn scale_min_k4_$W(s: u32, j: u32) -> vec2<u32> {
     return vec2<u32>(sc, m);
 }
 
-// (d · scale, dmin · min) of the low and of the high nibbles' sub-blocks of piece `p` of the
-// block at `b`.
+// (d · scale, −dmin · min) of the low and of the high nibbles' sub-blocks of piece `p` of the
+// block at `b`: w = d · scale · q − dmin · min.
 fn piece_scales_$W(b: u32, p: u32) -> mat2x2<f32> {
-    let dd = unpack2x16float(u32_$W(b >> 2u));
+    let dd = unpack2x16float(u32_$W(b >> 2u)) * vec2<f32>(1.0, -1.0);
     let j = (p >> 1u) * 2u;
     let sm = ints_to_f32(vec4<u32>(scale_min_k4_$W(b + 4u, j), scale_min_k4_$W(b + 4u, j + 1u)), 0.0);
     return mat2x2<f32>(dd * sm.xy, dd * sm.zw);

@@ -6,7 +6,7 @@ const BLOCK_BYTES_$W: u32 = 144u;
 
 struct Head_$W {
     q: vec4<u32>,
-    // Columns: (scale, offset) of the low and of the high nibbles' sub-block.
+    // Columns: (d · scale, −dmin · min) of the low and of the high nibbles' sub-block.
     sm: mat2x2<f32>,
 }
 
@@ -16,9 +16,13 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     return Head_$W(quad_$W(b + 16u + 16u * p), piece_scales_$W(b, p));
 }
 
-// Weights 4i .. 4i + 3 of the chunk: x at x4_$W(chunk, i).
-fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let q = ints_to_f32(bytes4(h.q[i & 3u] >> (4u * (i >> 2u))) & vec4<u32>(0xfu), 0.0);
-    let sm = select(h.sm[0], h.sm[1], i >= 4u);
-    return sm.x * q - sm.y;
+const MINS_$W: bool = true;
+
+// Weights 4i .. 4i + 3 of the chunk before scaling (x at x4_$W(chunk, i)).
+fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    return ints_to_f32(bytes4(h.q[i & 3u] >> (4u * (i >> 2u))) & vec4<u32>(0xfu), 0.0);
+}
+
+fn scales_$W(h: Head_$W) -> mat2x2<f32> {
+    return h.sm;
 }

@@ -21,9 +21,15 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     return Head_$W(quad_$W(row_byte + 16u * chunk), qh, dm.x, dm.y);
 }
 
-// Weights 4i .. 4i + 3 of the chunk.
-fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+const MINS_$W: bool = true;
+
+// Weights 4i .. 4i + 3 of the chunk before scaling.
+fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let w = h.q[i & 3u] >> (4u * (i >> 2u));
     let hi = (vec4<u32>(h.qh) >> (vec4<u32>(0u, 1u, 2u, 3u) + 4u * i)) & vec4<u32>(1u);
-    return h.d * ints_to_f32((bytes4(w) & vec4<u32>(0xfu)) | (hi << vec4<u32>(4u)), 0.0) + h.m;
+    return ints_to_f32((bytes4(w) & vec4<u32>(0xfu)) | (hi << vec4<u32>(4u)), 0.0);
+}
+
+fn scales_$W(h: Head_$W) -> mat2x2<f32> {
+    return mat2x2<f32>(h.d, h.m, h.d, h.m);
 }

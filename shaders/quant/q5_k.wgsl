@@ -21,11 +21,16 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     return Head_$W(q, qh, (p >> 1u) * 2u, piece_scales_$W(b, p));
 }
 
-// Weights 4i .. 4i + 3 of the chunk: x at x4_$W(chunk, i).
-fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+const MINS_$W: bool = true;
+
+// Weights 4i .. 4i + 3 of the chunk before scaling (x at x4_$W(chunk, i)).
+fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let hi_half = i >> 2u;
     let lo = bytes4(h.q[i & 3u] >> (4u * hi_half)) & vec4<u32>(0xfu);
     let hi = bytes4(h.qh[i & 3u] >> (h.bit + hi_half)) & vec4<u32>(1u);
-    let sm = select(h.sm[0], h.sm[1], hi_half == 1u);
-    return sm.x * ints_to_f32(lo | (hi << vec4<u32>(4u)), 0.0) - sm.y;
+    return ints_to_f32(lo | (hi << vec4<u32>(4u)), 0.0);
+}
+
+fn scales_$W(h: Head_$W) -> mat2x2<f32> {
+    return h.sm;
 }

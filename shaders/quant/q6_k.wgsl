@@ -34,13 +34,18 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     return Head_$W(ql, qh, 2u * (r >> 1u), d * sc);
 }
 
-// Weights 4i .. 4i + 3 of the chunk: x at x4_$W(chunk, i).
-fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+const MINS_$W: bool = false;
+
+// Weights 4i .. 4i + 3 of the chunk before scaling (x at x4_$W(chunk, i)).
+fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let nib = 4u * (i >> 2u);
     let lo = bytes4(h.ql[i & 3u] >> nib) & vec4<u32>(0xfu);
     let hi = bytes4(h.qh[i & 3u] >> (h.shift + nib)) & vec4<u32>(3u);
-    let sc = select(h.sc.x, h.sc.y, i >= 4u);
-    return sc * ints_to_f32(lo | (hi << vec4<u32>(4u)), 32.0);
+    return ints_to_f32(lo | (hi << vec4<u32>(4u)), 32.0);
+}
+
+fn scales_$W(h: Head_$W) -> mat2x2<f32> {
+    return mat2x2<f32>(h.sc.x, 0.0, h.sc.y, 0.0);
 }
 
 // Which vec4 of the row's x the chunk's weights 4i .. 4i + 3 multiply.

@@ -18,8 +18,15 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     return Head_$W(quad_$W(q), quad_$W(q + 16u), half_$W(row_byte + 32u * blocks + 2u * chunk));
 }
 
-fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+const MINS_$W: bool = false;
+
+// Weights 4i .. 4i + 3 of the chunk before scaling.
+fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let w = select(h.q0[i & 3u], h.q1[i & 3u], i >= 4u);
     // A signed byte q with its top bit flipped is q + 128.
-    return h.d * ints_to_f32(bytes4(w) ^ vec4<u32>(0x80u), 128.0);
+    return ints_to_f32(bytes4(w) ^ vec4<u32>(0x80u), 128.0);
+}
+
+fn scales_$W(h: Head_$W) -> mat2x2<f32> {
+    return mat2x2<f32>(h.d, 0.0, h.d, 0.0);
 }

@@ -22,6 +22,15 @@ const K_SCALES: &str = shader!("quant/k_scales.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
 /// For the formats whose chunk c is weights 32c .. 32c + 31 in order (the others define `x4_$W`).
 const X4_IN_ORDER: &str = "fn x4_$W(chunk: u32, i: u32) -> u32 {\n    return chunk * 8u + i;\n}\n";
+/// Every format's weights from its unscaled values and their half's (scale, min).
+const DEQUANT4: &str = "fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    let sm = scales_$W(h)[i >> 2u];
+    if (MINS_$W) {
+        return sm.x * quants4_$W(h, i) + sm.y;
+    }
+    return sm.x * quants4_$W(h, i);
+}
+";
 
 /// The kernels, one concern per file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,9 +72,12 @@ impl Kernel {
     }
 }
 
-/// The WGSL that decodes one weight format (`BLOCK_ELEMS_$W`, `BLOCK_BYTES_$W`, `chunk_$W` and
-/// `dequant4_$W`: 32 weights, 4 at a time; `x4_$W` where a chunk's weights are not 32 in a row),
-/// or `None` for a type the engine cannot read. Formats may read the kernel's `p.cols`.
+/// The WGSL that decodes one weight format, or `None` for a type the engine cannot read:
+/// `BLOCK_ELEMS_$W`, `BLOCK_BYTES_$W`; `chunk_$W`, the head of 32 weights (their bytes, scales);
+/// `quants4_$W`, 4 of its weights before scaling, and `scales_$W`, the (scale, min) of each half
+/// of the chunk (weights 0–15, 16–31), so that w = scale · q + min and the matrix–vector product
+/// can scale whole sums of q · x; `MINS_$W`, whether the mins are not all 0; `x4_$W` where a
+/// chunk's weights are not 32 in a row. Formats may read the kernel's `p.cols`.
 pub fn weight_format(ty: GgmlType) -> Option<&'static str> {
     Some(match ty {
         GgmlType::F32 => shader!("quant/f32.wgsl"),
@@ -159,6 +171,7 @@ impl Variant {
             if !parts.iter().any(|part| part.contains("fn x4_$W")) {
                 parts.push(X4_IN_ORDER);
             }
+            parts.push(DEQUANT4);
             if self.kernel == Kernel::MatVec {
                 parts.push(MATVEC_ROW);
             }
