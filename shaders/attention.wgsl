@@ -9,7 +9,8 @@
 //   sum (head_dim / 2 pairs); and
 //   attention_merge.wgsl combines them (with a single range the result is written directly).
 @group(0) @binding(2) var<storage, read> q: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read> k_cache: array<KvPair>;
+// Keys are read 16 bytes at a time (kv.wgsl), values a pair at a time.
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> v_cache: array<KvPair>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> partials: array<vec2<f32>>;
@@ -64,9 +65,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     for (var c0 = k_begin; c0 < k_end; c0 += WG) {
         let n_here = min(WG, k_end - c0);
-        // Scores: an invocation per key, every head of the group from one read of the key.
+        // Scores: an invocation per key, every head of the group from one read of the key, in
+        // 16-byte pieces (a quarter of the load instructions of pair-by-pair reads).
         if (lid < n_here) {
-            let base = (c0 + lid) * kv_pairs + kv0;
+            let base = ((c0 + lid) * kv_pairs + kv0) / KV_QUAD;
             // Zeroed explicitly: Chromium's WebGPU on SwiftShader kept the previous chunk's sums
             // in this array when it relied on WGSL zeroing it at its declaration (the browser
             // attention test failed).
@@ -74,10 +76,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             for (var g = 0u; g < HEADS; g++) {
                 d[g] = 0.0;
             }
-            for (var j = 0u; j < half; j++) {
-                let kk = kv_unpack(k_cache[base + j]);
-                for (var g = 0u; g < HEADS; g++) {
-                    d[g] += dot(q_heads[g * half + j], kk);
+            for (var piece = 0u; piece < half / KV_QUAD; piece++) {
+                let kq = k_cache[base + piece];
+                for (var k = 0u; k < KV_QUAD; k++) {
+                    let kk = kv_quad_pair(kq, k);
+                    let j = piece * KV_QUAD + k;
+                    for (var g = 0u; g < HEADS; g++) {
+                        d[g] += dot(q_heads[g * half + j], kk);
+                    }
                 }
             }
             for (var g = 0u; g < HEADS; g++) {

@@ -160,9 +160,10 @@ impl GpuModel {
     /// [`GpuModel::new`] without the forward plans (and so without compiling their kernels).
     async fn allocate(ctx: GpuContext, file: &GgufFile, options: &EngineOptions) -> Result<Self, GpuError> {
         let cfg = LlamaConfig::from_gguf(file).map_err(|e| GpuError::Model(e.to_string()))?;
-        if cfg.head_dim > 256 || cfg.head_dim % 2 != 0 || cfg.n_heads % cfg.n_kv_heads != 0 {
+        // Attention reads a head's keys in 16-byte pieces (shaders/kv.wgsl).
+        if cfg.head_dim > 256 || cfg.head_dim % 8 != 0 || cfg.n_heads % cfg.n_kv_heads != 0 {
             return Err(GpuError::Model(format!(
-                "head size {} with {} heads over {} KV heads is not supported (head size must be even and ≤ 256)",
+                "head size {} with {} heads over {} KV heads is not supported (head size must be a multiple of 8, at most 256)",
                 cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
             )));
         }

@@ -295,6 +295,16 @@ async fn bad_input_gets_typed_errors() {
         Ok(_) => panic!("a 100-byte binding limit was accepted"),
     }
 
+    // A head size whose keys attention cannot read in 16-byte pieces (36: not a multiple of 8).
+    let odd = SyntheticSpec { dim: 144, ..SyntheticSpec::tiny_llama3() }.to_gguf(GgmlType::F32);
+    let odd = GgufFile::parse(&odd, odd.len() as u64).unwrap();
+    let Some(ctx) = context(GpuOptions::default()).await else { return };
+    match GpuModel::new(ctx, &odd, &f32_engine()).await {
+        Err(e @ GpuError::Model(_)) => assert!(e.to_string().contains("head size 36"), "{e}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("head size 36 was accepted"),
+    }
+
     // A truncated upload names the tensor that is short.
     let Some(ctx) = context(GpuOptions::default()).await else { return };
     let mut m = GpuModel::new(ctx, &f, &f32_engine()).await.unwrap();

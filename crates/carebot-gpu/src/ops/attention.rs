@@ -36,7 +36,8 @@ pub fn heads_per_group(cfg: &LlamaConfig) -> u32 {
 /// dispatches: the attention, one workgroup per group of query heads sharing a KV head and per
 /// token, a decoded token's keys split over [`decode_splits`] workgroups; then, for a decoded
 /// token over more than one range, the merge of the ranges (not encoded otherwise). `partials`
-/// holds [`partials_bytes`]. Needs head_dim ≤ 256, even, and n_heads a multiple of n_kv_heads.
+/// holds [`partials_bytes`]. Needs head_dim ≤ 256, a multiple of 8 (keys are read in 16-byte
+/// pieces), and n_heads a multiple of n_kv_heads.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     ctx: &GpuContext,
