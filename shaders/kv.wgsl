@@ -3,11 +3,6 @@
 // at a time, KV_QUAD pairs (`kv_quad_pair` takes pair k of such a piece; the engine requires
 // head sizes that are multiples of 8, so a head's pieces are whole).
 #if KV_F32
-const KV_QUAD: u32 = 2u;
-fn kv_quad_pair(q: vec4<u32>, k: u32) -> vec2<f32> {
-    let f = bitcast<vec4<f32>>(q);
-    return select(f.xy, f.zw, k == 1u);
-}
 alias KvPair = vec2<f32>;
 fn kv_pack(v: vec2<f32>) -> KvPair {
     return v;
@@ -16,12 +11,6 @@ fn kv_unpack(w: KvPair) -> vec2<f32> {
     return w;
 }
 #elif KV_F16
-// A vec2<f16> pair has pack2x16float's layout (low half first), so it is read the same way.
-// (bitcast<vec2<f16>> of the u32 instead failed the attention test on lavapipe: not looked into.)
-const KV_QUAD: u32 = 4u;
-fn kv_quad_pair(q: vec4<u32>, k: u32) -> vec2<f32> {
-    return unpack2x16float(q[k]);
-}
 alias KvPair = vec2<f16>;
 fn kv_pack(v: vec2<f32>) -> KvPair {
     return vec2<f16>(v);
@@ -30,15 +19,26 @@ fn kv_unpack(w: KvPair) -> vec2<f32> {
     return vec2<f32>(w);
 }
 #else
-const KV_QUAD: u32 = 4u;
-fn kv_quad_pair(q: vec4<u32>, k: u32) -> vec2<f32> {
-    return unpack2x16float(q[k]);
-}
 alias KvPair = u32;
 fn kv_pack(v: vec2<f32>) -> KvPair {
     return pack2x16float(v);
 }
 fn kv_unpack(w: KvPair) -> vec2<f32> {
     return unpack2x16float(w);
+}
+#endif
+
+#if KV_F32
+const KV_QUAD: u32 = 2u;
+fn kv_quad_pair(q: vec4<u32>, k: u32) -> vec2<f32> {
+    let f = bitcast<vec4<f32>>(q);
+    return select(f.xy, f.zw, k == 1u);
+}
+#else
+// Both 16-bit formats lay a pair out as pack2x16float does (low half first). (Reading a native
+// f16 pair with bitcast<vec2<f16>> instead failed the attention test on lavapipe: not looked into.)
+const KV_QUAD: u32 = 4u;
+fn kv_quad_pair(q: vec4<u32>, k: u32) -> vec2<f32> {
+    return unpack2x16float(q[k]);
 }
 #endif

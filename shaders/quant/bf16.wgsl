@@ -10,17 +10,11 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     return Head_$W(row_byte + chunk * 64u);
 }
 
-const MINS_$W: bool = false;
-
-// Weights 4i .. 4i + 3 of the chunk before scaling.
+// Weights 4i .. 4i + 3 of the chunk (no scale: shader.rs adds UNSCALED).
 fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let q = quad_$W(h.b + 16u * (i >> 1u));
     let w = select(q.xy, q.zw, (i & 1u) == 1u);
     let a = w.x;
     let b = w.y;
     return bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xffff0000u, b << 16u, b & 0xffff0000u));
-}
-
-fn scales_$W(h: Head_$W) -> mat2x2<f32> {
-    return mat2x2<f32>(1.0, 0.0, 1.0, 0.0);
 }

@@ -10,15 +10,9 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     return Head_$W(row_byte + chunk * 64u);
 }
 
-const MINS_$W: bool = false;
-
-// Weights 4i .. 4i + 3 of the chunk before scaling.
+// Weights 4i .. 4i + 3 of the chunk (no scale: shader.rs adds UNSCALED).
 fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let q = quad_$W(h.b + 16u * (i >> 1u));
     let w = select(q.xy, q.zw, (i & 1u) == 1u);
     return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-}
-
-fn scales_$W(h: Head_$W) -> mat2x2<f32> {
-    return mat2x2<f32>(1.0, 0.0, 1.0, 0.0);
 }

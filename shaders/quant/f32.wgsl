@@ -10,13 +10,7 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     return Head_$W(row_byte + chunk * 128u);
 }
 
-const MINS_$W: bool = false;
-
-// Weights 4i .. 4i + 3 of the chunk before scaling.
+// Weights 4i .. 4i + 3 of the chunk (no scale: shader.rs adds UNSCALED).
 fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(quad_$W(h.b + 16u * i));
-}
-
-fn scales_$W(h: Head_$W) -> mat2x2<f32> {
-    return mat2x2<f32>(1.0, 0.0, 1.0, 0.0);
 }

@@ -22,6 +22,12 @@ const K_SCALES: &str = shader!("quant/k_scales.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
 /// For the formats whose chunk c is weights 32c .. 32c + 31 in order (the others define `x4_$W`).
 const X4_IN_ORDER: &str = "fn x4_$W(chunk: u32, i: u32) -> u32 {\n    return chunk * 8u + i;\n}\n";
+/// For the float formats, whose values need no scale (the others define `scales_$W`).
+const UNSCALED: &str = "const MINS_$W: bool = false;
+fn scales_$W(h: Head_$W) -> mat2x2<f32> {
+    return mat2x2<f32>(1.0, 0.0, 1.0, 0.0);
+}
+";
 /// Every format's weights from its unscaled values and their half's (scale, min).
 const DEQUANT4: &str = "fn dequant4_$W(h: Head_$W, i: u32) -> vec4<f32> {
     let sm = scales_$W(h)[i >> 2u];
@@ -76,8 +82,8 @@ impl Kernel {
 /// `BLOCK_ELEMS_$W`, `BLOCK_BYTES_$W`; `chunk_$W`, the head of 32 weights (their bytes, scales);
 /// `quants4_$W`, 4 of its weights before scaling, and `scales_$W`, the (scale, min) of each half
 /// of the chunk (weights 0–15, 16–31), so that w = scale · q + min and the matrix–vector product
-/// can scale whole sums of q · x; `MINS_$W`, whether the mins are not all 0; `x4_$W` where a
-/// chunk's weights are not 32 in a row. Formats may read the kernel's `p.cols`.
+/// can scale whole sums of q · x, and `MINS_$W`, whether the mins are not all 0 (both left out
+/// by the float formats); `x4_$W` where a chunk's weights are not 32 in a row. Formats may read the kernel's `p.cols`.
 pub fn weight_format(ty: GgmlType) -> Option<&'static str> {
     Some(match ty {
         GgmlType::F32 => shader!("quant/f32.wgsl"),
@@ -170,6 +176,9 @@ impl Variant {
             parts.push(format);
             if !parts.iter().any(|part| part.contains("fn x4_$W")) {
                 parts.push(X4_IN_ORDER);
+            }
+            if !parts.iter().any(|part| part.contains("fn scales_$W")) {
+                parts.push(UNSCALED);
             }
             parts.push(DEQUANT4);
             if self.kernel == Kernel::MatVec {

@@ -51,12 +51,11 @@ pub async fn context(options: GpuOptions) -> Option<GpuContext> {
 /// are checked on every machine that has both.
 pub async fn with_and_without_subgroups() -> Vec<GpuContext> {
     let Some(ctx) = context(GpuOptions::default()).await else { return Vec::new() };
-    let mut all = vec![];
-    if ctx.subgroups {
-        all.extend(context(GpuOptions { disable_subgroups: true, ..Default::default() }).await);
-    }
-    all.insert(0, ctx);
-    all
+    let without = match ctx.subgroups {
+        true => context(GpuOptions { disable_subgroups: true, ..Default::default() }).await,
+        false => None,
+    };
+    std::iter::once(ctx).chain(without).collect()
 }
 
 /// A line of test output (stderr natively, the test page's output in the browser).
