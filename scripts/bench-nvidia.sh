@@ -3,6 +3,8 @@
 #
 #   scripts/bench-nvidia.sh prepare   # here (Debian, x86-64): release build + Vulkan loader debs into .gl/
 #   scripts/bench-nvidia.sh run       # there, from the repo root with .gl/ brought along
+#   BENCH_SMOKE=1 scripts/bench-nvidia.sh run   # here: every step on the tiny model (≈1 min on
+#                                               # lavapipe), so the one GPU call is not spent on a typo
 #
 # Images of GPU machines often lack the Vulkan loader and glvnd (without libglvnd0/libglx0 the
 # NVIDIA Vulkan driver does not load and wgpu finds no adapter), so `prepare` downloads Debian's and
@@ -24,7 +26,9 @@ prepare() {
 }
 
 run() {
-    [ -x .gl/carebot ] || { echo "no .gl/carebot: run 'scripts/bench-nvidia.sh prepare' first" >&2; exit 1; }
+    local bin=.gl/carebot
+    [ "${BENCH_SMOKE:-}" = 1 ] && [ ! -x "$bin" ] && bin=target/release/carebot
+    [ -x "$bin" ] || { echo "no $bin: run 'scripts/bench-nvidia.sh prepare' first" >&2; exit 1; }
     if ! ldconfig -p | grep -q libvulkan.so.1; then
         for f in .gl/*.deb; do dpkg -x "$f" /; done
         ldconfig
@@ -34,39 +38,45 @@ run() {
     export XDG_RUNTIME_DIR=/tmp
     local out="${OUT:-bench-results}"
     mkdir -p "$out"
+    # One failed step is recorded and the rest still run: the GPU call is not repeatable at will.
+    bench() {
+        "$bin" bench "$@" --json | tee -a "$out/bench.jsonl" || echo "FAILED: bench $*" | tee -a "$out/failures.txt"
+    }
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+    # The issue's sizes; BENCH_SMOKE=1 runs the same steps on the tiny model (256 positions).
+    local shape=llama3-8b prompt=512 gen=128 keys=640,2048,8192 long=4096 long_gen=64
+    if [ "${BENCH_SMOKE:-}" = 1 ]; then
+        shape=tiny prompt=64 gen=16 keys=64,128,192 long=192 long_gen=8
+    fi
     # Both RMSNorm placements (BENCHMARKS.md, issue 6, change 10): folded is the default, as fast
     # as separate on lavapipe and 64 dispatches fewer per 8B token; this measures what that buys
     # on a GPU. The first run of each mix writes the synthetic model to a GGUF file (for the time
     # to the first token); the others load that file.
-    for model in llama3-8b:q4_k_m llama3-8b:q4_0; do
-        local gguf="/tmp/${model/:/-}.gguf"
-        .gl/carebot bench --synthetic "$model" --file "$gguf" --norms separate --prompt-tokens 512 --gen-tokens 128 \
-            --attention-keys 640,2048,8192 --json | tee -a "$out/bench.jsonl"
-        .gl/carebot bench --model "$gguf" --norms folded --prompt-tokens 512 --gen-tokens 128 \
-            --attention-keys 640,2048,8192 --json | tee -a "$out/bench.jsonl"
+    for mix in q4_k_m q4_0; do
+        local model="$shape:$mix"
+        local gguf="/tmp/$shape-$mix.gguf"
+        bench --synthetic "$model" --file "$gguf" --norms separate --prompt-tokens "$prompt" \
+            --gen-tokens "$gen" --attention-keys "$keys"
+        bench --model "$gguf" --norms folded --prompt-tokens "$prompt" --gen-tokens "$gen" \
+            --attention-keys "$keys"
         # From the file just written:
-        if [ "$model" = llama3-8b:q4_k_m ]; then
+        if [ "$mix" = q4_k_m ]; then
             # decoding deep into a long conversation (split attention, BENCHMARKS.md issue 6,
             # change 6);
-            .gl/carebot bench --model "$gguf" --prompt-tokens 4096 --gen-tokens 64 --json \
-                | tee -a "$out/bench.jsonl"
+            bench --model "$gguf" --prompt-tokens "$long" --gen-tokens "$long_gen"
             # the decode products' reduction through workgroup memory instead of subgroupAdd
             # (change 11: subgroups are used wherever the adapter has them);
-            .gl/carebot bench --model "$gguf" --no-subgroups --prompt-tokens 16 --gen-tokens 128 --json \
-                | tee -a "$out/bench.jsonl"
+            bench --model "$gguf" --no-subgroups --prompt-tokens 16 --gen-tokens "$gen"
             # the other prefill register tiles (change 4): 4x8 is the default only because it
             # was the best on lavapipe;
             for tile in 2x8 4x4 8x8 4x16; do
-                .gl/carebot bench --model "$gguf" --prefill-tile "$tile" --prompt-tokens 512 \
-                    --gen-tokens 8 --json | tee -a "$out/bench.jsonl"
+                bench --model "$gguf" --prefill-tile "$tile" --prompt-tokens "$prompt" --gen-tokens 8
             done
         fi
         # the other matvec workgroup shapes (change 7): 32 rows is the default, unmeasured;
         # fewer rows give the 4096-row matrices more workgroups.
         for rows in 16 8 64; do
-            .gl/carebot bench --model "$gguf" --matvec-rows "$rows" --prompt-tokens 16 \
-                --gen-tokens 128 --json | tee -a "$out/bench.jsonl"
+            bench --model "$gguf" --matvec-rows "$rows" --prompt-tokens 16 --gen-tokens "$gen"
         done
         rm -f "$gguf"
     done

@@ -245,6 +245,14 @@ fn bench_reports_json() {
     let keys = ["load_s", "first_token_s", "prefill_tok_s", "decode_tok_s", "read_gb_s", "decode_roofline_pct"];
     positive(&r, &keys);
     positive(&r, &["fma_gflop_s", "prefill_gflop_s", "prefill_fma_pct"]);
+    // The f16 peak where the device has shader-f16 (lavapipe has; a device without reports null).
+    if r["fma16_gflop_s"].is_null() {
+        assert!(r["prefill_fma16_pct"].is_null(), "{out}");
+    } else {
+        positive(&r, &["fma16_gflop_s", "prefill_fma16_pct"]);
+        let pct = 100.0 * r["prefill_gflop_s"].as_f64().unwrap() / r["fma16_gflop_s"].as_f64().unwrap();
+        assert!((pct / r["prefill_fma16_pct"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{out}");
+    }
     assert!(r["file_read_s"].is_null(), "no file was read: {out}");
     assert_eq!(r["prompt_tokens"], 20);
     assert_eq!(r["gen_tokens"], 4);

@@ -35,6 +35,8 @@ pub enum GpuError {
         *bytes as f64 / MIB, *allocated as f64 / MIB
     )]
     OutOfMemory { what: String, bytes: u64, allocated: u64 },
+    #[error("the GPU lacks a feature this needs: {0}")]
+    MissingFeature(String),
     #[error("the GPU device was lost: {0}")]
     DeviceLost(String),
     #[error("GPU error: {0}")]

@@ -156,7 +156,7 @@ impl Variant {
     /// The complete WGSL module.
     pub fn source(&self) -> String {
         let mut src = String::new();
-        if self.flags.contains("KV_F16") {
+        if self.flags.contains("KV_F16") || self.flags.contains("F16") {
             // `enable` must precede every declaration.
             src.push_str("enable f16;\n");
         }

@@ -517,3 +517,30 @@ fn decode_attention_splits_grow_with_the_context_and_stay_bounded() {
         .collect();
     assert_eq!(groups, [4, 3, 8, 6, 1, 7]);
 }
+
+/// The bench's f16 FMA probe compiles and runs where the device has shader-f16 (lavapipe has), and
+/// is refused with a typed error where it does not.
+#[cfg(not(target_arch = "wasm32"))]
+#[pollster::test]
+async fn the_f16_fma_probe_runs_with_shader_f16_and_is_refused_without() {
+    use carebot_gpu::ops::fma_peak::{FmaPeak, FmaType};
+    for disable_f16 in [false, true] {
+        let Some(ctx) = context(GpuOptions { disable_f16, ..Default::default() }).await else { return };
+        for ty in [FmaType::F32, FmaType::F16] {
+            match FmaPeak::new(&ctx, ty, 4) {
+                Ok(probe) => {
+                    assert!(ty == FmaType::F32 || ctx.f16);
+                    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                    probe.encode(&mut encoder.begin_compute_pass(&Default::default()));
+                    ctx.queue.submit([encoder.finish()]);
+                    ctx.wait_idle().unwrap();
+                    ctx.check().unwrap();
+                }
+                Err(e) => {
+                    assert!(ty == FmaType::F16 && !ctx.f16, "{ty:?}: {e}");
+                    assert!(matches!(e, carebot_gpu::GpuError::MissingFeature(_)), "{e}");
+                }
+            }
+        }
+    }
+}

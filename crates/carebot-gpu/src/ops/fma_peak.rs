@@ -1,5 +1,6 @@
-//! The peak-FMA probe (`shaders/fma_peak.wgsl`): long independent chains of f32 multiply-adds, so
-//! a benchmark can measure the device's own compute rate, the roofline for prefill.
+//! The peak-FMA probe (`shaders/fma_peak.wgsl`): long independent chains of multiply-adds in f32,
+//! or in f16 where the device has `shader-f16`, so a benchmark can measure the device's own
+//! compute rates, the rooflines for prefill.
 
 use super::{Dispatch, Grid, Params};
 use crate::context::{GpuContext, GpuError};
@@ -8,6 +9,14 @@ use crate::shader::{Kernel, Variant};
 /// Invocations per dispatch: 1024 workgroups, enough to fill any GPU.
 const GROUPS: u32 = 1024;
 
+/// The arithmetic the probe runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FmaType {
+    F32,
+    /// Needs `shader-f16` ([`GpuContext::f16`]).
+    F16,
+}
+
 pub struct FmaPeak {
     pub iters: u32,
     dispatch: Dispatch,
@@ -15,10 +24,13 @@ pub struct FmaPeak {
 
 impl FmaPeak {
     /// A probe running `iters` rounds per invocation.
-    pub fn new(ctx: &GpuContext, iters: u32) -> Result<Self, GpuError> {
+    pub fn new(ctx: &GpuContext, ty: FmaType, iters: u32) -> Result<Self, GpuError> {
+        if ty == FmaType::F16 && !ctx.f16 {
+            return Err(GpuError::MissingFeature("shader-f16, for the f16 FMA probe".into()));
+        }
         let sink = ctx.storage("fma sink", GROUPS as u64 * 256 * 4)?;
         let params = ctx.uniform("fma params", &Params([iters, 0.999_999f32.to_bits(), 1e-7f32.to_bits(), 0]));
-        let pipeline = ctx.pipeline(&Variant::new(Kernel::FmaPeak));
+        let pipeline = ctx.pipeline(&Variant::new(Kernel::FmaPeak).flag_if(ty == FmaType::F16, "F16"));
         let dispatch = Dispatch::new(ctx, pipeline, &[(1, &params), (2, &sink)], Grid::Fixed([GROUPS, 1, 1]));
         Ok(FmaPeak { iters, dispatch })
     }
