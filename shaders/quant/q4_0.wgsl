@@ -19,11 +19,13 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 
 const MINS_$W: bool = false;
 
-// Weights 4i .. 4i + 3 of the chunk before scaling.
-fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let w = h.q[i & 3u] >> (4u * (i >> 2u));
-    return ints_to_f32(bytes4(w) & vec4<u32>(0xfu), 8.0);
+// The bytes q of weights 4i .. 4i + 3 of the chunk (w = scale · (q − QOFFSET)).
+fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
+    return (h.q[i & 3u] >> (4u * (i >> 2u))) & 0x0f0f0f0fu;
 }
+
+const QOFFSET_$W: i32 = 8;
+const SIGNED_$W: bool = false;
 
 fn scales_$W(h: Head_$W) -> mat2x2<f32> {
     return mat2x2<f32>(h.d, 0.0, h.d, 0.0);

@@ -18,10 +18,13 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 
 const MINS_$W: bool = true;
 
-// Weights 4i .. 4i + 3 of the chunk before scaling (x at x4_$W(chunk, i)).
-fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    return ints_to_f32(bytes4(h.q[i & 3u] >> (4u * (i >> 2u))) & vec4<u32>(0xfu), 0.0);
+// The bytes q of weights 4i .. 4i + 3 of the chunk (x at x4_$W(chunk, i)).
+fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
+    return (h.q[i & 3u] >> (4u * (i >> 2u))) & 0x0f0f0f0fu;
 }
+
+const QOFFSET_$W: i32 = 0;
+const SIGNED_$W: bool = false;
 
 fn scales_$W(h: Head_$W) -> mat2x2<f32> {
     return h.sm;

@@ -21,12 +21,19 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 
 const MINS_$W: bool = false;
 
-// Weights 4i .. 4i + 3 of the chunk before scaling.
-fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let w = h.q[i & 3u] >> (4u * (i >> 2u));
-    let hi = (vec4<u32>(h.qh) >> (vec4<u32>(0u, 1u, 2u, 3u) + 4u * i)) & vec4<u32>(1u);
-    return ints_to_f32((bytes4(w) & vec4<u32>(0xfu)) | (hi << vec4<u32>(4u)), 16.0);
+// The 4 fifth bits of weights 4i .. 4i + 3, each moved to bit 4 of its byte.
+fn fifth_bits4_$W(qh: u32, i: u32) -> u32 {
+    let b = qh >> (4u * i);
+    return ((b & 1u) | ((b & 2u) << 7u) | ((b & 4u) << 14u) | ((b & 8u) << 21u)) << 4u;
 }
+
+// The bytes q of weights 4i .. 4i + 3 of the chunk (w = d · (q − QOFFSET)).
+fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
+    return ((h.q[i & 3u] >> (4u * (i >> 2u))) & 0x0f0f0f0fu) | fifth_bits4_$W(h.qh, i);
+}
+
+const QOFFSET_$W: i32 = 16;
+const SIGNED_$W: bool = false;
 
 fn scales_$W(h: Head_$W) -> mat2x2<f32> {
     return mat2x2<f32>(h.d, 0.0, h.d, 0.0);

@@ -23,13 +23,16 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 
 const MINS_$W: bool = true;
 
-// Weights 4i .. 4i + 3 of the chunk before scaling (x at x4_$W(chunk, i)).
-fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+// The bytes q of weights 4i .. 4i + 3 of the chunk (x at x4_$W(chunk, i)).
+fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
     let hi_half = i >> 2u;
-    let lo = bytes4(h.q[i & 3u] >> (4u * hi_half)) & vec4<u32>(0xfu);
-    let hi = bytes4(h.qh[i & 3u] >> (h.bit + hi_half)) & vec4<u32>(1u);
-    return ints_to_f32(lo | (hi << vec4<u32>(4u)), 0.0);
+    let lo = (h.q[i & 3u] >> (4u * hi_half)) & 0x0f0f0f0fu;
+    let hi = (h.qh[i & 3u] >> (h.bit + hi_half)) & 0x01010101u;
+    return lo | (hi << 4u);
 }
+
+const QOFFSET_$W: i32 = 0;
+const SIGNED_$W: bool = false;
 
 fn scales_$W(h: Head_$W) -> mat2x2<f32> {
     return h.sm;

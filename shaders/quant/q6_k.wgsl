@@ -36,13 +36,17 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 
 const MINS_$W: bool = false;
 
-// Weights 4i .. 4i + 3 of the chunk before scaling (x at x4_$W(chunk, i)).
-fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+// The bytes q of weights 4i .. 4i + 3 of the chunk (w = d · scale · (q − QOFFSET); x at
+// x4_$W(chunk, i)).
+fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
     let nib = 4u * (i >> 2u);
-    let lo = bytes4(h.ql[i & 3u] >> nib) & vec4<u32>(0xfu);
-    let hi = bytes4(h.qh[i & 3u] >> (h.shift + nib)) & vec4<u32>(3u);
-    return ints_to_f32(lo | (hi << vec4<u32>(4u)), 32.0);
+    let lo = (h.ql[i & 3u] >> nib) & 0x0f0f0f0fu;
+    let hi = (h.qh[i & 3u] >> (h.shift + nib)) & 0x03030303u;
+    return lo | (hi << 4u);
 }
+
+const QOFFSET_$W: i32 = 32;
+const SIGNED_$W: bool = false;
 
 fn scales_$W(h: Head_$W) -> mat2x2<f32> {
     return mat2x2<f32>(h.sc.x, 0.0, h.sc.y, 0.0);

@@ -20,12 +20,13 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 
 const MINS_$W: bool = false;
 
-// Weights 4i .. 4i + 3 of the chunk before scaling.
-fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let w = select(h.q0[i & 3u], h.q1[i & 3u], i >= 4u);
-    // A signed byte q with its top bit flipped is q + 128.
-    return ints_to_f32(bytes4(w) ^ vec4<u32>(0x80u), 128.0);
+// The signed bytes q of weights 4i .. 4i + 3 of the chunk (w = d · q).
+fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
+    return select(h.q0[i & 3u], h.q1[i & 3u], i >= 4u);
 }
+
+const QOFFSET_$W: i32 = 0;
+const SIGNED_$W: bool = true;
 
 fn scales_$W(h: Head_$W) -> mat2x2<f32> {
     return mat2x2<f32>(h.d, 0.0, h.d, 0.0);

@@ -55,6 +55,11 @@ pub struct GpuOptions {
     pub disable_f16: bool,
     /// Never use subgroup operations, even when the adapter has them.
     pub disable_subgroups: bool,
+    /// Int8 activations in the decode products, where WGSL's `packed_4x8_integer_dot_product`
+    /// exists: x rounded to int8 per 16 values and multiplied with the weights' integer bytes by
+    /// packed dot products (`shaders/matvec_chunk_int8.wgsl`), which changes results by ≈ 0.5 %
+    /// of a dot product. Off by default until a GPU measurement shows it pays (BENCHMARKS.md).
+    pub int8_dot: bool,
     /// Prefer the adapter whose name contains this (also read from `WGPU_ADAPTER_NAME`).
     pub adapter_name: Option<String>,
 }
@@ -75,6 +80,9 @@ pub struct GpuContext {
     /// wgpu 30 offers them natively (Vulkan, Metal, DX12) but not yet on WebGPU, where this is
     /// always false.
     pub subgroups: bool,
+    /// The decode products use int8 activations ([`GpuOptions::int8_dot`], and the WGSL
+    /// extension exists).
+    pub int8_dot: bool,
     lost: Arc<Mutex<Option<String>>>,
     errors: Arc<Mutex<Vec<String>>>,
     /// Behind a mutex so that a context can be shared with the thread that uploads weights while
@@ -104,6 +112,8 @@ impl GpuContext {
                 .await
                 .map_err(|e| GpuError::NoAdapter(e.to_string()))?,
         };
+        let int8_dot = options.int8_dot
+            && instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
         let info = adapter.get_info();
         let offered = adapter.limits();
         let features = adapter.features();
@@ -159,6 +169,7 @@ impl GpuContext {
             max_buffer: limits.max_buffer_size,
             f16,
             subgroups,
+            int8_dot,
             lost,
             errors,
             pipelines: Mutex::new(HashMap::new()),
@@ -170,7 +181,7 @@ impl GpuContext {
         // WebGPU does not tell a page the adapter's name.
         let name = if self.info.name.is_empty() { "WebGPU adapter" } else { &self.info.name };
         format!(
-            "{name} ({:?}, {:?}), bindings ≤ {:.0} MiB, shader-f16 {}, subgroups {}",
+            "{name} ({:?}, {:?}), bindings ≤ {:.0} MiB, shader-f16 {}, subgroups {}, int8 activations {}",
             self.info.device_type,
             self.info.backend,
             self.binding_limit as f64 / MIB,
@@ -179,6 +190,7 @@ impl GpuContext {
                 true => format!("on ({}–{} invocations)", self.info.subgroup_min_size, self.info.subgroup_max_size),
                 false => "off".into(),
             },
+            if self.int8_dot { "on" } else { "off" },
         )
     }
 

@@ -20,6 +20,19 @@ const KV: &str = shader!("kv.wgsl");
 const BYTES: &str = shader!("quant/bytes.wgsl");
 const K_SCALES: &str = shader!("quant/k_scales.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
+const MATVEC_CHUNK: &str = shader!("matvec_chunk.wgsl");
+const MATVEC_CHUNK_INT8: &str = shader!("matvec_chunk_int8.wgsl");
+const X_INT8: &str = shader!("x_int8.wgsl");
+/// For the integer formats, which give their weights' bytes (`qbytes4_$W`: 4 weights q as bytes,
+/// w = scale · (q − QOFFSET) + min; signed bytes where SIGNED): the same weights as floats.
+const QUANTS4_FROM_BYTES: &str = "fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
+    if (SIGNED_$W) {
+        // A signed byte with its top bit flipped is q + 128.
+        return ints_to_f32(bytes4(qbytes4_$W(h, i) ^ 0x80808080u), 128.0);
+    }
+    return ints_to_f32(bytes4(qbytes4_$W(h, i)), f32(QOFFSET_$W));
+}
+";
 /// For the formats whose chunk c is weights 32c .. 32c + 31 in order (the others define `x4_$W`).
 const X4_IN_ORDER: &str = "fn x4_$W(chunk: u32, i: u32) -> u32 {\n    return chunk * 8u + i;\n}\n";
 /// For the float formats, whose values need no scale (the others define `scales_$W`).
@@ -80,10 +93,13 @@ impl Kernel {
 
 /// The WGSL that decodes one weight format, or `None` for a type the engine cannot read:
 /// `BLOCK_ELEMS_$W`, `BLOCK_BYTES_$W`; `chunk_$W`, the head of 32 weights (their bytes, scales);
-/// `quants4_$W`, 4 of its weights before scaling, and `scales_$W`, the (scale, min) of each half
-/// of the chunk (weights 0–15, 16–31), so that w = scale · q + min and the matrix–vector product
-/// can scale whole sums of q · x, and `MINS_$W`, whether the mins are not all 0 (both left out
-/// by the float formats); `x4_$W` where a chunk's weights are not 32 in a row. Formats may read the kernel's `p.cols`.
+/// 4 of its weights before scaling: `qbytes4_$W` (as bytes, with `QOFFSET_$W` and `SIGNED_$W`)
+/// in the integer formats, `quants4_$W` (as floats) in the float ones; `scales_$W`, the (scale,
+/// min) of each half of the chunk (weights 0–15, 16–31), so that w = scale · q + min and the
+/// matrix–vector product can scale whole sums of q · x, and `MINS_$W`, whether the mins are not
+/// all 0 (both left out by the float formats); `x4_$W` where a chunk's weights are not 32 in a
+/// row (a half's 16 weights always multiply 16 consecutive x values starting at a multiple of
+/// 16, the blocks of the int8 activations). Formats may read the kernel's `p.cols`.
 pub fn weight_format(ty: GgmlType) -> Option<&'static str> {
     Some(match ty {
         GgmlType::F32 => shader!("quant/f32.wgsl"),
@@ -166,6 +182,10 @@ impl Variant {
             src.push_str("enable subgroups;\n");
         }
         src.push_str(COMMON);
+        let int8 = self.kernel == Kernel::MatVec && self.flags.contains("X_INT8");
+        if int8 {
+            src.push_str(X_INT8);
+        }
         for (ty, name) in self.weights.iter().zip(["a", "b", "c"]) {
             let format = weight_format(*ty).expect("weight types are checked at load");
             src.push_str(&format!("const ROW_ALIGN_{name}: u32 = {}u;\n", crate::weights::row_align(*ty)));
@@ -180,8 +200,13 @@ impl Variant {
             if !parts.iter().any(|part| part.contains("fn scales_$W")) {
                 parts.push(UNSCALED);
             }
+            if ty.has_integer_quants() {
+                parts.push(QUANTS4_FROM_BYTES);
+            }
             parts.push(DEQUANT4);
             if self.kernel == Kernel::MatVec {
+                // The float formats keep f32 activations in a module with int8 ones.
+                parts.push(if int8 && ty.has_integer_quants() { MATVEC_CHUNK_INT8 } else { MATVEC_CHUNK });
                 parts.push(MATVEC_ROW);
             }
             for part in parts {

@@ -99,6 +99,50 @@ async fn logits_match_the_cpu_reference_for_every_weight_type() {
     }
 }
 
+/// Int8 activations (`GpuOptions::int8_dot`) through the whole engine: q/k/v with RoPE, the
+/// folded and separate norms, SwiGLU and the output head. The GPU's logits after a prompt (the
+/// batch through the f32 matrix–matrix kernel, the head through the int8 one) and after each
+/// decoded token match the CPU reference rounding x the same way (`CpuModel::int8_matvec`), and
+/// differ from the unrounded reference by what the rounding does.
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn int8_activations_match_the_cpu_reference_rounding_alike() {
+    let mut rng = SplitMix64::new(seed("int8-logits"));
+    let spec = SyntheticSpec::tiny_llama3();
+    let (prompt_len, steps) = if WEB { (9, 2) } else { (21, 4) };
+    let runs = [
+        (GgmlType::Q4_K, NormPlacement::Folded),
+        (GgmlType::Q6_K, NormPlacement::Separate),
+        (GgmlType::Q8_0, NormPlacement::Folded),
+        (GgmlType::Q5_0, NormPlacement::Separate),
+    ];
+    for (ty, norms) in runs {
+        let bytes = spec.to_gguf(ty);
+        let engine = EngineOptions { norms, ..f32_engine() };
+        let gpu = GpuOptions { int8_dot: true, ..Default::default() };
+        let Some(mut gpu) = gpu_model_with(&bytes, gpu, engine, 1 << 20).await else { return };
+        if !gpu.ctx.int8_dot {
+            note("no packed_4x8_integer_dot_product in this WGSL implementation: int8 activations untested here");
+            return;
+        }
+        let (mut mirror, mut plain) = (cpu_model(&bytes), cpu_model(&bytes));
+        mirror.int8_matvec = true;
+        let prompt = random_tokens(&mut rng, prompt_len, spec.vocab);
+        let got = gpu.forward(&prompt).await.unwrap();
+        let (mut worst, mut worst_plain) =
+            (rel_err(&got, &mirror.prefill(&prompt).unwrap()), rel_err(&got, &plain.prefill(&prompt).unwrap()));
+        for _ in 0..steps {
+            let t = random_tokens(&mut rng, 1, spec.vocab)[0];
+            let got = gpu.forward(&[t]).await.unwrap();
+            worst = worst.max(rel_err(&got, &mirror.decode(t).unwrap()));
+            worst_plain = worst_plain.max(rel_err(&got, &plain.decode(t).unwrap()));
+        }
+        let what = format!("{} ({norms:?} norms): {worst:.2e} (unrounded reference {worst_plain:.2e})", ty.name());
+        note(&what);
+        assert!(worst <= 1e-3 && worst_plain >= 4.0 * worst, "{what}");
+    }
+}
+
 fn greedy(backend: impl Backend, prompt: &[u32], n: usize) -> Vec<u32> {
     sample(backend, prompt, n, SamplerConfig::greedy())
 }

@@ -125,6 +125,79 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
     }
 }
 
+/// The decode products with int8 activations (`GpuOptions::int8_dot`): x rounded per 16 values
+/// and multiplied by packed integer dot products. They must match the CPU product of the same
+/// rounded x (sums in another order, and now and then a value that rounds the other way within
+/// an f32 rounding of a tie), and be as far from the unrounded product as the rounding makes them.
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn int8_activation_products_match_the_cpu_with_x_rounded_alike() {
+    let Some(ctx) = context(GpuOptions { int8_dot: true, ..Default::default() }).await else { return };
+    if !ctx.int8_dot {
+        note("no packed_4x8_integer_dot_product in this WGSL implementation: int8 activations untested here");
+        return;
+    }
+    note(&format!("int8 activations on {}", ctx.describe()));
+    let mut rng = SplitMix64::new(seed("matvec-int8"));
+    let cols = if WEB { 256 } else { 512 };
+    let shapes = [(77, 30), (291, 291)];
+    for (i, ty) in TYPES.into_iter().enumerate() {
+        let (rows, per_part) = shapes[i % shapes.len()];
+        let w = random_matrix(&mut rng, ty, rows, cols);
+        let up = random_matrix(&mut rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
+        let (gw, gup) = (gpu_matrix(&ctx, &w, per_part), gpu_matrix(&ctx, &up, per_part));
+        for rows_per_group in [MatvecRows::default(), MatvecRows::ALL[1 + i % 3]] {
+            for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
+                // Values of very different sizes, as activations have: each 16-value block gets
+                // its own scale.
+                let x: Vec<f32> =
+                    (0..cols).map(|_| rng.next_signed() * (0.01 + 8.0 * rng.next_f32().powi(4))).collect();
+                let y0 = random(&mut rng, rows, -4.0, 4.0);
+                let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
+                let s = step(&ctx, 1, 0);
+                let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
+                let product = Product::LastToken(rows_per_group);
+                run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, product), 1);
+                let got = download(&ctx, &yb, rows).await;
+                let cpu = |m: &QMatrix, x: &[f32]| {
+                    let mut x = x.to_vec();
+                    if m.ty.has_integer_quants() {
+                        quant::round_to_int8_blocks(&mut x);
+                    }
+                    let mut out = vec![0f32; rows];
+                    m.matmul(&x, &mut out);
+                    out
+                };
+                let want = |round: bool| {
+                    let (w, up) =
+                        if round { (cpu(&w, &x), cpu(&up, &x)) } else { (cpu_plain(&w, &x), cpu_plain(&up, &x)) };
+                    match epilogue {
+                        Epilogue::SwiGlu => w.iter().zip(&up).map(|(g, u)| reference::silu(*g) * u).collect(),
+                        Epilogue::Add => w.iter().zip(&y0).map(|(a, b)| a + b).collect(),
+                        _ => w,
+                    }
+                };
+                let (mirror, plain) = (rel_err(&got, &want(true)), rel_err(&got, &want(false)));
+                let what = format!("{} {epilogue:?} {rows_per_group}: {mirror:.1e} (unrounded {plain:.1e})", ty.name());
+                assert!(mirror <= 1e-4, "{what}");
+                note(&what);
+                let rounds = ty.has_integer_quants() || (upm.is_some() && up.ty.has_integer_quants());
+                if rounds {
+                    assert!(plain >= 10.0 * mirror && plain >= 1e-4, "x was not rounded: {what}");
+                } else {
+                    assert!(plain <= 1e-5, "a float format's x was rounded: {what}");
+                }
+            }
+        }
+    }
+}
+
+fn cpu_plain(m: &QMatrix, x: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; m.rows];
+    m.matmul(x, &mut out);
+    out
+}
+
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn rms_norm_matches_the_cpu() {

@@ -116,3 +116,38 @@ fn bad_sizes_and_types_are_typed_errors() {
         assert_eq!(GgmlType::from_name(ty.name()), Some(ty));
     }
 }
+
+/// The GPU's int8 activations, as the CPU reference mirrors them: per aligned block of 16 values
+/// (and a shorter tail), x becomes d · q with d = max |x| / 127 and q an integer in −127 ..= 127,
+/// within d / 2 of x, the largest value kept exactly; blocks are independent.
+#[test]
+fn int8_rounding_keeps_each_block_within_half_a_step() {
+    let mut rng = SplitMix64::new(0x1e8_b10c);
+    // 7 whole blocks and a tail of 5; magnitudes from 1e-3 to 1e3, and one block of zeros.
+    let mut x: Vec<f32> = (0..117).map(|i| rng.next_signed() * 10f32.powi(i / 16 % 7 - 3)).collect();
+    x[32..48].fill(0.0);
+    let mut r = x.clone();
+    quant::round_to_int8_blocks(&mut r);
+    for (b, (xs, rs)) in x.chunks(quant::INT8_BLOCK).zip(r.chunks(quant::INT8_BLOCK)).enumerate() {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if amax == 0.0 {
+            assert!(rs.iter().all(|&v| v == 0.0), "block {b}");
+            continue;
+        }
+        let d = amax / 127.0;
+        for (&v, &q) in xs.iter().zip(rs) {
+            let steps = q / d;
+            assert!((steps - steps.round()).abs() < 1e-3 && steps.abs() <= 127.001, "block {b}: {v} → {q}");
+            assert!((v - q).abs() <= d * 0.5001, "block {b}: {v} → {q} (step {d})");
+            if v.abs() == amax {
+                assert!((q - v).abs() <= v.abs() * 1e-6, "block {b}: the largest value {v} → {q}");
+            }
+        }
+    }
+    // Scaling one block by 1000 changes no other block.
+    let mut y = x.clone();
+    y[16..32].iter_mut().for_each(|v| *v *= 1000.0);
+    quant::round_to_int8_blocks(&mut y);
+    assert_eq!(y[..16], r[..16]);
+    assert_eq!(y[32..], r[32..]);
+}

@@ -7,6 +7,7 @@ use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
 use crate::shader::{Kernel, Variant};
 use crate::weights::GpuMatrix;
+use carebot_model::quant::GgmlType;
 
 /// The prefill kernel's register tile (`shaders/matmul.wgsl`): each invocation sums `rows` rows
 /// × `tokens` tokens (with SwiGLU, `rows / 2` rows of each of gate and up). A workgroup is 64
@@ -179,6 +180,12 @@ pub fn norm_slots(w: &GpuMatrix, rows: MatvecRows) -> u32 {
     w.parts.iter().map(|part| part.rows.div_ceil(rows.0)).sum()
 }
 
+/// Whether a matrix–vector product of matrices in `types` rounds x to int8 (`X_INT8`): where the
+/// context uses int8 activations and some matrix has integer quants (the float formats keep f32 x).
+pub fn int8_activations(ctx: &GpuContext, types: &[GgmlType]) -> bool {
+    ctx.int8_dot && types.iter().any(|t| t.has_integer_quants())
+}
+
 /// The products' parameters (`Params` in `shaders/product_io.wgsl`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -220,8 +227,12 @@ pub fn matmul(
         Epilogue::AddThenNorm(next) => Some(next),
         _ => None,
     };
+    let types: Vec<GgmlType> = std::iter::once(w.ty).chain(up.map(|u| u.ty)).collect();
     let mut variant = match product {
-        Product::LastToken(rows) => Variant::new(Kernel::MatVec).matvec_rows(rows).flag_if(ctx.subgroups, "SUBGROUPS"),
+        Product::LastToken(rows) => Variant::new(Kernel::MatVec)
+            .matvec_rows(rows)
+            .flag_if(ctx.subgroups, "SUBGROUPS")
+            .flag_if(int8_activations(ctx, &types), "X_INT8"),
         Product::Batch(tile) => {
             assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
             Variant::new(Kernel::MatMul).tile(tile)

@@ -4,7 +4,7 @@
 //! Unfused, that is five dependent dispatches (the prefill path: `rms_norm`, three `matmul`s,
 //! `rope_and_store`).
 
-use super::matmul::{MatvecRows, Norm, ProductParams};
+use super::matmul::{MatvecRows, Norm, ProductParams, int8_activations};
 use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
 use crate::shader::{Kernel, Variant};
@@ -44,6 +44,7 @@ pub fn qkv_rope_store(
         .flag("QKV")
         .flag_if(norm.is_some(), "NORM")
         .flag_if(ctx.subgroups, "SUBGROUPS")
+        .flag_if(int8_activations(ctx, &[wq.ty, wk.ty, wv.ty]), "X_INT8")
         .flag(kv_flag)
         .matvec_rows(group_rows);
     let rows = wq.rows + wk.rows + wv.rows;

@@ -121,6 +121,12 @@ impl GgmlType {
         SUPPORTED_TYPES.contains(&self)
     }
 
+    /// Whether the values are small integers times scales (every supported type but the floats),
+    /// so that a product can multiply them with integer activations ([`round_to_int8_blocks`]).
+    pub fn has_integer_quants(self) -> bool {
+        self.is_supported() && !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    }
+
     /// Bytes needed for `n` values, or `None` if `n` is not a whole number of blocks (or overflows).
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let block = self.block_size() as u64;
@@ -142,6 +148,25 @@ impl GgmlType {
             return Err(QuantError::SizeMismatch { ty: self.name(), bytes, elements, expected });
         }
         Ok(())
+    }
+}
+
+/// Values per block of [`round_to_int8_blocks`]: half of a 32-weight chunk, whose 16 weights share
+/// one scale in every integer format.
+pub const INT8_BLOCK: usize = 16;
+
+/// Rounds `x` in place to what the GPU's int8 activations represent (the matrix–vector kernel's
+/// `x_int8` in `shaders/x_int8.wgsl`): each aligned block of 16 values becomes d · q with
+/// d = max |x| / 127 and q = round(x / d) (to nearest, ties to even), q in −127 ..= 127. A tail
+/// shorter than 16 is a block of its own. Computed as the GPU does (d = max · (1 / 127), then
+/// x · (1 / d)), so the two agree except where a value falls within an f32 rounding of a tie.
+pub fn round_to_int8_blocks(x: &mut [f32]) {
+    for block in x.chunks_mut(INT8_BLOCK) {
+        let d = block.iter().fold(0f32, |m, v| m.max(v.abs())) * (1.0 / 127.0);
+        let inv_d = if d > 0.0 { 1.0 / d } else { 0.0 };
+        for v in block {
+            *v = (*v * inv_d).round_ties_even() * d;
+        }
     }
 }
 
