@@ -8,6 +8,8 @@
 // subgroupAdd and one barrier gathers the subgroups' sums (see `main`).
 //
 // x is read at the batch's last token (the only one whose logits are needed after a prefill).
+// A chunk's share of a pair is `chunk_pair_*`: matvec_chunk.wgsl, or with X_INT8 (int8
+// activations) matvec_chunk_int8.wgsl for the integer formats.
 //
 // Fusions, each saving dependent dispatches per layer (≈2 µs each on a fast GPU):
 // - An RMSNorm folded in, split between the product that adds to the residual stream and the
