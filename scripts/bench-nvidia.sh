@@ -73,9 +73,9 @@ run() {
                 bench --model "$gguf" --prefill-tile "$tile" --prompt-tokens "$prompt" --gen-tokens 8
             done
         fi
-        # int8 activations in the decode products (change 15: packed integer dot products, off by
-        # default until this shows they pay);
-        bench --model "$gguf" --int8-dot --prompt-tokens 16 --gen-tokens "$gen"
+        # int8 activations in the matrix products (change 15: packed integer dot products, off by
+        # default until this shows they pay), prefill and decode;
+        bench --model "$gguf" --int8-dot --prompt-tokens "$prompt" --gen-tokens "$gen"
         # the other matvec workgroup shapes (change 7): 32 rows is the default, unmeasured;
         # fewer rows give the 4096-row matrices more workgroups.
         for rows in 16 8 64; do

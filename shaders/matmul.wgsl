@@ -9,13 +9,64 @@
 // same x values at the same time: x's addresses depend on the workgroup only, so a GPU serves
 // each load as one broadcast (Mesa 22.3's lavapipe still gathers it lane by lane), and without
 // workgroup memory there are no barriers. With SWIGLU a second matrix (up) shares the pass, as
-// in matvec: ROWS rows of each.
+// in matvec: ROWS rows of each. With X_ROUNDED (int8 activations, integer formats only) x comes
+// rounded per 16 values (round_int8.wgsl), and each half-chunk of a row is four packed integer
+// dot products per token instead of sixteen multiply-adds (see `dot_quad_int8`).
 const TOKENS: u32 = {{MATMUL_TOKENS}}u;
 // Sums of one row: TOKENS / 4 vec4s.
 const QUADS: u32 = TOKENS / 4u;
 const ROWS: u32 = {{MATMUL_ROWS}}u;
 const WG: u32 = 64u;
 
+#if X_ROUNDED
+// With int8 activations: the rounded 16-value block `blk` (of a token's cols / 16) of each of the
+// tile's tokens, and its (d, Σq).
+fn tile_xq(tok0: u32, blk: u32) -> array<vec4<u32>, TOKENS> {
+    var xs: array<vec4<u32>, TOKENS>;
+    for (var t = 0u; t < TOKENS; t++) {
+        xs[t] = xq[min(tok0 + t, step.n_tokens - 1u) * (p.cols / 16u) + blk];
+    }
+    return xs;
+}
+
+fn tile_x_meta(tok0: u32, blk: u32) -> array<vec2<f32>, TOKENS> {
+    var xm: array<vec2<f32>, TOKENS>;
+    for (var t = 0u; t < TOKENS; t++) {
+        xm[t] = x_meta[min(tok0 + t, step.n_tokens - 1u) * (p.cols / 16u) + blk];
+    }
+    return xm;
+}
+
+// One half-chunk of a row (its 16 weights' bytes w, (scale, min) sm, the format's offset and
+// whether it has mins) times the tile's tokens 4q .. 4q + 3: four packed dot products per token,
+// exact in integers, then scaled once (as matvec_chunk_int8.wgsl).
+fn dot_quad_int8(
+    w: vec4<u32>,
+    sm: vec2<f32>,
+    offset: i32,
+    mins: bool,
+    xs: ptr<function, array<vec4<u32>, TOKENS>>,
+    xm: ptr<function, array<vec2<f32>, TOKENS>>,
+    q: u32,
+) -> vec4<f32> {
+    var dots: vec4<i32>;
+    var d: vec4<f32>;
+    var sums: vec4<f32>;
+    for (var k = 0u; k < 4u; k++) {
+        let t = 4u * q + k;
+        let x4 = (*xs)[t];
+        dots[k] = (dot4I8Packed(w.x, x4.x) + dot4I8Packed(w.y, x4.y)) + (dot4I8Packed(w.z, x4.z) + dot4I8Packed(w.w, x4.w));
+        d[k] = (*xm)[t].x;
+        sums[k] = (*xm)[t].y;
+    }
+    // Σ (q − offset) · x = Σ q · x − offset · Σ x: integers below 2^24, exact in f32.
+    var r = sm.x * (small_ints_to_f32(dots) - f32(offset) * sums);
+    if (mins) {
+        r += sm.y * sums;
+    }
+    return d * r;
+}
+#else
 // The x vec4s at input position `at` (in vec4s) of the tile's tokens tok0, tok0 + 1, …; tokens
 // past the batch repeat the last one.
 fn tile_x(tok0: u32, at: u32) -> array<vec4<f32>, TOKENS> {
@@ -31,6 +82,7 @@ fn dot_quad(w: vec4<f32>, xs: ptr<function, array<vec4<f32>, TOKENS>>, q: u32) -
     let t = 4u * q;
     return vec4<f32>(dot(w, (*xs)[t]), dot(w, (*xs)[t + 1u]), dot(w, (*xs)[t + 2u]), dot(w, (*xs)[t + 3u]));
 }
+#endif
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -68,6 +120,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             hb[r] = chunk_b(rb_b[r], c);
 #endif
         }
+#if X_ROUNDED
+        for (var half = 0u; half < 2u; half++) {
+            let i = 4u * half;
+            var xs = tile_xq(tok0, x4_a(c, i) / 4u);
+            var xm = tile_x_meta(tok0, x4_a(c, i) / 4u);
+            for (var r = 0u; r < ROWS; r++) {
+                let h = ha[r];
+                let w = vec4<u32>(qbytes4_a(h, i), qbytes4_a(h, i + 1u), qbytes4_a(h, i + 2u), qbytes4_a(h, i + 3u));
+                for (var q = 0u; q < QUADS; q++) {
+                    acc_a[QUADS * r + q] += dot_quad_int8(w, scales_a(h)[half], QOFFSET_a, MINS_a, &xs, &xm, q);
+                }
+            }
+#if SWIGLU
+            // The same blocks as above when both formats order a chunk alike (the compiler
+            // merges the loads).
+            var xsb = tile_xq(tok0, x4_b(c, i) / 4u);
+            var xmb = tile_x_meta(tok0, x4_b(c, i) / 4u);
+            for (var r = 0u; r < ROWS; r++) {
+                let h = hb[r];
+                let w = vec4<u32>(qbytes4_b(h, i), qbytes4_b(h, i + 1u), qbytes4_b(h, i + 2u), qbytes4_b(h, i + 3u));
+                for (var q = 0u; q < QUADS; q++) {
+                    acc_b[QUADS * r + q] += dot_quad_int8(w, scales_b(h)[half], QOFFSET_b, MINS_b, &xsb, &xmb, q);
+                }
+            }
+#endif
+        }
+#else
         for (var i = 0u; i < 8u; i++) {
             var xa = tile_x(tok0, x4_a(c, i));
             for (var r = 0u; r < ROWS; r++) {
@@ -88,6 +167,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
 #endif
         }
+#endif
     }
     let tokens_here = min(TOKENS, n - tok0);
     for (var r = 0u; r < ROWS; r++) {

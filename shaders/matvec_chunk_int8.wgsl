@@ -1,6 +1,6 @@
 // chunk_pair_$W with int8 activations (X_INT8, integer formats only): the same sums as
 // matvec_chunk.wgsl, but each half of the chunk is 16 x values rounded to int8 with one scale
-// (x_int8.wgsl), so q · x is four packed 4-byte integer dot products per row, exact, instead of
+// (int8.wgsl), so q · x is four packed 4-byte integer dot products per row, exact, instead of
 // sixteen multiply-adds, and the weights are never converted to floats at all: their bytes
 // (qbytes4_$W) go into the dot products as they are. This is how llama.cpp's GPU back ends
 // multiply quantized matrices; the rounding of x changes the results by ≈ 0.5 % of a dot product
@@ -11,16 +11,16 @@ fn chunk_pair_$W(c: u32, h0: Head_$W, h1: Head_$W) -> vec2<f32> {
     var acc = vec2<f32>(0.0);
     for (var half = 0u; half < 2u; half++) {
         let i = 4u * half;
-        let xq = x_int8(vec4<u32>(x4_$W(c, i), x4_$W(c, i + 1u), x4_$W(c, i + 2u), x4_$W(c, i + 3u)));
+        let xq = x_int8(x_at(x4_$W(c, i)), x_at(x4_$W(c, i + 1u)), x_at(x4_$W(c, i + 2u)), x_at(x4_$W(c, i + 3u)));
         var qx = vec2<i32>(0);
         for (var k = 0u; k < 4u; k++) {
             qx += vec2<i32>(dot4I8Packed(qbytes4_$W(h0, i + k), xq.q[k]), dot4I8Packed(qbytes4_$W(h1, i + k), xq.q[k]));
         }
         // Σ (q − offset) · x = Σ q · x − offset · Σ x, in integers; then one scale per half.
-        let sums = small_ints_to_f32(qx - vec2<i32>(QOFFSET_$W * xq.sum));
-        var half_acc = vec2<f32>(s0[half].x, s1[half].x) * sums;
+        let sums = small_ints_to_f32(vec4<i32>(qx - vec2<i32>(QOFFSET_$W * xq.sum), xq.sum, 0));
+        var half_acc = vec2<f32>(s0[half].x, s1[half].x) * sums.xy;
         if (MINS_$W) {
-            half_acc += vec2<f32>(s0[half].y, s1[half].y) * small_ints_to_f32(vec2<i32>(xq.sum));
+            half_acc += vec2<f32>(s0[half].y, s1[half].y) * sums.z;
         }
         acc += xq.d * half_acc;
     }

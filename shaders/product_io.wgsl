@@ -4,7 +4,8 @@
 // next RMSNorm's weighting and sums of squares written to `next_x` (its weights in the model's
 // `consts` buffer); NORM, reading such an x; and QKV, three matrices (q, k, v) in one pass with
 // RoPE (its table in `consts`) and the KV-cache append as the epilogue. CONSTS is on with
-// NORM_NEXT or QKV (shader.rs sets it).
+// NORM_NEXT or QKV (shader.rs sets it). With X_ROUNDED (prefill with int8 activations) x comes
+// rounded, as bytes and scales.
 struct Params {
     rows: u32,
     cols: u32,
@@ -27,7 +28,13 @@ struct Params {
 }
 
 @group(0) @binding(1) var<uniform> p: Params;
+#if X_ROUNDED
+// x rounded to int8 per 16 values (round_int8.wgsl): each block's bytes, and its (d, Σq).
+@group(0) @binding(2) var<storage, read> xq: array<vec4<u32>>;
+@group(0) @binding(11) var<storage, read> x_meta: array<vec2<f32>>;
+#else
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+#endif
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> weights_a: array<vec4<u32>>;
 #if SWIGLU

@@ -59,8 +59,9 @@ pub struct BenchArgs {
     /// Never use subgroup operations (the decode products then reduce through workgroup memory).
     #[arg(long)]
     pub no_subgroups: bool,
-    /// Int8 activations in the decode products (packed integer dot products, where WGSL has
-    /// them): x rounded per 16 values, ≈ 0.5 % off per dot product, as llama.cpp's GPU paths do.
+    /// Int8 activations in the matrix products, decode and prefill (packed integer dot products,
+    /// where WGSL has them): x rounded per 16 values, ≈ 0.5 % off per dot product, as llama.cpp's
+    /// GPU paths do.
     #[arg(long)]
     pub int8_dot: bool,
     /// Print one JSON object instead of the table.

@@ -55,10 +55,11 @@ pub struct GpuOptions {
     pub disable_f16: bool,
     /// Never use subgroup operations, even when the adapter has them.
     pub disable_subgroups: bool,
-    /// Int8 activations in the decode products, where WGSL's `packed_4x8_integer_dot_product`
-    /// exists: x rounded to int8 per 16 values and multiplied with the weights' integer bytes by
-    /// packed dot products (`shaders/matvec_chunk_int8.wgsl`), which changes results by ≈ 0.5 %
-    /// of a dot product. Off by default until a GPU measurement shows it pays (BENCHMARKS.md).
+    /// Int8 activations in the matrix products (decode and prefill) whose matrices all have
+    /// integer quants, where WGSL's `packed_4x8_integer_dot_product` exists: x rounded to int8 per
+    /// 16 values and multiplied with the weights' integer bytes by packed dot products
+    /// (`shaders/int8.wgsl`), which changes results by ≈ 0.5 % of a dot product. Off by default
+    /// until a GPU measurement shows it pays (BENCHMARKS.md).
     pub int8_dot: bool,
     /// Prefer the adapter whose name contains this (also read from `WGPU_ADAPTER_NAME`).
     pub adapter_name: Option<String>,
@@ -80,7 +81,7 @@ pub struct GpuContext {
     /// wgpu 30 offers them natively (Vulkan, Metal, DX12) but not yet on WebGPU, where this is
     /// always false.
     pub subgroups: bool,
-    /// The decode products use int8 activations ([`GpuOptions::int8_dot`], and the WGSL
+    /// The matrix products use int8 activations ([`GpuOptions::int8_dot`], and the WGSL
     /// extension exists).
     pub int8_dot: bool,
     lost: Arc<Mutex<Option<String>>>,

@@ -7,10 +7,13 @@
 use crate::context::{GpuContext, GpuError};
 use crate::ops::attention::{self, AttentionProbe, attention};
 use crate::ops::embed::embed;
-use crate::ops::matmul::{Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, matmul, norm_slots};
+use crate::ops::matmul::{
+    Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, ProductInput, int8_activations, matmul, norm_slots,
+};
 use crate::ops::qkv::qkv_rope_store;
 use crate::ops::rms_norm::rms_norm;
 use crate::ops::rope::{rope_and_store, rope_table};
+use crate::ops::round_int8::{self, round_int8};
 use crate::ops::select::TopK;
 use crate::ops::{Dispatch, Step};
 use crate::weights::{self, GpuMatrix, row_bytes, rows_per_part};
@@ -109,6 +112,11 @@ struct Activations {
     att_partials: wgpu::Buffer,
     /// SwiGLU hidden layer.
     h: wgpu::Buffer,
+    /// A product's input rounded to int8 for the prefill products with int8 activations
+    /// ([`GpuOptions::int8_dot`](crate::GpuOptions::int8_dot)): the blocks' bytes and their
+    /// (d, Σq); 16 bytes each where the context has no int8 activations.
+    xq: wgpu::Buffer,
+    x_meta: wgpu::Buffer,
     logits: wgpu::Buffer,
     logits_readback: wgpu::Buffer,
 }
@@ -235,6 +243,8 @@ impl GpuModel {
         // Folded norms leave one token's weighted x in xb, then sums of squares.
         let slots = blocks.iter().flat_map(|b| [&b.wo, &b.w_down]).map(|w| norm_slots(w, matvec_rows)).max();
         let xb_bytes = f(cfg.dim).max((cfg.dim as u64 + u64::from(slots.unwrap_or(0)).next_multiple_of(4)) * 4);
+        let widest = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64;
+        let rounded = round_int8::rounded_bytes(max_batch as u64, widest);
         let act = Activations {
             step: ctx.uniform("step", &Step::default()),
             tokens: alloc.buffer("token ids", f(1))?,
@@ -246,6 +256,8 @@ impl GpuModel {
             att: alloc.buffer("attention output", f(cfg.q_dim()))?,
             att_partials: alloc.buffer("attention partial sums", attention::partials_bytes(&cfg, capacity))?,
             h: alloc.buffer("feed-forward hidden layer", f(cfg.ffn_dim))?,
+            xq: alloc.buffer("int8 activations", if ctx.int8_dot { rounded.0 } else { 16 })?,
+            x_meta: alloc.buffer("int8 activation scales", if ctx.int8_dot { rounded.1 } else { 16 })?,
             logits: alloc.buffer("logits", cfg.vocab_size as u64 * 4)?,
             logits_readback: ctx.readback("logits readback", cfg.vocab_size as u64 * 4),
         };
@@ -347,17 +359,39 @@ impl GpuModel {
         let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
         for b in &self.blocks {
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.attn_norm, dim, eps));
-            d.extend(matmul(c, s, &b.wq, None, None, &a.xb, &a.q, Epilogue::Store, batch));
-            d.extend(matmul(c, s, &b.wk, None, None, &a.xb, &a.k, Epilogue::Store, batch));
-            d.extend(matmul(c, s, &b.wv, None, None, &a.xb, &a.v, Epilogue::Store, batch));
+            let x = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.wq, &b.wk, &b.wv]);
+            d.extend(matmul(c, s, &b.wq, None, None, x, &a.q, Epilogue::Store, batch));
+            d.extend(matmul(c, s, &b.wk, None, None, x, &a.k, Epilogue::Store, batch));
+            d.extend(matmul(c, s, &b.wv, None, None, x, &a.v, Epilogue::Store, batch));
             d.push(rope_and_store(c, s, cfg, &a.q, &a.k, &a.v, consts, table, &b.k_cache, &b.v_cache, kv));
             d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv));
-            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, Epilogue::Add, batch));
+            let x = self.product_input(&mut d, &a.att, cfg.q_dim(), &[&b.wo]);
+            d.extend(matmul(c, s, &b.wo, None, None, x, &a.x, Epilogue::Add, batch));
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.ffn_norm, dim, eps));
-            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), None, &a.xb, &a.h, Epilogue::SwiGlu, batch));
-            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, Epilogue::Add, batch));
+            let x = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.w_gate, &b.w_up]);
+            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), None, x, &a.h, Epilogue::SwiGlu, batch));
+            let x = self.product_input(&mut d, &a.h, cfg.ffn_dim, &[&b.w_down]);
+            d.extend(matmul(c, s, &b.w_down, None, None, x, &a.x, Epilogue::Add, batch));
         }
         d
+    }
+
+    /// The batch's `x` (`cols` values per token) as the prefill products of `matrices` (one
+    /// kernel) take it: rounded to int8 first, one more dispatch, where they use int8 activations.
+    fn product_input<'a>(
+        &'a self,
+        d: &mut Vec<Dispatch>,
+        x: &'a wgpu::Buffer,
+        cols: usize,
+        matrices: &[&GpuMatrix],
+    ) -> ProductInput<'a> {
+        let types: Vec<_> = matrices.iter().map(|m| m.ty).collect();
+        if !int8_activations(&self.ctx, &types) {
+            return x.into();
+        }
+        let a = &self.act;
+        d.push(round_int8(&self.ctx, &a.step, x, &a.xq, &a.x_meta, cols as u32));
+        ProductInput::Int8 { q: &a.xq, meta: &a.x_meta }
     }
 
     /// The batch's last token: final norm and the output projection to logits. `folded`: after

@@ -22,7 +22,7 @@ const K_SCALES: &str = shader!("quant/k_scales.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
 const MATVEC_CHUNK: &str = shader!("matvec_chunk.wgsl");
 const MATVEC_CHUNK_INT8: &str = shader!("matvec_chunk_int8.wgsl");
-const X_INT8: &str = shader!("x_int8.wgsl");
+const INT8: &str = shader!("int8.wgsl");
 /// For the integer formats, which give their weights' bytes (`qbytes4_$W`: 4 weights q as bytes,
 /// w = scale · (q − QOFFSET) + min; signed bytes where SIGNED): the same weights as floats.
 const QUANTS4_FROM_BYTES: &str = "fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
@@ -67,6 +67,8 @@ pub enum Kernel {
     FmaPeak,
     /// f32 → Q4_K, or Q6_K with the `Q6_K` flag, byte for byte like the CPU quantizer.
     QuantizeK,
+    /// x → int8 blocks for the prefill products' int8 activations.
+    RoundInt8,
 }
 
 impl Kernel {
@@ -87,6 +89,7 @@ impl Kernel {
             Kernel::FmaPeak => shader!("fma_peak.wgsl"),
             // Exact division, sqrt and f16 conversion first, then the quantizer.
             Kernel::QuantizeK => concat!(shader!("quant/ieee.wgsl"), shader!("quantize_k.wgsl")),
+            Kernel::RoundInt8 => shader!("round_int8.wgsl"),
         }
     }
 }
@@ -183,8 +186,8 @@ impl Variant {
         }
         src.push_str(COMMON);
         let int8 = self.kernel == Kernel::MatVec && self.flags.contains("X_INT8");
-        if int8 {
-            src.push_str(X_INT8);
+        if int8 || self.flags.contains("X_ROUNDED") || self.kernel == Kernel::RoundInt8 {
+            src.push_str(INT8);
         }
         for (ty, name) in self.weights.iter().zip(["a", "b", "c"]) {
             let format = weight_format(*ty).expect("weight types are checked at load");
@@ -205,8 +208,8 @@ impl Variant {
             }
             parts.push(DEQUANT4);
             if self.kernel == Kernel::MatVec {
-                // The float formats keep f32 activations in a module with int8 ones.
-                parts.push(if int8 && ty.has_integer_quants() { MATVEC_CHUNK_INT8 } else { MATVEC_CHUNK });
+                // X_INT8 is set only where every matrix has integer quants (matmul::int8_activations).
+                parts.push(if int8 { MATVEC_CHUNK_INT8 } else { MATVEC_CHUNK });
                 parts.push(MATVEC_ROW);
             }
             for part in parts {

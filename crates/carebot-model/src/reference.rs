@@ -186,18 +186,17 @@ pub struct CpuModel {
     pub cache: KvCache,
     /// Positions filled in the cache.
     pub len: usize,
-    /// Mirror the GPU engine's int8 activations (`carebot_gpu::GpuOptions::int8_dot`): its
-    /// matrix–vector kernel rounds x to int8 blocks ([`quant::round_to_int8_blocks`]) before
-    /// multiplying integer-format weights. That kernel computes every product of a one-token
-    /// step, and the output head of every step; batches go through the matrix–matrix kernel,
-    /// which does not round.
-    pub int8_matvec: bool,
+    /// Mirror the GPU engine's int8 activations (`carebot_gpu::GpuOptions::int8_dot`): a product
+    /// whose matrices all have integer quants multiplies x rounded to int8 blocks
+    /// ([`quant::round_to_int8_blocks`]). The GPU computes q, k and v in one kernel, and gate and
+    /// up in one, so each of those groups rounds only when all its matrices are integer.
+    pub int8_activations: bool,
 }
 
 /// out = m · x (one row of out per vector of x); with `int8`, x first rounded as the GPU's int8
-/// activations round it, where m's format has integer quants.
+/// activations round it.
 fn product(m: &QMatrix, x: &[f32], out: &mut [f32], int8: bool) {
-    if int8 && m.ty.has_integer_quants() {
+    if int8 {
         let mut rounded = x.to_vec();
         quant::round_to_int8_blocks(&mut rounded);
         m.matmul(&rounded, out);
@@ -251,7 +250,7 @@ pub fn softmax(x: &mut [f32]) {
 impl CpuModel {
     pub fn new(cfg: LlamaConfig, weights: Weights, context: usize) -> Self {
         let cache = KvCache::new(&cfg, context);
-        CpuModel { cfg, weights, cache, len: 0, int8_matvec: false }
+        CpuModel { cfg, weights, cache, len: 0, int8_activations: false }
     }
 
     /// Loads a model from a parsed GGUF header and a tensor fetcher; `context` sizes the KV cache.
@@ -295,17 +294,18 @@ impl CpuModel {
         let group = cfg.n_heads / cfg.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let freqs = w.rope_freqs.as_deref();
-        // Rounded activations (mirroring the GPU) in the products of a one-token step.
-        let int8 = self.int8_matvec && n == 1;
+        // Whether a group of products multiplies rounded activations (mirroring the GPU).
+        let int8 = |ms: &[&QMatrix]| self.int8_activations && ms.iter().all(|m| m.ty.has_integer_quants());
 
         for (l, b) in w.blocks.iter().enumerate() {
             // Attention: RMSNorm, q/k/v projections, RoPE, append to the cache.
             for t in 0..n {
                 rms_norm(&mut xb[t * dim..(t + 1) * dim], &x[t * dim..(t + 1) * dim], &b.attn_norm, cfg.rms_eps);
             }
-            product(&b.wq, &xb, &mut q, int8);
-            product(&b.wk, &xb, &mut k, int8);
-            product(&b.wv, &xb, &mut v, int8);
+            let qkv = int8(&[&b.wq, &b.wk, &b.wv]);
+            product(&b.wq, &xb, &mut q, qkv);
+            product(&b.wk, &xb, &mut k, qkv);
+            product(&b.wv, &xb, &mut v, qkv);
             for t in 0..n {
                 let pos = start + t;
                 rope(&mut q[t * q_dim..(t + 1) * q_dim], hd, cfg.rope_dim, pos, cfg.rope_theta, freqs);
@@ -337,17 +337,18 @@ impl CpuModel {
                     }
                 }
             }
-            product(&b.wo, &att_out, &mut proj, int8);
+            product(&b.wo, &att_out, &mut proj, int8(&[&b.wo]));
             x.iter_mut().zip(&proj).for_each(|(xi, p)| *xi += p);
 
             // Feed-forward: RMSNorm, SwiGLU, down projection, residual.
             for t in 0..n {
                 rms_norm(&mut xb[t * dim..(t + 1) * dim], &x[t * dim..(t + 1) * dim], &b.ffn_norm, cfg.rms_eps);
             }
-            product(&b.w_gate, &xb, &mut gate, int8);
-            product(&b.w_up, &xb, &mut up, int8);
+            let ffn = int8(&[&b.w_gate, &b.w_up]);
+            product(&b.w_gate, &xb, &mut gate, ffn);
+            product(&b.w_up, &xb, &mut up, ffn);
             gate.iter_mut().zip(&up).for_each(|(g, u)| *g = silu(*g) * u);
-            product(&b.w_down, &gate, &mut proj, int8);
+            product(&b.w_down, &gate, &mut proj, int8(&[&b.w_down]));
             x.iter_mut().zip(&proj).for_each(|(xi, p)| *xi += p);
         }
 
@@ -357,7 +358,7 @@ impl CpuModel {
         }
         let output = w.output.as_ref().unwrap_or(&w.token_embd);
         let mut logits = vec![0.0f32; n * output.rows];
-        product(output, &xb, &mut logits, self.int8_matvec);
+        product(output, &xb, &mut logits, int8(&[output]));
         self.len += n;
         Ok(logits)
     }

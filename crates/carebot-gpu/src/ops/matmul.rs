@@ -180,10 +180,28 @@ pub fn norm_slots(w: &GpuMatrix, rows: MatvecRows) -> u32 {
     w.parts.iter().map(|part| part.rows.div_ceil(rows.0)).sum()
 }
 
-/// Whether a matrix–vector product of matrices in `types` rounds x to int8 (`X_INT8`): where the
-/// context uses int8 activations and some matrix has integer quants (the float formats keep f32 x).
+/// Whether a product of matrices in `types` (one kernel: q, k and v together, gate and up
+/// together) multiplies x rounded to int8: where the context uses int8 activations and every one
+/// of the matrices has integer quants. The matrix–vector kernel then rounds x itself (`X_INT8`);
+/// the matrix–matrix kernel takes it rounded ([`ProductInput::Int8`]).
 pub fn int8_activations(ctx: &GpuContext, types: &[GgmlType]) -> bool {
-    ctx.int8_dot && types.iter().any(|t| t.has_integer_quants())
+    ctx.int8_dot && types.iter().all(|t| t.has_integer_quants())
+}
+
+/// What a product multiplies.
+#[derive(Clone, Copy, Debug)]
+pub enum ProductInput<'a> {
+    /// x, f32.
+    F32(&'a wgpu::Buffer),
+    /// x rounded to int8 by [`super::round_int8::round_int8`]: its blocks' bytes and their
+    /// (d, Σq). The matrix–matrix kernel only, and only where [`int8_activations`] holds.
+    Int8 { q: &'a wgpu::Buffer, meta: &'a wgpu::Buffer },
+}
+
+impl<'a> From<&'a wgpu::Buffer> for ProductInput<'a> {
+    fn from(x: &'a wgpu::Buffer) -> Self {
+        ProductInput::F32(x)
+    }
 }
 
 /// The products' parameters (`Params` in `shaders/product_io.wgsl`).
@@ -212,17 +230,18 @@ pub struct ProductParams {
 /// For [`Epilogue::SwiGlu`], `up` is the second matrix, split into the same parts as `w`. `norm`
 /// and [`Epilogue::AddThenNorm`] are for the matrix–vector kernel only.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(
+pub fn matmul<'x>(
     ctx: &GpuContext,
     step: &wgpu::Buffer,
     w: &GpuMatrix,
     up: Option<&GpuMatrix>,
     norm: Option<Norm>,
-    x: &wgpu::Buffer,
+    x: impl Into<ProductInput<'x>>,
     y: &wgpu::Buffer,
     epilogue: Epilogue,
     product: Product,
 ) -> Vec<Dispatch> {
+    let x = x.into();
     let next = match epilogue {
         Epilogue::AddThenNorm(next) => Some(next),
         _ => None,
@@ -242,7 +261,13 @@ pub fn matmul(
     if let Some(up) = up {
         variant = variant.weight(up.ty);
     }
+    let rounded = matches!(x, ProductInput::Int8 { .. });
+    if rounded {
+        assert!(matches!(product, Product::Batch(_)), "the matrix–vector product rounds x itself");
+        assert!(int8_activations(ctx, &types), "rounded x needs int8 activations and integer formats");
+    }
     variant = variant
+        .flag_if(rounded, "X_ROUNDED")
         .flag_if(epilogue.adds(), "ADD")
         .flag_if(epilogue.swiglu(), "SWIGLU")
         .flag_if(norm.is_some(), "NORM")
@@ -272,7 +297,11 @@ pub fn matmul(
                 slot0 += part.rows.div_ceil(rows.0);
             }
             let params = ctx.uniform("matmul params", &params);
-            let mut buffers = vec![(1, &params), (2, x), (3, y), (4, &part.buffer)];
+            let mut buffers = vec![(1, &params), (3, y), (4, &part.buffer)];
+            match x {
+                ProductInput::F32(x) => buffers.push((2, x)),
+                ProductInput::Int8 { q, meta } => buffers.extend([(2, q), (11, meta)]),
+            }
             if let Some(up) = up {
                 assert_eq!(up.parts[i].rows, part.rows, "gate and up must be split alike");
                 buffers.push((5, &up.parts[i].buffer));

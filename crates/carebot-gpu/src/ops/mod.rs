@@ -11,6 +11,7 @@ pub mod qkv;
 pub mod quantize;
 pub mod rms_norm;
 pub mod rope;
+pub mod round_int8;
 pub mod select;
 
 use crate::context::GpuContext;

@@ -155,8 +155,8 @@ impl GgmlType {
 /// one scale in every integer format.
 pub const INT8_BLOCK: usize = 16;
 
-/// Rounds `x` in place to what the GPU's int8 activations represent (the matrix–vector kernel's
-/// `x_int8` in `shaders/x_int8.wgsl`): each aligned block of 16 values becomes d · q with
+/// Rounds `x` in place to what the GPU's int8 activations represent (`x_int8` in
+/// `shaders/int8.wgsl`): each aligned block of 16 values becomes d · q with
 /// d = max |x| / 127 and q = round(x / d) (to nearest, ties to even), q in −127 ..= 127. A tail
 /// shorter than 16 is a block of its own. Computed as the GPU does (d = max · (1 / 127), then
 /// x · (1 / d)), so the two agree except where a value falls within an f32 rounding of a tie.

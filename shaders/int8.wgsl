@@ -1,5 +1,6 @@
-// Activations rounded to int8 for the integer dot products of matvec_chunk_int8.wgsl: 16 values
-// (one half of a weight chunk: x positions 16k .. 16k + 15 in every format) share the scale
+// Activations rounded to int8 for packed integer dot products (the decode products'
+// matvec_chunk_int8.wgsl, the prefill products' X_ROUNDED, round_int8.wgsl): 16 values (one half
+// of a weight chunk: x positions 16k .. 16k + 15 in every format) share the scale
 // d = max |x| / 127, and x ≈ d · q with q = round(x / d) in −127 ..= 127, four to a u32.
 struct XInt8 {
     q: vec4<u32>,
@@ -17,12 +18,8 @@ fn round_to_bytes4(v: vec4<f32>, inv_d: f32) -> u32 {
     return pack4xU8(bitcast<vec4<u32>>(v * inv_d + ROUND_MAGIC));
 }
 
-// The 16 x values at vec4s a.x, a.y, a.z, a.w (four consecutive vec4s), rounded.
-fn x_int8(a: vec4<u32>) -> XInt8 {
-    let v0 = x_at(a.x);
-    let v1 = x_at(a.y);
-    let v2 = x_at(a.z);
-    let v3 = x_at(a.w);
+// The 16 values v0, v1, v2, v3 (in order), rounded.
+fn x_int8(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) -> XInt8 {
     let m = max(max(abs(v0), abs(v1)), max(abs(v2), abs(v3)));
     let d = max(max(m.x, m.y), max(m.z, m.w)) * (1.0 / 127.0);
     let inv_d = select(0.0, 1.0 / d, d > 0.0);
@@ -33,6 +30,6 @@ fn x_int8(a: vec4<u32>) -> XInt8 {
 }
 
 // f32(v) for |v| < 2^22, exactly, without a conversion instruction (as ints_to_f32).
-fn small_ints_to_f32(v: vec2<i32>) -> vec2<f32> {
-    return bitcast<vec2<f32>>(bitcast<vec2<u32>>(v + 4194304) | vec2<u32>(0x4b000000u)) - 12582912.0;
+fn small_ints_to_f32(v: vec4<i32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v + 4194304) | vec4<u32>(0x4b000000u)) - 12582912.0;
 }
