@@ -92,7 +92,8 @@ fn failure(kind: ErrorKind, detail: impl Into<String>) -> Failure {
 fn gpu_failure(e: GpuError) -> Failure {
     let kind = match &e {
         GpuError::NoAdapter(_) | GpuError::RequestDevice(_) => ErrorKind::NoWebGpu,
-        GpuError::TooSmall { .. } => ErrorKind::GpuTooSmall,
+        // A device without a feature the engine needs is as unusable as one too small.
+        GpuError::TooSmall { .. } | GpuError::MissingFeature(_) => ErrorKind::GpuTooSmall,
         GpuError::OutOfMemory { .. } => ErrorKind::OutOfMemory,
         GpuError::DeviceLost(_) => ErrorKind::DeviceLost,
         GpuError::Wgpu(_) | GpuError::Model(_) => ErrorKind::Model,
