@@ -23,12 +23,6 @@ fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
 
 const MINS_$W: bool = true;
 
-// The 4 fifth bits of weights 4i .. 4i + 3, each moved to bit 4 of its byte.
-fn fifth_bits4_$W(qh: u32, i: u32) -> u32 {
-    let b = qh >> (4u * i);
-    return ((b & 1u) | ((b & 2u) << 7u) | ((b & 4u) << 14u) | ((b & 8u) << 21u)) << 4u;
-}
-
 // The bytes q of weights 4i .. 4i + 3 of the chunk (w = d · q + m).
 fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
     return ((h.q[i & 3u] >> (4u * (i >> 2u))) & 0x0f0f0f0fu) | fifth_bits4_$W(h.qh, i);

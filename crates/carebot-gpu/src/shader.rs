@@ -19,6 +19,7 @@ const PRODUCT_IO: &str = shader!("product_io.wgsl");
 const KV: &str = shader!("kv.wgsl");
 const BYTES: &str = shader!("quant/bytes.wgsl");
 const K_SCALES: &str = shader!("quant/k_scales.wgsl");
+const FIFTH_BITS: &str = shader!("quant/fifth_bits.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
 const MATVEC_CHUNK: &str = shader!("matvec_chunk.wgsl");
 const MATVEC_CHUNK_INT8: &str = shader!("matvec_chunk_int8.wgsl");
@@ -195,6 +196,9 @@ impl Variant {
             let mut parts = vec![BYTES];
             if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
                 parts.push(K_SCALES);
+            }
+            if matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1) {
+                parts.push(FIFTH_BITS);
             }
             parts.push(format);
             if !parts.iter().any(|part| part.contains("fn x4_$W")) {
