@@ -69,31 +69,48 @@ async fn embedding_gather_dequantizes_every_weight_type_like_the_cpu() {
     }
 }
 
+/// The matrices of the product tests' i-th weight type: W (`TYPES[i]`) and, for SwiGLU, `up` of
+/// another type, on the CPU and on the GPU, with their row count. 77 rows in parts of 30 (split
+/// bindings, partial tiles) or 291 rows in one part: full prefill tiles (256 rows, 128 with
+/// SwiGLU) and matvec groups (8–64 rows) then a partial one.
+fn product_matrices(
+    ctx: &carebot_gpu::GpuContext,
+    rng: &mut SplitMix64,
+    i: usize,
+    cols: usize,
+) -> (usize, QMatrix, QMatrix, GpuMatrix, GpuMatrix) {
+    let (rows, per_part) = [(77, 30), (291, 291)][i % 2];
+    let w = random_matrix(rng, TYPES[i], rows, cols);
+    let up = random_matrix(rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
+    let (gw, gup) = (gpu_matrix(ctx, &w, per_part), gpu_matrix(ctx, &up, per_part));
+    (rows, w, up, gw, gup)
+}
+
+/// The kernels the product tests run the i-th weight type through: the default matvec row count
+/// and prefill tile, and one other of each (each other one on some of the types).
+fn products_for_type(i: usize) -> [Product; 4] {
+    let others = &PrefillTile::ALL[1..];
+    [
+        Product::LastToken(MatvecRows::default()),
+        Product::LastToken(MatvecRows::ALL[1 + i % 3]),
+        Product::Batch(PrefillTile::default()),
+        Product::Batch(others[i / 2 % others.len()]),
+    ]
+}
+
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
     for ctx in with_and_without_subgroups().await {
         note(&format!("matvec reductions with subgroup operations: {}", ctx.subgroups));
         let mut rng = SplitMix64::new(seed("matmul"));
-        // 77 rows in parts of 30 (split bindings, partial tiles); 291 rows in one part: full
-        // prefill tiles (256 rows, 128 with SwiGLU) and matvec groups (8–64 rows) then a partial one.
         let cols = if WEB { 256 } else { 512 };
-        let shapes = [(77, 30), (291, 291)];
         // Decode (1 token), and batches of one partial / two full and a partial 8-token tile.
         let batches: &[usize] = if WEB { &[1, 17] } else { &[1, 5, 19] };
-        for (i, ty) in TYPES.into_iter().enumerate() {
-            let (rows, per_part) = shapes[i % shapes.len()];
-            let w = random_matrix(&mut rng, ty, rows, cols);
-            // SwiGLU pairs each type with a different one for `up`.
-            let up = random_matrix(&mut rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
-            let (gw, gup) = (gpu_matrix(&ctx, &w, per_part), gpu_matrix(&ctx, &up, per_part));
-            // The default prefill tile and matvec row count, and each other one on some of the types.
-            let others = &PrefillTile::ALL[1..];
-            let tiles = [PrefillTile::default(), others[i / 2 % others.len()]];
-            let group_rows = [MatvecRows::default(), MatvecRows::ALL[1 + i % 3]];
-            let products = group_rows.map(Product::LastToken).into_iter().chain(tiles.map(Product::Batch));
+        for i in 0..TYPES.len() {
+            let (rows, w, up, gw, gup) = product_matrices(&ctx, &mut rng, i, cols);
             for &n in batches {
-                for product in products.clone() {
+                for product in products_for_type(i) {
                     if n > 1 && matches!(product, Product::LastToken(_)) {
                         continue;
                     }
@@ -120,7 +137,7 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
                         }
                         // f32 sums in another order: ~1e-6 here (a wrong weight decode gives ≥ 1e-2).
                         let err = rel_err(&got, &want);
-                        assert!(err <= 1e-5, "{} {epilogue:?} n={n} {product:?}: relative error {err}", ty.name());
+                        assert!(err <= 1e-5, "{} {epilogue:?} n={n} {product:?}: relative error {err}", w.ty.name());
                     }
                 }
             }
@@ -145,22 +162,12 @@ async fn int8_activation_products_match_the_cpu_with_x_rounded_alike() {
     note(&format!("int8 activations on {}", ctx.describe()));
     let mut rng = SplitMix64::new(seed("matvec-int8"));
     let cols = if WEB { 256 } else { 512 };
-    let shapes = [(77, 30), (291, 291)];
     let batches: &[usize] = if WEB { &[1, 11] } else { &[1, 5, 19] };
-    for (i, ty) in TYPES.into_iter().enumerate() {
-        let (rows, per_part) = shapes[i % shapes.len()];
-        let w = random_matrix(&mut rng, ty, rows, cols);
-        let up = random_matrix(&mut rng, TYPES[(i + 3) % TYPES.len()], rows, cols);
-        let (gw, gup) = (gpu_matrix(&ctx, &w, per_part), gpu_matrix(&ctx, &up, per_part));
-        let others = &PrefillTile::ALL[1..];
-        let products = [
-            Product::LastToken(MatvecRows::default()),
-            Product::LastToken(MatvecRows::ALL[1 + i % 3]),
-            Product::Batch(PrefillTile::default()),
-            Product::Batch(others[i % others.len()]),
-        ];
+    for i in 0..TYPES.len() {
+        let (rows, w, up, gw, gup) = product_matrices(&ctx, &mut rng, i, cols);
+        let ty = w.ty;
         for &n in batches {
-            for product in products {
+            for product in products_for_type(i) {
                 if n > 1 && matches!(product, Product::LastToken(_)) {
                     continue;
                 }
