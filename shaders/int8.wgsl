@@ -1,7 +1,8 @@
-// Activations rounded to int8 for packed integer dot products (the decode products'
-// matvec_chunk_int8.wgsl, the prefill products' X_ROUNDED, round_int8.wgsl): 16 values (one half
-// of a weight chunk: x positions 16k .. 16k + 15 in every format) share the scale
-// d = max |x| / 127, and x ≈ d · q with q = round(x / d) in −127 ..= 127, four to a u32.
+// Activations rounded to int8 for packed integer dot products (the decode products round x
+// in workgroup memory, matvec.wgsl's round_segment; the prefill products take it rounded,
+// X_ROUNDED, by round_int8.wgsl): 16 values (one half of a weight chunk: x positions
+// 16k .. 16k + 15 in every format) share the scale d = max |x| / 127, and x ≈ d · q with
+// q = round(x / d) in −127 ..= 127, four to a u32.
 struct XInt8 {
     q: vec4<u32>,
     d: f32,

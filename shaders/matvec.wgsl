@@ -9,7 +9,10 @@
 //
 // x is read at the batch's last token (the only one whose logits are needed after a prefill).
 // A chunk's share of a pair is `chunk_pair_*`: matvec_chunk.wgsl, or with X_INT8 (int8
-// activations) matvec_chunk_int8.wgsl for the integer formats.
+// activations) matvec_chunk_int8.wgsl for the integer formats. With X_INT8 the workgroup first
+// rounds x to int8 blocks in workgroup memory, a segment of SEGMENT_BLOCKS blocks at a time
+// (the whole x for most products), so that each x value is rounded once per workgroup rather
+// than once per row pair, and the row pairs read 4 bytes where they read 16.
 //
 // Fusions, each saving dependent dispatches per layer (≈2 µs each on a fast GPU):
 // - An RMSNorm folded in, split between the product that adds to the residual stream and the
@@ -39,6 +42,46 @@ var<workgroup> partial_b: array<vec2<f32>, 256>;
 
 // First vec4 of the token x is read from.
 var<private> x_base: u32;
+// The chunks the row pairs sum now (pair_dot_*): all of them, or with X_INT8 a segment's.
+var<private> chunk_begin: u32;
+var<private> chunk_end: u32;
+
+#if X_INT8
+// A segment of x, rounded: 256 blocks of 16 values (4096 values, 6 KiB), the blocks' bytes and
+// their (d, Σq as its bits).
+const SEGMENT_BLOCKS: u32 = 256u;
+var<workgroup> segment_q: array<vec4<u32>, 256>;
+var<workgroup> segment_meta: array<vec2<u32>, 256>;
+// The segment's first block.
+var<private> segment_block0: u32;
+
+// Rounds segment `s` of x into workgroup memory, a block per invocation, and makes it the
+// segment the row pairs sum. Every invocation calls it (it holds barriers).
+fn round_segment(s: u32, lid: u32) {
+    // The previous segment's readers are done.
+    workgroupBarrier();
+    segment_block0 = s * SEGMENT_BLOCKS;
+    let b = segment_block0 + lid;
+    if (b < p.cols / 16u) {
+        let r = x_int8(x_at(4u * b), x_at(4u * b + 1u), x_at(4u * b + 2u), x_at(4u * b + 3u));
+        segment_q[lid] = r.q;
+        segment_meta[lid] = vec2<u32>(bitcast<u32>(r.d), bitcast<u32>(r.sum));
+    }
+    // A chunk's 32 values are within one segment: segments are whole 256-value super-blocks.
+    chunk_begin = segment_block0 / 2u;
+    chunk_end = min(p.cols / 32u, chunk_begin + SEGMENT_BLOCKS / 2u);
+    workgroupBarrier();
+}
+
+// Block b of x (values 16b .. 16b + 15), rounded; b is in the current segment.
+fn x_block(b: u32) -> XInt8 {
+    let m = segment_meta[b - segment_block0];
+    return XInt8(segment_q[b - segment_block0], bitcast<f32>(m.x), bitcast<i32>(m.y));
+}
+
+// Sums of a lane's share of one or more row pairs, kept across segments.
+const PAIR_SUMS: u32 = max(1u, ROWS / 4u);
+#endif
 
 fn x_at(i: u32) -> vec4<f32> {
     return x[x_base + i];
@@ -83,7 +126,7 @@ fn swiglu_pair_dot(row: u32, lane: u32, lanes: u32) -> vec4<f32> {
     let rb_b = row * row_bytes_b(p.cols);
     let rb_b1 = min(row + 1u, last) * row_bytes_b(p.cols);
     var acc = vec4<f32>(0.0);
-    for (var c = lane; c < p.cols / 32u; c += lanes) {
+    for (var c = chunk_begin + lane; c < chunk_end; c += lanes) {
         // All four chunks' loads first; the x values are the same when both formats order a
         // chunk alike (the compiler can merge the reads).
         let ha = chunk_a(rb_a, c);
@@ -178,6 +221,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let group = flat_group(wid, nwg);
     x_base = (step.n_tokens - 1u) * (p.cols / 4u);
+    chunk_begin = 0u;
+    chunk_end = p.cols / 32u;
 #if NORM
     // A `next_x` holds one token.
     x_base = 0u;
@@ -198,10 +243,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let subgroups = 256u / sg_size;
     let per = max(1u, (ROWS / 2u) / subgroups);
     let share = max(1u, subgroups / (ROWS / 2u));
+#if X_INT8
+    // per ≤ PAIR_SUMS: subgroups have at most 128 invocations, so there are at least 2.
+    var sums: array<vec4<f32>, PAIR_SUMS>;
+    for (var s = 0u; s * SEGMENT_BLOCKS < p.cols / 16u; s++) {
+        round_segment(s, lid);
+        for (var k = 0u; k < per; k++) {
+            let pair = (sg / share) * per + k;
+            let lane = (sg % share) * sg_size + sg_lane;
+            sums[k] += pair_sums(group * ROWS + 2u * pair, lane, share * sg_size);
+        }
+    }
+#endif
     for (var k = 0u; k < per; k++) {
         let pair = (sg / share) * per + k;
         let lane = (sg % share) * sg_size + sg_lane;
+#if X_INT8
+        let ab = subgroupAdd(sums[k]);
+#else
         let ab = subgroupAdd(pair_sums(group * ROWS + 2u * pair, lane, share * sg_size));
+#endif
         if (sg_lane == 0u) {
             partial[pair * share + sg % share] = ab;
         }
@@ -218,7 +279,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let pair = lid / LANES;
     let lane = lid % LANES;
     let row = group * ROWS + 2u * pair;
+#if X_INT8
+    var ab = vec4<f32>(0.0);
+    for (var s = 0u; s * SEGMENT_BLOCKS < p.cols / 16u; s++) {
+        round_segment(s, lid);
+        ab += pair_sums(row, lane, LANES);
+    }
+    ab *= scale;
+#else
     let ab = pair_sums(row, lane, LANES) * scale;
+#endif
     partial_a[lid] = ab.xy;
     partial_b[lid] = ab.zw;
     workgroupBarrier();

@@ -101,7 +101,7 @@ fn products_for_type(i: usize) -> [Product; 4] {
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
-    for ctx in with_and_without_subgroups().await {
+    for ctx in with_and_without_subgroups(GpuOptions::default()).await {
         note(&format!("matvec reductions with subgroup operations: {}", ctx.subgroups));
         let mut rng = SplitMix64::new(seed("matmul"));
         let cols = if WEB { 256 } else { 512 };
@@ -154,17 +154,24 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn int8_activation_products_match_the_cpu_with_x_rounded_alike() {
-    let Some(ctx) = context(GpuOptions { int8_dot: true, ..Default::default() }).await else { return };
-    if !ctx.int8_dot {
-        note("no packed_4x8_integer_dot_product in this WGSL implementation: int8 activations untested here");
-        return;
+    for ctx in with_and_without_subgroups(GpuOptions { int8_dot: true, ..Default::default() }).await {
+        if !ctx.int8_dot {
+            note("no packed_4x8_integer_dot_product in this WGSL implementation: int8 activations untested here");
+            return;
+        }
+        note(&format!("int8 activations on {}", ctx.describe()));
+        int8_products_match_the_cpu(&ctx).await;
     }
-    note(&format!("int8 activations on {}", ctx.describe()));
+}
+
+async fn int8_products_match_the_cpu(ctx: &carebot_gpu::GpuContext) {
     let mut rng = SplitMix64::new(seed("matvec-int8"));
-    let cols = if WEB { 256 } else { 512 };
     let batches: &[usize] = if WEB { &[1, 11] } else { &[1, 5, 19] };
-    for i in 0..TYPES.len() {
-        let (rows, w, up, gw, gup) = product_matrices(&ctx, &mut rng, i, cols);
+    // The matrix–vector kernel rounds x 4096 values at a time: wide rows take two such segments,
+    // the second partial.
+    let sizes = [(if WEB { 256 } else { 512 }, batches), (4096 + 256, &[1][..])];
+    for ((cols, batches), i) in sizes.into_iter().flat_map(|size| (0..TYPES.len()).map(move |i| (size, i))) {
+        let (rows, w, up, gw, gup) = product_matrices(ctx, &mut rng, i, cols);
         let ty = w.ty;
         for &n in batches {
             for product in products_for_type(i) {
@@ -174,28 +181,28 @@ async fn int8_activation_products_match_the_cpu_with_x_rounded_alike() {
                 for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
                     let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
                     let types: Vec<GgmlType> = std::iter::once(ty).chain(upm.map(|u| u.ty)).collect();
-                    let rounds = int8_activations(&ctx, &types);
+                    let rounds = int8_activations(ctx, &types);
                     // Values of very different sizes, as activations have: each 16-value block
                     // gets its own scale.
                     let mut x: Vec<f32> =
                         (0..n * cols).map(|_| rng.next_signed() * (0.01 + 8.0 * rng.next_f32().powi(4))).collect();
                     away_from_rounding_ties(&mut x);
                     let y0 = random(&mut rng, n * rows, -4.0, 4.0);
-                    let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
-                    let s = step(&ctx, n as u32, 0);
+                    let (xb, yb) = (upload(ctx, &x), upload(ctx, &y0));
+                    let s = step(ctx, n as u32, 0);
                     let (q_bytes, meta_bytes) = rounded_bytes(n as u64, cols as u64);
                     let (xq, meta) = (ctx.storage("xq", q_bytes).unwrap(), ctx.storage("x meta", meta_bytes).unwrap());
                     let mut dispatches = Vec::new();
                     let input = match product {
                         Product::Batch(_) if rounds => {
-                            dispatches.push(round_int8(&ctx, &s, &xb, &xq, &meta, cols as u32));
+                            dispatches.push(round_int8(ctx, &s, &xb, &xq, &meta, cols as u32));
                             ProductInput::Int8 { q: &xq, meta: &meta }
                         }
                         _ => ProductInput::F32(&xb),
                     };
-                    dispatches.extend(matmul(&ctx, &s, &gw, upm, None, input, &yb, epilogue, product));
-                    run(&ctx, &dispatches, n as u32);
-                    let got = download(&ctx, &yb, n * rows).await;
+                    dispatches.extend(matmul(ctx, &s, &gw, upm, None, input, &yb, epilogue, product));
+                    run(ctx, &dispatches, n as u32);
+                    let got = download(ctx, &yb, n * rows).await;
                     let want = |round: bool| {
                         let mut x = x.clone();
                         if round {
@@ -211,8 +218,10 @@ async fn int8_activation_products_match_the_cpu_with_x_rounded_alike() {
                         }
                     };
                     let (mirror, plain) = (rel_err(&got, &want(true)), rel_err(&got, &want(false)));
-                    let what =
-                        format!("{} {epilogue:?} n={n} {product:?}: {mirror:.1e} (unrounded {plain:.1e})", ty.name());
+                    let what = format!(
+                        "{} {epilogue:?} n={n} cols={cols} {product:?}: {mirror:.1e} (unrounded {plain:.1e})",
+                        ty.name()
+                    );
                     if rounds {
                         assert!(mirror <= 1e-4, "{what}");
                         assert!(plain >= 10.0 * mirror && plain >= 1e-4, "x was not rounded: {what}");
@@ -334,7 +343,7 @@ fn weighted_with_slots(rng: &mut SplitMix64, x: &[f32], w: &[f32], slots: usize)
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn norm_split_over_the_products_around_it_matches_norm_then_product() {
-    for ctx in with_and_without_subgroups().await {
+    for ctx in with_and_without_subgroups(GpuOptions::default()).await {
         note(&format!("matvec reductions with subgroup operations: {}", ctx.subgroups));
         let mut rng = SplitMix64::new(seed("matvec_norm"));
         // The producer adds W_h h to the residual stream (dim rows in parts of 200: several slot
@@ -407,7 +416,7 @@ async fn norm_split_over_the_products_around_it_matches_norm_then_product() {
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
-    for ctx in with_and_without_subgroups().await {
+    for ctx in with_and_without_subgroups(GpuOptions::default()).await {
         note(&format!("matvec reductions with subgroup operations: {}", ctx.subgroups));
         let mut rng = SplitMix64::new(seed("qkv"));
         use GgmlType::*;

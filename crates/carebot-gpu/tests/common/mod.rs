@@ -49,10 +49,10 @@ pub async fn context(options: GpuOptions) -> Option<GpuContext> {
 /// The devices a matrix–vector test runs on: the default one and, when the adapter has subgroup
 /// operations (the decode products then reduce with them), one without, so that both reductions
 /// are checked on every machine that has both.
-pub async fn with_and_without_subgroups() -> Vec<GpuContext> {
-    let Some(ctx) = context(GpuOptions::default()).await else { return Vec::new() };
+pub async fn with_and_without_subgroups(options: GpuOptions) -> Vec<GpuContext> {
+    let Some(ctx) = context(options.clone()).await else { return Vec::new() };
     let without = match ctx.subgroups {
-        true => context(GpuOptions { disable_subgroups: true, ..Default::default() }).await,
+        true => context(GpuOptions { disable_subgroups: true, ..options }).await,
         false => None,
     };
     std::iter::once(ctx).chain(without).collect()
