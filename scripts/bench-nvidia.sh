@@ -22,6 +22,15 @@ prepare() {
     # shellcheck disable=SC2086
     (cd .gl && apt-get $o download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
     cp target/release/carebot .gl/
+    # The kernel tests of the GPU-only variants (cooperative matrices at 16×16, int8 activations
+    # on real packed dot products), run there before the benchmarks.
+    cargo test --release -p carebot-gpu --test ops --test model --no-run --message-format=json \
+        | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("executable") and m["target"]["name"] in ("ops", "model"):
+        print(m["target"]["name"], m["executable"])' \
+        | while read -r name exe; do cp "$exe" ".gl/test-$name"; done
     echo "ready: carry .gl to the GPU machine and run: scripts/bench-nvidia.sh run"
 }
 
@@ -43,6 +52,13 @@ run() {
         "$bin" bench "$@" --json | tee -a "$out/bench.jsonl" || echo "FAILED: bench $*" | tee -a "$out/failures.txt"
     }
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+    # Correctness of the variants only a GPU runs, before their speed.
+    for t in ops model; do
+        local exe=".gl/test-$t"
+        [ -x "$exe" ] || continue
+        "$exe" --test-threads=1 coop_matrix int8 2>&1 | tee -a "$out/tests.txt" \
+            || echo "FAILED: test-$t" | tee -a "$out/failures.txt"
+    done
     # The issue's sizes; BENCH_SMOKE=1 runs the same steps on the tiny model (256 positions).
     local shape=llama3-8b prompt=512 gen=128 keys=640,2048,8192 long=4096 long_gen=64
     if [ "${BENCH_SMOKE:-}" = 1 ]; then
@@ -76,6 +92,9 @@ run() {
         # int8 activations in the matrix products (change 15: packed integer dot products, off by
         # default until this shows they pay), prefill and decode;
         bench --model "$gguf" --int8-dot --prompt-tokens "$prompt" --gen-tokens "$gen"
+        # prefill on cooperative matrices (change 17: tensor cores through wgpu's experimental
+        # feature, off by default until this shows they pay).
+        bench --model "$gguf" --coop-matrix --prompt-tokens "$prompt" --gen-tokens 8
         # the other matvec workgroup shapes (change 7): 32 rows is the default, unmeasured;
         # fewer rows give the 4096-row matrices more workgroups.
         for rows in 16 8 64; do

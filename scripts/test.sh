@@ -14,5 +14,14 @@ cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status
 if [ $# -eq 0 ]; then
     LP_NATIVE_VECTOR_WIDTH=512 cargo test --release -p carebot-gpu --test ops 2>&1 | tee -a "$log" || status=$?
 fi
+# The cooperative-matrix kernels on Mesa 26's lavapipe (Debian 12's has no cooperative matrices),
+# where .ci/run set it up (scripts/test-coop.sh).
+if [ $# -eq 0 ]; then
+    if [ -d "${CAREBOT_COOP_ROOT:-/opt/carebot-trixie}" ]; then
+        scripts/test-coop.sh run 2>&1 | tee -a "$log" || status=$?
+    else
+        echo "note: no lavapipe with cooperative matrices here (scripts/test-coop.sh setup): their kernels untested"
+    fi
+fi
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

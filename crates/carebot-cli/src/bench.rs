@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// GPU paths do.
     #[arg(long)]
     pub int8_dot: bool,
+    /// Prefill products on cooperative matrices (tensor cores), where the adapter has f16 ones
+    /// (native only): weights and x rounded to f16, sums in f32.
+    #[arg(long)]
+    pub coop_matrix: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -113,6 +117,8 @@ struct Report {
     prefill_tile: PrefillTile,
     matvec_rows: MatvecRows,
     int8_dot: bool,
+    /// The side of the cooperative matrices prefill ran on, if it did.
+    coop_matrix: Option<u32>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -122,7 +128,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.file.is_some() && args.synthetic.is_none() {
         return Err("--file writes a --synthetic model: give --synthetic too".into());
     }
-    let gpu = GpuOptions { disable_subgroups: args.no_subgroups, int8_dot: args.int8_dot, ..Default::default() };
+    let gpu = GpuOptions {
+        disable_subgroups: args.no_subgroups,
+        int8_dot: args.int8_dot,
+        coop_matrix: args.coop_matrix,
+        ..Default::default()
+    };
     let ctx = pollster::block_on(GpuContext::new(&gpu))?;
     let adapter = ctx.describe();
     eprintln!("gpu: {adapter}");
@@ -242,6 +253,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         prefill_tile: args.prefill_tile,
         matvec_rows: model.matvec_rows(),
         int8_dot: model.ctx.int8_dot,
+        coop_matrix: model.ctx.coop_matrix,
     };
     if args.json {
         println!("{}", report.json())
@@ -450,11 +462,14 @@ impl Report {
             (
                 "prefill",
                 format!(
-                    "{} tok/s ({} tokens in {:.3} s, {} tiles)",
+                    "{} tok/s ({} tokens in {:.3} s, {})",
                     rate(self.prefill_tps()),
                     self.prompt_tokens,
                     self.prefill_s,
-                    self.prefill_tile
+                    match self.coop_matrix {
+                        Some(side) => format!("{side}×{side} cooperative matrices"),
+                        None => format!("{} tiles", self.prefill_tile),
+                    }
                 ),
             ),
             (
@@ -533,6 +548,7 @@ impl Report {
             "prefill_tile": self.prefill_tile.to_string(),
             "matvec_rows": self.matvec_rows.0,
             "int8_activations": self.int8_dot,
+            "coop_matrix": self.coop_matrix,
             "gen_tokens": self.gen_tokens,
             "decode_s": self.decode_s,
             "decode_tok_s": self.decode_tps(),

@@ -61,6 +61,12 @@ pub struct GpuOptions {
     /// (`shaders/int8.wgsl`), which changes results by ≈ 0.5 % of a dot product. Off by default
     /// until a GPU measurement shows it pays (BENCHMARKS.md).
     pub int8_dot: bool,
+    /// Prefill products on cooperative matrices (tensor cores), where the adapter multiplies
+    /// 16×16 f16 matrices into f32 ones and has `shader-f16` and subgroups (wgpu's experimental
+    /// cooperative-matrix feature, native only): weights and x are rounded to f16 for the
+    /// products, the sums stay f32 (`shaders/matmul_coop.wgsl`). Off by default until a GPU
+    /// measurement shows it pays (BENCHMARKS.md).
+    pub coop_matrix: bool,
     /// Prefer the adapter whose name contains this (also read from `WGPU_ADAPTER_NAME`).
     pub adapter_name: Option<String>,
 }
@@ -84,6 +90,9 @@ pub struct GpuContext {
     /// The matrix products use int8 activations ([`GpuOptions::int8_dot`], and the WGSL
     /// extension exists).
     pub int8_dot: bool,
+    /// The prefill products run on cooperative matrices of this side, 16 (GPUs) or 8 (lavapipe)
+    /// ([`GpuOptions::coop_matrix`], and the adapter has them).
+    pub coop_matrix: Option<u32>,
     lost: Arc<Mutex<Option<String>>>,
     errors: Arc<Mutex<Vec<String>>>,
     /// Behind a mutex so that a context can be shared with the thread that uploads weights while
@@ -124,6 +133,7 @@ impl GpuContext {
         let sizes = (info.subgroup_min_size, info.subgroup_max_size);
         let usable_sizes = sizes.0 >= 4 && sizes.1 <= 256 && sizes.0.is_power_of_two() && sizes.1.is_power_of_two();
         let subgroups = features.contains(wgpu::Features::SUBGROUP) && usable_sizes && !options.disable_subgroups;
+        let coop_matrix = if options.coop_matrix && f16 && subgroups { f16_coop_matrix(&adapter) } else { None };
 
         // Ask for the adapter's own maxima where they matter; everything else stays at WebGPU's
         // defaults, which every adapter meets.
@@ -141,11 +151,19 @@ impl GpuContext {
         let mut required_features = wgpu::Features::empty();
         required_features.set(wgpu::Features::SHADER_F16, f16);
         required_features.set(wgpu::Features::SUBGROUP, subgroups);
+        required_features.set(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, coop_matrix.is_some());
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("carebot"),
                 required_features,
                 required_limits: limits.clone(),
+                // SAFETY: wgpu's experimental features may hold bugs; the one asked for here is
+                // cooperative matrices, only with GpuOptions::coop_matrix (off by default), and
+                // the kernel using them is checked against the CPU reference like every other.
+                experimental_features: match coop_matrix {
+                    Some(_) => unsafe { wgpu::ExperimentalFeatures::enabled() },
+                    None => wgpu::ExperimentalFeatures::disabled(),
+                },
                 ..Default::default()
             })
             .await
@@ -171,6 +189,7 @@ impl GpuContext {
             f16,
             subgroups,
             int8_dot,
+            coop_matrix,
             lost,
             errors,
             pipelines: Mutex::new(HashMap::new()),
@@ -182,7 +201,8 @@ impl GpuContext {
         // WebGPU does not tell a page the adapter's name.
         let name = if self.info.name.is_empty() { "WebGPU adapter" } else { &self.info.name };
         format!(
-            "{name} ({:?}, {:?}), bindings ≤ {:.0} MiB, shader-f16 {}, subgroups {}, int8 activations {}",
+            "{name} ({:?}, {:?}), bindings ≤ {:.0} MiB, shader-f16 {}, subgroups {}, int8 activations {}, \
+             cooperative matrices {}",
             self.info.device_type,
             self.info.backend,
             self.binding_limit as f64 / MIB,
@@ -192,6 +212,10 @@ impl GpuContext {
                 false => "off".into(),
             },
             if self.int8_dot { "on" } else { "off" },
+            match self.coop_matrix {
+                Some(side) => format!("on ({side}×{side})"),
+                None => "off".into(),
+            },
         )
     }
 
@@ -335,4 +359,21 @@ impl Future for MapFuture {
 pub fn spread(n: u32) -> [u32; 3] {
     const MAX: u32 = 65535;
     if n <= MAX { [n.max(1), 1, 1] } else { [MAX, n.div_ceil(MAX), 1] }
+}
+
+/// The side of the f16 × f16 → f32 cooperative matrices the prefill kernel can use on this
+/// adapter (`shaders/matmul_coop.wgsl`): 16 where it has them (GPUs), else 8 (Mesa's lavapipe).
+/// Never in the browser: wgpu offers them natively only.
+fn f16_coop_matrix(adapter: &wgpu::Adapter) -> Option<u32> {
+    if !adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return None;
+    }
+    let sides = adapter.cooperative_matrix_properties().into_iter().filter_map(|m| {
+        let f16_to_f32 = m.ab_type == wgpu::CooperativeScalarType::F16 && m.cr_type == wgpu::CooperativeScalarType::F32;
+        (f16_to_f32 && m.m_size == m.n_size && m.n_size == m.k_size).then_some(m.m_size)
+    });
+    // A workgroup has 128 invocations and 1024 / side² tiles, at most 2 per subgroup: at least
+    // 512 / side² subgroups, so of at most side² / 4 invocations.
+    let max_subgroup = adapter.get_info().subgroup_max_size;
+    sides.filter(|&side| (side == 8 || side == 16) && max_subgroup <= side * side / 4).max()
 }

@@ -8,7 +8,8 @@ use crate::context::{GpuContext, GpuError};
 use crate::ops::attention::{self, AttentionProbe, attention};
 use crate::ops::embed::embed;
 use crate::ops::matmul::{
-    Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, ProductInput, int8_activations, matmul, norm_slots,
+    Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, ProductInput, coop_matrix_product, int8_activations,
+    matmul, norm_slots,
 };
 use crate::ops::qkv::qkv_rope_store;
 use crate::ops::rms_norm::rms_norm;
@@ -355,43 +356,48 @@ impl GpuModel {
         let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
         let (dim, eps, kv, consts, table) =
             (cfg.dim as u32, cfg.rms_eps, self.kv_flag, &self.consts, self.table_offset);
-        let batch = Product::Batch(self.prefill_tile);
         let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
         for b in &self.blocks {
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.attn_norm, dim, eps));
-            let x = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.wq, &b.wk, &b.wv]);
-            d.extend(matmul(c, s, &b.wq, None, None, x, &a.q, Epilogue::Store, batch));
-            d.extend(matmul(c, s, &b.wk, None, None, x, &a.k, Epilogue::Store, batch));
-            d.extend(matmul(c, s, &b.wv, None, None, x, &a.v, Epilogue::Store, batch));
+            let (x, by) = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.wq, &b.wk, &b.wv]);
+            d.extend(matmul(c, s, &b.wq, None, None, x, &a.q, Epilogue::Store, by));
+            d.extend(matmul(c, s, &b.wk, None, None, x, &a.k, Epilogue::Store, by));
+            d.extend(matmul(c, s, &b.wv, None, None, x, &a.v, Epilogue::Store, by));
             d.push(rope_and_store(c, s, cfg, &a.q, &a.k, &a.v, consts, table, &b.k_cache, &b.v_cache, kv));
             d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv));
-            let x = self.product_input(&mut d, &a.att, cfg.q_dim(), &[&b.wo]);
-            d.extend(matmul(c, s, &b.wo, None, None, x, &a.x, Epilogue::Add, batch));
+            let (x, by) = self.product_input(&mut d, &a.att, cfg.q_dim(), &[&b.wo]);
+            d.extend(matmul(c, s, &b.wo, None, None, x, &a.x, Epilogue::Add, by));
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.ffn_norm, dim, eps));
-            let x = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.w_gate, &b.w_up]);
-            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), None, x, &a.h, Epilogue::SwiGlu, batch));
-            let x = self.product_input(&mut d, &a.h, cfg.ffn_dim, &[&b.w_down]);
-            d.extend(matmul(c, s, &b.w_down, None, None, x, &a.x, Epilogue::Add, batch));
+            let (x, by) = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.w_gate, &b.w_up]);
+            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), None, x, &a.h, Epilogue::SwiGlu, by));
+            let (x, by) = self.product_input(&mut d, &a.h, cfg.ffn_dim, &[&b.w_down]);
+            d.extend(matmul(c, s, &b.w_down, None, None, x, &a.x, Epilogue::Add, by));
         }
         d
     }
 
     /// The batch's `x` (`cols` values per token) as the prefill products of `matrices` (one
-    /// kernel) take it: rounded to int8 first, one more dispatch, where they use int8 activations.
+    /// kernel) take it, and the kernel: on cooperative matrices where the context has them;
+    /// else the tiled kernel, on x rounded to int8 first (one more dispatch) where the products
+    /// use int8 activations.
     fn product_input<'a>(
         &'a self,
         d: &mut Vec<Dispatch>,
         x: &'a wgpu::Buffer,
         cols: usize,
         matrices: &[&GpuMatrix],
-    ) -> ProductInput<'a> {
+    ) -> (ProductInput<'a>, Product) {
         let types: Vec<_> = matrices.iter().map(|m| m.ty).collect();
+        if coop_matrix_product(&self.ctx, &types) {
+            return (x.into(), Product::Coop);
+        }
+        let batch = Product::Batch(self.prefill_tile);
         if !int8_activations(&self.ctx, &types) {
-            return x.into();
+            return (x.into(), batch);
         }
         let a = &self.act;
         d.push(round_int8(&self.ctx, &a.step, x, &a.xq, &a.x_meta, cols as u32));
-        ProductInput::Int8 { q: &a.xq, meta: &a.x_meta }
+        (ProductInput::Int8 { q: &a.xq, meta: &a.x_meta }, batch)
     }
 
     /// The batch's last token: final norm and the output projection to logits. `folded`: after

@@ -60,6 +60,8 @@ pub enum Kernel {
     Rope,
     MatVec,
     MatMul,
+    /// The prefill product on cooperative matrices (GpuContext::coop_matrix).
+    MatMulCoop,
     Attention,
     AttentionMerge,
     Select,
@@ -80,6 +82,7 @@ impl Kernel {
             Kernel::Rope => shader!("rope.wgsl"),
             Kernel::MatVec => shader!("matvec.wgsl"),
             Kernel::MatMul => shader!("matmul.wgsl"),
+            Kernel::MatMulCoop => shader!("matmul_coop.wgsl"),
             Kernel::Attention => concat!(shader!("attention_params.wgsl"), shader!("attention.wgsl")),
             Kernel::AttentionMerge => concat!(shader!("attention_params.wgsl"), shader!("attention_merge.wgsl")),
             Kernel::Select => shader!("select.wgsl"),
@@ -121,6 +124,16 @@ pub fn weight_format(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
+/// Which x values a format's chunks multiply (its `x4_$W`): formats with the same order can share
+/// one pass over x (the cooperative-matrix SwiGLU product stages x once for gate and up).
+pub fn chunk_order(ty: GgmlType) -> u8 {
+    match ty {
+        GgmlType::Q4_K | GgmlType::Q5_K => 1,
+        GgmlType::Q6_K => 2,
+        _ => 0,
+    }
+}
+
 /// Everything that selects one compiled variant of a kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Variant {
@@ -136,6 +149,8 @@ pub struct Variant {
     pub matvec_rows: MatvecRows,
     /// Query heads per attention workgroup.
     pub attention_heads: u32,
+    /// The side of the cooperative matrices (`Kernel::MatMulCoop`).
+    pub coop_side: u32,
 }
 
 impl Variant {
@@ -147,6 +162,7 @@ impl Variant {
             tile: PrefillTile::default(),
             matvec_rows: MatvecRows::default(),
             attention_heads: 1,
+            coop_side: 16,
         }
     }
     pub fn weight(mut self, ty: GgmlType) -> Self {
@@ -168,6 +184,10 @@ impl Variant {
         self.matvec_rows = rows;
         self
     }
+    pub fn coop_side(mut self, side: u32) -> Self {
+        self.coop_side = side;
+        self
+    }
     pub fn attention_heads(mut self, heads: u32) -> Self {
         self.attention_heads = heads;
         self
@@ -176,9 +196,12 @@ impl Variant {
     /// The complete WGSL module.
     pub fn source(&self) -> String {
         let mut src = String::new();
-        if self.flags.contains("KV_F16") || self.flags.contains("F16") {
+        if self.flags.contains("KV_F16") || self.flags.contains("F16") || self.kernel == Kernel::MatMulCoop {
             // `enable` must precede every declaration.
             src.push_str("enable f16;\n");
+        }
+        if self.kernel == Kernel::MatMulCoop {
+            src.push_str("enable wgpu_cooperative_matrix;\n");
         }
         // WebGPU requires the directive for subgroup operations, and naga (native) rejects it.
         // (wgpu 30 does not yet offer the WebGPU feature, so no browser gets here today.)
@@ -224,7 +247,7 @@ impl Variant {
             src.push_str(KV);
         }
         let body = self.kernel.source();
-        if matches!(self.kernel, Kernel::MatVec | Kernel::MatMul) {
+        if matches!(self.kernel, Kernel::MatVec | Kernel::MatMul | Kernel::MatMulCoop) {
             src.push_str(PRODUCT_IO);
         }
         if body.contains("write_out(") {
@@ -243,6 +266,8 @@ impl Variant {
             .replace("{{MATVEC_LANES}}", &self.matvec_rows.lanes().to_string())
             .replace("{{MATMUL_ROWS}}", &rows.to_string())
             .replace("{{MATMUL_TOKENS}}", &tile.tokens.to_string())
+            .replace("{{COOP_ROWS}}", if flags.contains("SWIGLU") { "16" } else { "32" })
+            .replace("{{COOP}}", &self.coop_side.to_string())
             .replace("{{MATMUL_ACC}}", &(rows * tile.tokens / 4).to_string())
             .replace("{{ATTENTION_HEADS}}", &self.attention_heads.to_string())
             .replace("{{ATTENTION_KEYS_PER_SPLIT}}", &attention::KEYS_PER_SPLIT.to_string())

@@ -7,7 +7,8 @@ use carebot_gpu::GpuOptions;
 use carebot_gpu::ops::attention::{attention, decode_splits, heads_per_group, partials_bytes};
 use carebot_gpu::ops::embed::embed;
 use carebot_gpu::ops::matmul::{
-    Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, ProductInput, int8_activations, matmul, norm_slots,
+    Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, ProductInput, coop_matrix_product, int8_activations,
+    matmul, norm_slots,
 };
 use carebot_gpu::ops::qkv::qkv_rope_store;
 use carebot_gpu::ops::rms_norm::rms_norm;
@@ -229,6 +230,67 @@ async fn int8_products_match_the_cpu(ctx: &carebot_gpu::GpuContext) {
                         assert!(plain <= 1e-5, "x was rounded for a float format: {what}");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The prefill product on cooperative matrices (`GpuOptions::coop_matrix`, where the adapter
+/// multiplies 16 × 16 f16 matrices): it must match the CPU product of the same weights and x
+/// rounded to f16 (as the kernel stages them), for every format and epilogue, with batches that
+/// fill one 32-token tile partly and two tiles, and row counts that are not multiples of 16.
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn coop_matrix_products_match_the_cpu_at_f16() {
+    let Some(ctx) = context(GpuOptions { coop_matrix: true, ..Default::default() }).await else { return };
+    if ctx.coop_matrix.is_none() {
+        note("no f16 cooperative matrices on this adapter: the cooperative-matrix product untested here");
+        return;
+    }
+    note(&format!("cooperative matrices on {}", ctx.describe()));
+    let mut rng = SplitMix64::new(seed("matmul-coop"));
+    let cols = 512;
+    let to_f16 = |v: &[f32]| v.iter().map(|&v| f16::from_f32(v).to_f32()).collect::<Vec<f32>>();
+    // The weights as the kernel stages them: decoded, then rounded to f16.
+    let rounded = |m: &QMatrix| {
+        let mut w = vec![0f32; m.rows * m.cols];
+        for (r, row) in w.chunks_exact_mut(m.cols).enumerate() {
+            m.row(r, row);
+        }
+        let data = to_f16(&w).iter().flat_map(|v| v.to_le_bytes()).collect();
+        QMatrix { ty: GgmlType::F32, rows: m.rows, cols: m.cols, data }
+    };
+    for i in 0..TYPES.len() {
+        let (rows, w, up, gw, gup) = product_matrices(&ctx, &mut rng, i, cols);
+        let (w16, up16) = (rounded(&w), rounded(&up));
+        for n in [1, 5, 37] {
+            for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::SwiGlu] {
+                let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
+                let types: Vec<GgmlType> = std::iter::once(w.ty).chain(upm.map(|u| u.ty)).collect();
+                if !coop_matrix_product(&ctx, &types) {
+                    continue;
+                }
+                let x = random(&mut rng, n * cols, -2.0, 2.0);
+                let y0 = random(&mut rng, n * rows, -4.0, 4.0);
+                let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
+                let s = step(&ctx, n as u32, 0);
+                run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, Product::Coop), n as u32);
+                let got = download(&ctx, &yb, n * rows).await;
+                let want = |w: &QMatrix, up: &QMatrix, x: &[f32]| {
+                    let (mut a, mut u) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                    w.matmul(x, &mut a);
+                    up.matmul(x, &mut u);
+                    match epilogue {
+                        Epilogue::SwiGlu => a.iter().zip(&u).map(|(g, u)| reference::silu(*g) * u).collect(),
+                        Epilogue::Add => a.iter().zip(&y0).map(|(a, b)| a + b).collect::<Vec<f32>>(),
+                        _ => a,
+                    }
+                };
+                let mirror = rel_err(&got, &want(&w16, &up16, &to_f16(&x)));
+                let plain = rel_err(&got, &want(&w, &up, &x));
+                let what = format!("{} {epilogue:?} n={n}: {mirror:.1e} (in f32 {plain:.1e})", w.ty.name());
+                assert!(mirror <= 1e-5, "{what}");
+                assert!(plain <= 1e-2, "{what}");
             }
         }
     }

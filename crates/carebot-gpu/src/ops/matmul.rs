@@ -1,11 +1,12 @@
 //! Matrix products with on-the-fly dequantization: `shaders/matvec.wgsl` for one token (decode) and
-//! the tiled `shaders/matmul.wgsl` for a batch (prefill), each with the epilogues of
+//! the tiled `shaders/matmul.wgsl` (or, on cooperative matrices, `shaders/matmul_coop.wgsl`) for a
+//! batch (prefill), each with the epilogues of
 //! `shaders/epilogue.wgsl`. Decode can fold an RMSNorm into the products on either side of it
 //! ([`NextNorm`], [`Norm`]).
 
 use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
-use crate::shader::{Kernel, Variant};
+use crate::shader::{Kernel, Variant, chunk_order};
 use crate::weights::GpuMatrix;
 use carebot_model::quant::GgmlType;
 
@@ -128,6 +129,21 @@ pub enum Product {
     LastToken(MatvecRows),
     /// The tiled matrix–matrix kernel on every token of the batch (prefill).
     Batch(PrefillTile),
+    /// The matrix–matrix kernel on cooperative matrices, every token of the batch (prefill, where
+    /// [`coop_matrix_product`] holds).
+    Coop,
+}
+
+/// Whether the prefill product of matrices in `types` (one kernel) may run on cooperative
+/// matrices: the context has them and, for gate and up together, both formats take x in the
+/// same order (the kernel stages x once for both).
+pub fn coop_matrix_product(ctx: &GpuContext, types: &[GgmlType]) -> bool {
+    ctx.coop_matrix.is_some() && types.iter().all(|&t| chunk_order(t) == chunk_order(types[0]))
+}
+
+/// Rows of each matrix per workgroup of the cooperative-matrix kernel.
+fn coop_rows(swiglu: bool) -> u32 {
+    if swiglu { 16 } else { 32 }
 }
 
 /// What happens to each result.
@@ -256,6 +272,12 @@ pub fn matmul<'x>(
             assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
             Variant::new(Kernel::MatMul).tile(tile)
         }
+        Product::Coop => {
+            assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
+            assert!(coop_matrix_product(ctx, &types), "no cooperative matrices for {types:?} here");
+            assert!(matches!(x, ProductInput::F32(_)), "the cooperative-matrix product takes x in f32");
+            Variant::new(Kernel::MatMulCoop).coop_side(ctx.coop_matrix.unwrap_or(16))
+        }
     }
     .weight(w.ty);
     if let Some(up) = up {
@@ -263,7 +285,7 @@ pub fn matmul<'x>(
     }
     let rounded = matches!(x, ProductInput::Int8 { .. });
     if rounded {
-        assert!(matches!(product, Product::Batch(_)), "the matrix–vector product rounds x itself");
+        assert!(matches!(product, Product::Batch(_)), "only the tiled matrix–matrix product takes x rounded");
         assert!(int8_activations(ctx, &types), "rounded x needs int8 activations and integer formats");
     }
     variant = variant
@@ -316,6 +338,7 @@ pub fn matmul<'x>(
                 Product::Batch(tile) => {
                     Grid::PerTokens { x: part.rows.div_ceil(tile.workgroup_rows(up.is_some())), tile: tile.tokens }
                 }
+                Product::Coop => Grid::PerTokens { x: part.rows.div_ceil(coop_rows(up.is_some())), tile: 32 },
             };
             Dispatch::new(ctx, pipeline.clone(), &buffers, grid)
         })
