@@ -314,6 +314,38 @@ pub fn preprocess(src: &str, flags: &BTreeSet<&'static str>) -> String {
 mod tests {
     use super::*;
 
+    /// The cooperative-matrix prefill kernel at both sides, every format and epilogue, through
+    /// naga's WGSL front end, validator and SPIR-V back end (what wgpu does before Vulkan sees
+    /// it): lavapipe runs only the 8×8 one (tests/ops.rs), GPUs the 16×16 one.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn the_cooperative_matrix_kernel_compiles_at_both_sides() {
+        use naga::valid::{Capabilities, ValidationFlags, Validator};
+        for side in [8, 16] {
+            for ty in carebot_model::quant::SUPPORTED_TYPES {
+                for epilogue in ["STORE", "ADD", "SWIGLU"] {
+                    let mut v = Variant::new(Kernel::MatMulCoop).coop_side(side).weight(ty);
+                    if epilogue == "SWIGLU" {
+                        v = v.weight(ty);
+                    }
+                    if epilogue != "STORE" {
+                        v = v.flag(epilogue);
+                    }
+                    let src = v.source();
+                    let what = format!("{side}×{side} {} {epilogue}", ty.name());
+                    let module = naga::front::wgsl::parse_str(&src)
+                        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+                    let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+                        .validate(&module)
+                        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+                    let options = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
+                    naga::back::spv::write_vec(&module, &info, &options, None)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                }
+            }
+        }
+    }
+
     #[test]
     fn preprocess_picks_one_branch() {
         let src = "a\n#if X\nb\n#elif Y\nc\n#else\nd\n#endif\ne\n";
