@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// (native only): weights and x rounded to f16, sums in f32.
     #[arg(long)]
     pub coop_matrix: bool,
+    /// Most prompt tokens one prefill submission runs (the engine's default when left out): more
+    /// tokens per dispatch give a GPU more workgroups to spread.
+    #[arg(long)]
+    pub max_batch: Option<usize>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -116,6 +120,7 @@ struct Report {
     folds_norms: bool,
     prefill_tile: PrefillTile,
     matvec_rows: MatvecRows,
+    max_batch: usize,
     int8_dot: bool,
     /// The side of the cooperative matrices prefill ran on, if it did.
     coop_matrix: Option<u32>,
@@ -149,6 +154,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         },
         prefill_tile: args.prefill_tile,
         matvec_rows: args.matvec_rows,
+        max_batch: args.max_batch.unwrap_or(EngineOptions::default().max_batch),
         ..Default::default()
     };
     // The time to read the file's bytes, the yardstick for the time to the first token (read
@@ -252,6 +258,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         folds_norms: model.folds_norms(),
         prefill_tile: args.prefill_tile,
         matvec_rows: model.matvec_rows(),
+        max_batch: model.max_batch(),
         int8_dot: model.ctx.int8_dot,
         coop_matrix: model.ctx.coop_matrix,
     };
@@ -462,10 +469,11 @@ impl Report {
             (
                 "prefill",
                 format!(
-                    "{} tok/s ({} tokens in {:.3} s, {})",
+                    "{} tok/s ({} tokens in {:.3} s, batches of ≤ {}, {})",
                     rate(self.prefill_tps()),
                     self.prompt_tokens,
                     self.prefill_s,
+                    self.max_batch,
                     match self.coop_matrix {
                         Some(side) => format!("{side}×{side} cooperative matrices"),
                         None => format!("{} tiles", self.prefill_tile),
@@ -547,6 +555,7 @@ impl Report {
             "prefill_tok_s": self.prefill_tps(),
             "prefill_tile": self.prefill_tile.to_string(),
             "matvec_rows": self.matvec_rows.0,
+            "max_batch": self.max_batch,
             "int8_activations": self.int8_dot,
             "coop_matrix": self.coop_matrix,
             "gen_tokens": self.gen_tokens,
