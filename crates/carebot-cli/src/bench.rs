@@ -517,7 +517,14 @@ impl Report {
             (
                 "prefill vs f16 peak",
                 match self.prefill_fma16_pct() {
-                    Some(pct) => format!("{pct:.1} % (the prefill computes in f32)"),
+                    Some(pct) => format!(
+                        "{pct:.1} % (the prefill multiplies {})",
+                        match (self.coop_matrix, self.int8_dot) {
+                            (Some(_), _) => "f16 on cooperative matrices",
+                            (None, true) => "int8 where the weights have integer quants",
+                            (None, false) => "in f32",
+                        }
+                    ),
                     None => "-".into(),
                 },
             ),
