@@ -4,20 +4,26 @@
 # libraries, so it lives in a Debian 13 root under $ROOT, where the test binaries built here run.
 #
 #   scripts/test-coop.sh setup   # once, as root: debootstrap + mesa-vulkan-drivers from trixie-backports
-#   scripts/test-coop.sh run     # builds the GPU test binaries, runs their cooperative-matrix tests there
+#   scripts/test-coop.sh run     # builds the GPU test binaries, runs their cooperative-matrix tests there,
+#                                # and validates the kernel's SPIR-V at both sides (16×16 is what GPUs
+#                                # run; no local driver does) with Debian 13's spirv-val
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="${CAREBOT_COOP_ROOT:-/opt/carebot-trixie}"
 MIRROR=http://deb.debian.org/debian
 
 setup() {
-    [ -x "$ROOT/usr/bin/vulkaninfo" ] && return
+    [ -x "$ROOT/usr/bin/vulkaninfo" ] && [ -x "$ROOT/usr/bin/spirv-val" ] && return
+    if [ -d "$ROOT" ]; then
+        chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq spirv-tools >/dev/null
+        return
+    fi
     command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
     debootstrap --variant=minbase trixie "$ROOT" "$MIRROR" >/dev/null
     echo "deb $MIRROR trixie-backports main" > "$ROOT/etc/apt/sources.list.d/backports.list"
     chroot "$ROOT" apt-get update -qq
     chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        -t trixie-backports mesa-vulkan-drivers libvulkan1 vulkan-tools >/dev/null
+        -t trixie-backports mesa-vulkan-drivers libvulkan1 vulkan-tools spirv-tools >/dev/null
 }
 
 run() {
@@ -40,6 +46,14 @@ for line in sys.stdin:
             status=1
         fi
     done
+    rm -rf "$ROOT/tmp/carebot/spv" && mkdir -p "$ROOT/tmp/carebot/spv"
+    CAREBOT_SPIRV_OUT="$ROOT/tmp/carebot/spv" cargo test --release -q -p carebot-gpu --lib cooperative_matrix_kernel \
+        || status=1
+    # shellcheck disable=SC2016
+    chroot "$ROOT" sh -c 'n=0; for f in /tmp/carebot/spv/*.spv; do
+            spirv-val --target-env vulkan1.3 "$f" || { echo "FAILED: spirv-val $f"; exit 1; }; n=$((n + 1))
+        done; [ "$n" -gt 0 ] && echo "spirv-val: the $n SPIR-V modules of the cooperative-matrix kernel are valid"' \
+        || status=1
     return "$status"
 }
 

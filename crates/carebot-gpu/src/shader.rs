@@ -316,7 +316,8 @@ mod tests {
 
     /// The cooperative-matrix prefill kernel at both sides, every format and epilogue, through
     /// naga's WGSL front end, validator and SPIR-V back end (what wgpu does before Vulkan sees
-    /// it): lavapipe runs only the 8×8 one (tests/ops.rs), GPUs the 16×16 one.
+    /// it): lavapipe runs only the 8×8 one (tests/ops.rs), GPUs the 16×16 one. With
+    /// `CAREBOT_SPIRV_OUT` set, the SPIR-V goes into that folder.
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn the_cooperative_matrix_kernel_compiles_at_both_sides() {
@@ -339,8 +340,15 @@ mod tests {
                         .validate(&module)
                         .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
                     let options = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
-                    naga::back::spv::write_vec(&module, &info, &options, None)
+                    let words = naga::back::spv::write_vec(&module, &info, &options, None)
                         .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    // scripts/test-coop.sh checks these with a SPIR-V validator that knows the
+                    // cooperative-matrix extension.
+                    if let Some(dir) = std::env::var_os("CAREBOT_SPIRV_OUT") {
+                        let path = std::path::Path::new(&dir).join(format!("{side}-{}-{epilogue}.spv", ty.name()));
+                        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    }
                 }
             }
         }
