@@ -42,7 +42,7 @@ for line in sys.stdin:
             | tee "$log" || status=1
         # The tests skip (and pass) where the adapter has no cooperative matrices: not here.
         if grep -q 'untested here' "$log" || ! grep -q '^test result: ok. [1-9]' "$log"; then
-            echo "FAILED: the cooperative-matrix tests of $t did not run on cooperative matrices" >&2
+            echo "FAILED: the cooperative-matrix tests of $t failed or did not run on cooperative matrices" >&2
             status=1
         fi
     done

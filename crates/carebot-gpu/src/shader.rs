@@ -124,14 +124,36 @@ pub fn weight_format(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// Which x values a format's chunks multiply (its `x4_$W`): formats with the same order can share
-/// one pass over x (the cooperative-matrix SwiGLU product stages x once for gate and up).
-pub fn chunk_order(ty: GgmlType) -> u8 {
-    match ty {
-        GgmlType::Q4_K | GgmlType::Q5_K => 1,
-        GgmlType::Q6_K => 2,
-        _ => 0,
+/// The WGSL parts that describe weight format `ty` to the kernels (`$W` for its letter): its
+/// decoder and the shared pieces it builds on, with the defaults it does not define itself.
+fn format_parts(ty: GgmlType) -> Vec<&'static str> {
+    let format = weight_format(ty).expect("weight types are checked at load");
+    let mut parts = vec![BYTES];
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
+        parts.push(K_SCALES);
     }
+    if matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1) {
+        parts.push(FIFTH_BITS);
+    }
+    parts.push(format);
+    if !parts.iter().any(|part| part.contains("fn x4_$W")) {
+        parts.push(X4_IN_ORDER);
+    }
+    if !parts.iter().any(|part| part.contains("fn scales_$W")) {
+        parts.push(UNSCALED);
+    }
+    if ty.has_integer_quants() {
+        parts.push(QUANTS4_FROM_BYTES);
+    }
+    parts.push(DEQUANT4);
+    parts
+}
+
+/// Which x values a format's chunks multiply: the WGSL part that defines its `x4_$W`. Formats
+/// with the same one can share one pass over x (the cooperative-matrix SwiGLU product stages x
+/// once for gate and up).
+pub fn chunk_order(ty: GgmlType) -> &'static str {
+    format_parts(ty).into_iter().find(|part| part.contains("fn x4_$W")).expect("X4_IN_ORDER is the default")
 }
 
 /// Everything that selects one compiled variant of a kernel.
@@ -214,26 +236,8 @@ impl Variant {
             src.push_str(INT8);
         }
         for (ty, name) in self.weights.iter().zip(["a", "b", "c"]) {
-            let format = weight_format(*ty).expect("weight types are checked at load");
             src.push_str(&format!("const ROW_ALIGN_{name}: u32 = {}u;\n", crate::weights::row_align(*ty)));
-            let mut parts = vec![BYTES];
-            if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
-                parts.push(K_SCALES);
-            }
-            if matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1) {
-                parts.push(FIFTH_BITS);
-            }
-            parts.push(format);
-            if !parts.iter().any(|part| part.contains("fn x4_$W")) {
-                parts.push(X4_IN_ORDER);
-            }
-            if !parts.iter().any(|part| part.contains("fn scales_$W")) {
-                parts.push(UNSCALED);
-            }
-            if ty.has_integer_quants() {
-                parts.push(QUANTS4_FROM_BYTES);
-            }
-            parts.push(DEQUANT4);
+            let mut parts = format_parts(*ty);
             if self.kernel == Kernel::MatVec {
                 // X_INT8 is set only where every matrix has integer quants (matmul::int8_activations).
                 parts.push(if int8 { MATVEC_CHUNK_INT8 } else { MATVEC_CHUNK });
@@ -266,7 +270,7 @@ impl Variant {
             .replace("{{MATVEC_LANES}}", &self.matvec_rows.lanes().to_string())
             .replace("{{MATMUL_ROWS}}", &rows.to_string())
             .replace("{{MATMUL_TOKENS}}", &tile.tokens.to_string())
-            .replace("{{COOP_ROWS}}", if flags.contains("SWIGLU") { "16" } else { "32" })
+            .replace("{{COOP_ROWS}}", &crate::ops::matmul::coop_rows(flags.contains("SWIGLU")).to_string())
             .replace("{{COOP}}", &self.coop_side.to_string())
             .replace("{{MATMUL_ACC}}", &(rows * tile.tokens / 4).to_string())
             .replace("{{ATTENTION_HEADS}}", &self.attention_heads.to_string())

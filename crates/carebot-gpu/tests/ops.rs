@@ -99,6 +99,23 @@ fn products_for_type(i: usize) -> [Product; 4] {
     ]
 }
 
+/// The CPU reference of a product with its epilogue: W x stored, added to `y0`, or with SwiGLU
+/// silu(W x) · (up x).
+fn cpu_product(w: &QMatrix, up: &QMatrix, x: &[f32], y0: &[f32], epilogue: Epilogue) -> Vec<f32> {
+    let mut a = vec![0f32; y0.len()];
+    w.matmul(x, &mut a);
+    match epilogue {
+        Epilogue::Store => {}
+        Epilogue::Add | Epilogue::AddThenNorm(_) => a.iter_mut().zip(y0).for_each(|(a, b)| *a += b),
+        Epilogue::SwiGlu => {
+            let mut u = vec![0f32; y0.len()];
+            up.matmul(x, &mut u);
+            a.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
+        }
+    }
+    a
+}
+
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
@@ -123,19 +140,7 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
                         let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
                         run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, product), n as u32);
                         let got = download(&ctx, &yb, n * rows).await;
-                        let mut want = vec![0f32; n * rows];
-                        w.matmul(&x, &mut want);
-                        match epilogue {
-                            Epilogue::Store => {}
-                            Epilogue::Add | Epilogue::AddThenNorm(_) => {
-                                want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b)
-                            }
-                            Epilogue::SwiGlu => {
-                                let mut u = vec![0f32; n * rows];
-                                up.matmul(&x, &mut u);
-                                want.iter_mut().zip(&u).for_each(|(g, u)| *g = reference::silu(*g) * u);
-                            }
-                        }
+                        let want = cpu_product(&w, &up, &x, &y0, epilogue);
                         // f32 sums in another order: ~1e-6 here (a wrong weight decode gives ≥ 1e-2).
                         let err = rel_err(&got, &want);
                         assert!(err <= 1e-5, "{} {epilogue:?} n={n} {product:?}: relative error {err}", w.ty.name());
@@ -209,14 +214,7 @@ async fn int8_products_match_the_cpu(ctx: &carebot_gpu::GpuContext) {
                         if round {
                             quant::round_to_int8_blocks(&mut x);
                         }
-                        let (mut a, mut u) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                        w.matmul(&x, &mut a);
-                        up.matmul(&x, &mut u);
-                        match epilogue {
-                            Epilogue::SwiGlu => a.iter().zip(&u).map(|(g, u)| reference::silu(*g) * u).collect(),
-                            Epilogue::Add => a.iter().zip(&y0).map(|(a, b)| a + b).collect(),
-                            _ => a,
-                        }
+                        cpu_product(&w, &up, &x, &y0, epilogue)
                     };
                     let (mirror, plain) = (rel_err(&got, &want(true)), rel_err(&got, &want(false)));
                     let what = format!(
@@ -276,18 +274,8 @@ async fn coop_matrix_products_match_the_cpu_at_f16() {
                 let s = step(&ctx, n as u32, 0);
                 run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, Product::Coop), n as u32);
                 let got = download(&ctx, &yb, n * rows).await;
-                let want = |w: &QMatrix, up: &QMatrix, x: &[f32]| {
-                    let (mut a, mut u) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                    w.matmul(x, &mut a);
-                    up.matmul(x, &mut u);
-                    match epilogue {
-                        Epilogue::SwiGlu => a.iter().zip(&u).map(|(g, u)| reference::silu(*g) * u).collect(),
-                        Epilogue::Add => a.iter().zip(&y0).map(|(a, b)| a + b).collect::<Vec<f32>>(),
-                        _ => a,
-                    }
-                };
-                let mirror = rel_err(&got, &want(&w16, &up16, &to_f16(&x)));
-                let plain = rel_err(&got, &want(&w, &up, &x));
+                let mirror = rel_err(&got, &cpu_product(&w16, &up16, &to_f16(&x), &y0, epilogue));
+                let plain = rel_err(&got, &cpu_product(&w, &up, &x, &y0, epilogue));
                 let what = format!("{} {epilogue:?} n={n}: {mirror:.1e} (in f32 {plain:.1e})", w.ty.name());
                 assert!(mirror <= 1e-5, "{what}");
                 assert!(plain <= 1e-2, "{what}");

@@ -141,8 +141,8 @@ pub fn coop_matrix_product(ctx: &GpuContext, types: &[GgmlType]) -> bool {
     ctx.coop_matrix.is_some() && types.iter().all(|&t| chunk_order(t) == chunk_order(types[0]))
 }
 
-/// Rows of each matrix per workgroup of the cooperative-matrix kernel.
-fn coop_rows(swiglu: bool) -> u32 {
+/// Rows of each matrix per workgroup of the cooperative-matrix kernel (its TILE_ROWS).
+pub(crate) fn coop_rows(swiglu: bool) -> u32 {
     if swiglu { 16 } else { 32 }
 }
 
