@@ -100,6 +100,15 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
 }
 
+/// Destroys the device, and with it every buffer, as soon as its context (or the model owning it)
+/// goes. In the browser wgpu leaves a dropped buffer to the garbage collector, so without this the
+/// weights of a model the app let go of could still hold the GPU's memory when the next one loads.
+impl Drop for GpuContext {
+    fn drop(&mut self) {
+        self.device.destroy();
+    }
+}
+
 impl GpuContext {
     pub async fn new(options: &GpuOptions) -> Result<Self, GpuError> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());

@@ -18,6 +18,8 @@ use carebot_model::rng::SplitMix64;
 use carebot_model::sampler::{Sampler, SamplerConfig};
 use carebot_model::synthetic::SyntheticSpec;
 use common::*;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 const CONTEXT: usize = 256;
 
@@ -417,6 +419,47 @@ async fn bad_input_gets_typed_errors() {
         let e = carebot_gpu::GpuContext::new(&options).await.err().expect("found an adapter named no-such-gpu");
         assert!(e.to_string().contains("no GPU adapter"), "{e}");
     }
+}
+
+/// Dropping a model destroys its device at once (`Drop for GpuContext`), so that the GPU memory of
+/// its weights is free before the app loads another: wgpu's browser backend leaves a dropped
+/// buffer to the garbage collector.
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn dropping_a_model_destroys_its_device() {
+    let bytes = SyntheticSpec::tiny_llama3().to_gguf(GgmlType::Q4_0);
+    let Some(m) = gpu_model(&bytes).await else { return };
+    // wgpu-core loses a destroyed device once its queue is idle, so the test keeps the queue.
+    let (device, _queue) = (m.ctx.device.clone(), m.ctx.queue.clone());
+    let lost: Arc<Mutex<(Option<wgpu::DeviceLostReason>, Option<Waker>)>> = Arc::default();
+    let sink = lost.clone();
+    device.set_device_lost_callback(move |reason, _| {
+        let mut l = sink.lock().unwrap();
+        l.0 = Some(reason);
+        if let Some(w) = l.1.take() {
+            w.wake();
+        }
+    });
+    drop(m);
+    // Natively the callback runs when the device is next polled; in the browser when its `lost`
+    // promise settles, so there the test waits for it (a device never destroyed times the test out).
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = device.poll(wgpu::PollType::wait_indefinitely());
+        assert!(lost.lock().unwrap().0.is_some(), "the device outlived its model");
+    }
+    let reason = std::future::poll_fn(|cx| {
+        let mut l = lost.lock().unwrap();
+        match l.0 {
+            Some(reason) => Poll::Ready(reason),
+            None => {
+                l.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await;
+    assert_eq!(reason, wgpu::DeviceLostReason::Destroyed);
 }
 
 /// `load_file` reads on a thread of its own and uploads (repacking) on another while it compiles
