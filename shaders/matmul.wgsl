@@ -120,54 +120,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             hb[r] = chunk_b(rb_b[r], c);
 #endif
         }
+        // Steps of half a chunk with int8 activations, of 4 weights otherwise.
 #if X_ROUNDED
-        for (var half = 0u; half < 2u; half++) {
-            let i = 4u * half;
-            var xs = tile_xq(tok0, x4_a(c, i) / 4u);
-            var xm = tile_x_meta(tok0, x4_a(c, i) / 4u);
-            for (var r = 0u; r < ROWS; r++) {
-                let h = ha[r];
-                let w = vec4<u32>(qbytes4_a(h, i), qbytes4_a(h, i + 1u), qbytes4_a(h, i + 2u), qbytes4_a(h, i + 3u));
-                for (var q = 0u; q < QUADS; q++) {
-                    acc_a[QUADS * r + q] += dot_quad_int8(w, scales_a(h)[half], QOFFSET_a, MINS_a, &xs, &xm, q);
-                }
-            }
-#if SWIGLU
-            // The same blocks as above when both formats order a chunk alike (the compiler
-            // merges the loads).
-            var xsb = tile_xq(tok0, x4_b(c, i) / 4u);
-            var xmb = tile_x_meta(tok0, x4_b(c, i) / 4u);
-            for (var r = 0u; r < ROWS; r++) {
-                let h = hb[r];
-                let w = vec4<u32>(qbytes4_b(h, i), qbytes4_b(h, i + 1u), qbytes4_b(h, i + 2u), qbytes4_b(h, i + 3u));
-                for (var q = 0u; q < QUADS; q++) {
-                    acc_b[QUADS * r + q] += dot_quad_int8(w, scales_b(h)[half], QOFFSET_b, MINS_b, &xsb, &xmb, q);
-                }
-            }
-#endif
-        }
+        let steps = 2u;
 #else
-        for (var i = 0u; i < 8u; i++) {
-            var xa = tile_x(tok0, x4_a(c, i));
-            for (var r = 0u; r < ROWS; r++) {
-                let w = dequant4_a(ha[r], i);
-                for (var q = 0u; q < QUADS; q++) {
-                    acc_a[QUADS * r + q] += dot_quad(w, &xa, q);
-                }
-            }
+        let steps = 8u;
+#endif
+        for (var s = 0u; s < steps; s++) {
+            matmul_step_a(&acc_a, &ha, tok0, c, s);
 #if SWIGLU
-            // The same x as above when both formats order a chunk alike (the compiler merges the
-            // loads).
-            var xb = tile_x(tok0, x4_b(c, i));
-            for (var r = 0u; r < ROWS; r++) {
-                let w = dequant4_b(hb[r], i);
-                for (var q = 0u; q < QUADS; q++) {
-                    acc_b[QUADS * r + q] += dot_quad(w, &xb, q);
-                }
-            }
+            matmul_step_b(&acc_b, &hb, tok0, c, s);
 #endif
         }
-#endif
     }
     let tokens_here = min(TOKENS, n - tok0);
     for (var r = 0u; r < ROWS; r++) {

@@ -23,6 +23,7 @@ const FIFTH_BITS: &str = shader!("quant/fifth_bits.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
 const MATVEC_CHUNK: &str = shader!("matvec_chunk.wgsl");
 const MATVEC_CHUNK_INT8: &str = shader!("matvec_chunk_int8.wgsl");
+const MATMUL_STEP: &str = shader!("matmul_step.wgsl");
 const INT8: &str = shader!("int8.wgsl");
 /// For the integer formats, which give their weights' bytes (`qbytes4_$W`: 4 weights q as bytes,
 /// w = scale · (q − QOFFSET) + min; signed bytes where SIGNED): the same weights as floats.
@@ -242,6 +243,9 @@ impl Variant {
                 // X_INT8 is set only where every matrix has integer quants (matmul::int8_activations).
                 parts.push(if int8 { MATVEC_CHUNK_INT8 } else { MATVEC_CHUNK });
                 parts.push(MATVEC_ROW);
+            }
+            if self.kernel == Kernel::MatMul {
+                parts.push(MATMUL_STEP);
             }
             for part in parts {
                 src.push_str(&part.replace("$W", name));
