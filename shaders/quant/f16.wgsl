@@ -1,18 +1,8 @@
-// F16: IEEE half floats, decoded with unpack2x16float so no shader-f16 is needed.
-const BLOCK_ELEMS_$W: u32 = 1u;
-const BLOCK_BYTES_$W: u32 = 2u;
-
-struct Head_$W {
-    b: u32,
-}
-
-fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
-    return Head_$W(row_byte + chunk * 64u);
-}
+// F16: IEEE half floats (layout in half_floats.wgsl), decoded with unpack2x16float so no
+// shader-f16 is needed.
 
 // Weights 4i .. 4i + 3 of the chunk (no scale: shader.rs adds UNSCALED).
 fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {
-    let q = quad_$W(h.b + 16u * (i >> 1u));
-    let w = select(q.xy, q.zw, (i & 1u) == 1u);
+    let w = halves4_$W(h, i);
     return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
 }
