@@ -243,21 +243,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let subgroups = 256u / sg_size;
     let per = max(1u, (ROWS / 2u) / subgroups);
     let share = max(1u, subgroups / (ROWS / 2u));
+    // This subgroup's pairs are first_pair .. first_pair + per − 1, and this invocation is lane
+    // `lane` of the share · sg_size that split each of them.
+    let first_pair = (sg / share) * per;
+    let lane = (sg % share) * sg_size + sg_lane;
 #if X_INT8
     // per ≤ PAIR_SUMS: subgroups have at most 128 invocations, so there are at least 2.
     var sums: array<vec4<f32>, PAIR_SUMS>;
     for (var s = 0u; s * SEGMENT_BLOCKS < p.cols / 16u; s++) {
         round_segment(s, lid);
         for (var k = 0u; k < per; k++) {
-            let pair = (sg / share) * per + k;
-            let lane = (sg % share) * sg_size + sg_lane;
-            sums[k] += pair_sums(group * ROWS + 2u * pair, lane, share * sg_size);
+            sums[k] += pair_sums(group * ROWS + 2u * (first_pair + k), lane, share * sg_size);
         }
     }
 #endif
     for (var k = 0u; k < per; k++) {
-        let pair = (sg / share) * per + k;
-        let lane = (sg % share) * sg_size + sg_lane;
+        let pair = first_pair + k;
 #if X_INT8
         let ab = subgroupAdd(sums[k]);
 #else
