@@ -1,4 +1,4 @@
-// BF16: the top 16 bits of an f32 (layout in half_floats.wgsl).
+// BF16: the top 16 bits of an f32 (layout in floats.wgsl, half_floats.wgsl).
 
 // Weights 4i .. 4i + 3 of the chunk (no scale: shader.rs adds UNSCALED).
 fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {

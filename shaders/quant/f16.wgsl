@@ -1,5 +1,5 @@
-// F16: IEEE half floats (layout in half_floats.wgsl), decoded with unpack2x16float so no
-// shader-f16 is needed.
+// F16: IEEE half floats (layout in floats.wgsl, half_floats.wgsl), decoded with
+// unpack2x16float so no shader-f16 is needed.
 
 // Weights 4i .. 4i + 3 of the chunk (no scale: shader.rs adds UNSCALED).
 fn quants4_$W(h: Head_$W, i: u32) -> vec4<f32> {

@@ -20,6 +20,7 @@ const KV: &str = shader!("kv.wgsl");
 const BYTES: &str = shader!("quant/bytes.wgsl");
 const K_SCALES: &str = shader!("quant/k_scales.wgsl");
 const FIFTH_BITS: &str = shader!("quant/fifth_bits.wgsl");
+const FLOATS: &str = shader!("quant/floats.wgsl");
 const HALF_FLOATS: &str = shader!("quant/half_floats.wgsl");
 const MATVEC_ROW: &str = shader!("matvec_row.wgsl");
 const MATVEC_CHUNK: &str = shader!("matvec_chunk.wgsl");
@@ -136,6 +137,9 @@ fn format_parts(ty: GgmlType) -> Vec<&'static str> {
     }
     if matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1) {
         parts.push(FIFTH_BITS);
+    }
+    if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        parts.push(FLOATS);
     }
     if matches!(ty, GgmlType::F16 | GgmlType::BF16) {
         parts.push(HALF_FLOATS);
