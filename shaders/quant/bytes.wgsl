@@ -26,3 +26,9 @@ fn byte_$W(i: u32) -> u32 {
 fn half_$W(i: u32) -> f32 {
     return unpack2x16float(u32_$W(i >> 2u) >> ((i & 2u) << 3u)).x;
 }
+
+// Weights 4i .. 4i + 3 of a 16-byte piece of nibbles, one per byte: the low nibbles of word
+// i % 4 for i < 4, its high nibbles for i ≥ 4 (how every 4- to 6-bit format packs a piece).
+fn nibbles4_$W(q: vec4<u32>, i: u32) -> u32 {
+    return (q[i & 3u] >> (4u * (i >> 2u))) & 0x0f0f0f0fu;
+}

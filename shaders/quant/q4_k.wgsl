@@ -20,7 +20,7 @@ const MINS_$W: bool = true;
 
 // The bytes q of weights 4i .. 4i + 3 of the chunk (x at x4_$W(chunk, i)).
 fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
-    return (h.q[i & 3u] >> (4u * (i >> 2u))) & 0x0f0f0f0fu;
+    return nibbles4_$W(h.q, i);
 }
 
 const QOFFSET_$W: i32 = 0;

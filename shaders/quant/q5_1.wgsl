@@ -25,7 +25,7 @@ const MINS_$W: bool = true;
 
 // The bytes q of weights 4i .. 4i + 3 of the chunk (w = d · q + m).
 fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
-    return ((h.q[i & 3u] >> (4u * (i >> 2u))) & 0x0f0f0f0fu) | fifth_bits4_$W(h.qh, i);
+    return nibbles4_$W(h.q, i) | fifth_bits4_$W(h.qh, i);
 }
 
 const QOFFSET_$W: i32 = 0;

@@ -25,10 +25,8 @@ const MINS_$W: bool = true;
 
 // The bytes q of weights 4i .. 4i + 3 of the chunk (x at x4_$W(chunk, i)).
 fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
-    let hi_half = i >> 2u;
-    let lo = (h.q[i & 3u] >> (4u * hi_half)) & 0x0f0f0f0fu;
-    let hi = (h.qh[i & 3u] >> (h.bit + hi_half)) & 0x01010101u;
-    return lo | (hi << 4u);
+    let hi = (h.qh[i & 3u] >> (h.bit + (i >> 2u))) & 0x01010101u;
+    return nibbles4_$W(h.q, i) | (hi << 4u);
 }
 
 const QOFFSET_$W: i32 = 0;

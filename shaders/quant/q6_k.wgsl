@@ -39,10 +39,8 @@ const MINS_$W: bool = false;
 // The bytes q of weights 4i .. 4i + 3 of the chunk (w = d · scale · (q − QOFFSET); x at
 // x4_$W(chunk, i)).
 fn qbytes4_$W(h: Head_$W, i: u32) -> u32 {
-    let nib = 4u * (i >> 2u);
-    let lo = (h.ql[i & 3u] >> nib) & 0x0f0f0f0fu;
-    let hi = (h.qh[i & 3u] >> (h.shift + nib)) & 0x03030303u;
-    return lo | (hi << 4u);
+    let hi = (h.qh[i & 3u] >> (h.shift + 4u * (i >> 2u))) & 0x03030303u;
+    return nibbles4_$W(h.ql, i) | (hi << 4u);
 }
 
 const QOFFSET_$W: i32 = 32;

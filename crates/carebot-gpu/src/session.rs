@@ -3,7 +3,9 @@
 //! "stop" between tokens.
 
 use crate::{GpuError, GpuModel};
-use carebot_model::generate::{Generation, StepLogits, StopReason, reusable_prefix};
+use carebot_model::generate::{
+    Generation, StepLogits, StopReason, Turn, check_prompt, choose_from_step, reusable_prefix,
+};
 use carebot_model::sampler::Sampler;
 use std::ops::ControlFlow;
 
@@ -36,61 +38,32 @@ impl GpuSession {
         max_tokens: usize,
         mut on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generation, GpuError> {
-        if prompt.is_empty() {
-            return Err(GpuError::Model("the prompt is empty".into()));
-        }
         let capacity = self.model.capacity();
-        if prompt.len() > capacity {
-            return Err(GpuError::Model(format!(
-                "the conversation ({} tokens) does not fit the context of {capacity} tokens",
-                prompt.len()
-            )));
-        }
+        check_prompt(prompt, capacity).map_err(|e| GpuError::Model(e.to_string()))?;
         let keep = reusable_prefix(&self.tokens, prompt);
         self.model.truncate(keep);
         self.tokens.truncate(keep);
         let mut step = self.model.forward_select(&prompt[keep..], &sampler.request(prompt)).await?;
         self.tokens.extend_from_slice(&prompt[keep..]);
-        let prompt_tokens_run = prompt.len() - keep;
-        let finish = |tokens, stop| Ok(Generation { tokens, stop, prompt_tokens_run });
-
-        let mut out = Vec::new();
-        for i in 0..max_tokens {
+        let mut turn = Turn::new(stop_tokens, max_tokens, prompt.len() - keep);
+        while turn.wants_token() {
             let token = self.choose(step, sampler).await?;
-            if stop_tokens.contains(&token) {
-                return finish(out, StopReason::StopToken(token));
-            }
-            out.push(token);
-            if on_token(token).is_break() {
-                return finish(out, StopReason::Cancelled);
-            }
-            if i + 1 == max_tokens {
-                break;
-            }
-            if self.tokens.len() >= capacity {
-                return finish(out, StopReason::ContextFull);
+            if let ControlFlow::Break(stop) = turn.take(token, self.tokens.len(), capacity, &mut on_token) {
+                return Ok(turn.finish(stop));
             }
             self.tokens.push(token);
-            step = match self.model.forward_select(&[token], &sampler.request(&self.tokens)).await {
-                Ok(step) => step,
-                Err(e) => {
-                    self.tokens.pop();
-                    return Err(e);
-                }
-            };
+            step = self.model.forward_select(&[token], &sampler.request(&self.tokens)).await.inspect_err(|_| {
+                self.tokens.pop();
+            })?;
         }
-        finish(out, StopReason::MaxTokens)
+        Ok(turn.finish(StopReason::MaxTokens))
     }
 
     /// The sampler's token from the candidates when they decide it, else from the full logits.
     async fn choose(&mut self, step: StepLogits, sampler: &mut Sampler) -> Result<u32, GpuError> {
-        let logits = match step {
-            StepLogits::Full(logits) => logits,
-            StepLogits::Candidates(c) => match sampler.sample_candidates(&c) {
-                Some(token) => return Ok(token),
-                None => self.model.read_logits().await?,
-            },
-        };
-        Ok(sampler.sample(&logits, &self.tokens))
+        match choose_from_step(step, sampler, &self.tokens) {
+            Some(token) => Ok(token),
+            None => Ok(sampler.sample(&self.model.read_logits().await?, &self.tokens)),
+        }
     }
 }

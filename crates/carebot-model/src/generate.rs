@@ -141,12 +141,7 @@ impl<B: Backend> Session<B> {
     /// Checks `prompt` and rewinds the cache to its longest shared prefix (leaving at least the
     /// prompt's last token to run); returns that prefix's length.
     fn prepare_prompt(&mut self, prompt: &[u32]) -> Result<usize, BackendError> {
-        if prompt.is_empty() {
-            return Err(BackendError::EmptyPrompt);
-        }
-        if prompt.len() > self.backend.capacity() {
-            return Err(BackendError::ContextFull { needed: prompt.len(), capacity: self.backend.capacity() });
-        }
+        check_prompt(prompt, self.backend.capacity())?;
         let keep = reusable_prefix(&self.tokens, prompt);
         self.backend.truncate(keep);
         self.tokens.truncate(keep);
@@ -156,14 +151,10 @@ impl<B: Backend> Session<B> {
     /// The token `sampler` chooses after the cached tokens, from the candidates when they decide
     /// it and from the backend's full logits otherwise.
     fn choose(&mut self, step: StepLogits, sampler: &mut Sampler) -> Result<u32, BackendError> {
-        let logits = match step {
-            StepLogits::Full(logits) => logits,
-            StepLogits::Candidates(c) => match sampler.sample_candidates(&c) {
-                Some(token) => return Ok(token),
-                None => self.backend.last_logits()?,
-            },
-        };
-        Ok(sampler.sample(&logits, &self.tokens))
+        match choose_from_step(step, sampler, &self.tokens) {
+            Some(token) => Ok(token),
+            None => Ok(sampler.sample(&self.backend.last_logits()?, &self.tokens)),
+        }
     }
 
     /// Generates up to `max_tokens` after `prompt`, calling `on_token` with each new token as soon
@@ -177,33 +168,148 @@ impl<B: Backend> Session<B> {
         mut on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generation, BackendError> {
         let (mut step, prompt_tokens_run) = self.feed_prompt_select(prompt, sampler)?;
-        let mut out = Vec::new();
-        let finish = |tokens, stop| Ok(Generation { tokens, stop, prompt_tokens_run });
-        for i in 0..max_tokens {
+        let mut turn = Turn::new(stop_tokens, max_tokens, prompt_tokens_run);
+        while turn.wants_token() {
             let token = self.choose(step, sampler)?;
-            if stop_tokens.contains(&token) {
-                return finish(out, StopReason::StopToken(token));
-            }
-            out.push(token);
-            if on_token(token).is_break() {
-                return finish(out, StopReason::Cancelled);
-            }
-            if i + 1 == max_tokens {
-                break;
-            }
-            if self.tokens.len() >= self.backend.capacity() {
-                return finish(out, StopReason::ContextFull);
+            if let ControlFlow::Break(stop) =
+                turn.take(token, self.tokens.len(), self.backend.capacity(), &mut on_token)
+            {
+                return Ok(turn.finish(stop));
             }
             // The request is for the step after `token`, so its history includes `token`.
             self.tokens.push(token);
-            step = match self.backend.prefill_select(&[token], &sampler.request(&self.tokens)) {
-                Ok(step) => step,
-                Err(e) => {
-                    self.tokens.pop();
-                    return Err(e);
-                }
-            };
+            step = self.backend.prefill_select(&[token], &sampler.request(&self.tokens)).inspect_err(|_| {
+                self.tokens.pop();
+            })?;
         }
-        finish(out, StopReason::MaxTokens)
+        Ok(turn.finish(StopReason::MaxTokens))
+    }
+}
+
+/// Whether `prompt` can run in a KV cache of `capacity` positions.
+pub fn check_prompt(prompt: &[u32], capacity: usize) -> Result<(), BackendError> {
+    if prompt.is_empty() {
+        return Err(BackendError::EmptyPrompt);
+    }
+    if prompt.len() > capacity {
+        return Err(BackendError::ContextFull { needed: prompt.len(), capacity });
+    }
+    Ok(())
+}
+
+/// The token `sampler` chooses after `history` from what a step answered, or `None` when that
+/// was candidates that cannot decide it: the caller then samples the step's full logits.
+pub fn choose_from_step(step: StepLogits, sampler: &mut Sampler, history: &[u32]) -> Option<u32> {
+    match step {
+        StepLogits::Full(logits) => Some(sampler.sample(&logits, history)),
+        StepLogits::Candidates(c) => sampler.sample_candidates(&c),
+    }
+}
+
+/// One generation loop's bookkeeping: the tokens chosen so far and when to stop. Shared by
+/// [`Session::generate`] and the loops that await their backend instead of blocking on it (the
+/// GPU engine's in the browser), so that both stop alike.
+pub struct Turn<'a> {
+    stop_tokens: &'a [u32],
+    max_tokens: usize,
+    prompt_tokens_run: usize,
+    tokens: Vec<u32>,
+}
+
+impl<'a> Turn<'a> {
+    pub fn new(stop_tokens: &'a [u32], max_tokens: usize, prompt_tokens_run: usize) -> Self {
+        Turn { stop_tokens, max_tokens, prompt_tokens_run, tokens: Vec::new() }
+    }
+
+    /// Whether the loop is to choose a token (false from the start only when none was asked for:
+    /// after that, [`Turn::take`] says when the turn ends).
+    pub fn wants_token(&self) -> bool {
+        self.tokens.len() < self.max_tokens
+    }
+
+    /// Takes `token`, chosen after the `cached` tokens of a cache of `capacity`, and hands it to
+    /// `on_token` unless it is a stop token. `Break` with the reason when the turn ends here;
+    /// `Continue` when the caller is to run `token` and choose the next.
+    pub fn take(
+        &mut self,
+        token: u32,
+        cached: usize,
+        capacity: usize,
+        on_token: &mut impl FnMut(u32) -> ControlFlow<()>,
+    ) -> ControlFlow<StopReason> {
+        if self.stop_tokens.contains(&token) {
+            return ControlFlow::Break(StopReason::StopToken(token));
+        }
+        self.tokens.push(token);
+        if on_token(token).is_break() {
+            return ControlFlow::Break(StopReason::Cancelled);
+        }
+        if self.tokens.len() >= self.max_tokens {
+            return ControlFlow::Break(StopReason::MaxTokens);
+        }
+        if cached >= capacity {
+            return ControlFlow::Break(StopReason::ContextFull);
+        }
+        ControlFlow::Continue(())
+    }
+
+    pub fn finish(self, stop: StopReason) -> Generation {
+        Generation { tokens: self.tokens, stop, prompt_tokens_run: self.prompt_tokens_run }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StopReason, Turn};
+    use std::ops::ControlFlow;
+
+    /// Runs a turn over `chosen` (the tokens a sampler would choose, one per step) with a cache
+    /// that holds `cached` tokens before the first; returns the generation and what `on_token` saw.
+    fn run(
+        chosen: &[u32],
+        stops: &[u32],
+        max: usize,
+        cached: usize,
+        capacity: usize,
+        cancel_at: u32,
+    ) -> (super::Generation, Vec<u32>) {
+        let mut seen = Vec::new();
+        let mut on_token = |t| {
+            seen.push(t);
+            if t == cancel_at { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        };
+        let mut turn = Turn::new(stops, max, 5);
+        // Each token taken is run, so the cache holds one more before the next.
+        for (cached, &token) in (cached..).zip(chosen) {
+            if !turn.wants_token() {
+                break;
+            }
+            if let ControlFlow::Break(stop) = turn.take(token, cached, capacity, &mut on_token) {
+                return (turn.finish(stop), seen);
+            }
+        }
+        (turn.finish(StopReason::MaxTokens), seen)
+    }
+
+    #[test]
+    fn a_turn_stops_for_each_reason_with_the_tokens_it_took() {
+        let chosen = [17, 4, 99, 23, 8, 61];
+        // A stop token ends the turn and is neither kept nor handed on.
+        let (g, seen) = run(&chosen, &[99, 1], 10, 0, 100, u32::MAX);
+        assert_eq!((g.tokens, g.stop, g.prompt_tokens_run), (vec![17, 4], StopReason::StopToken(99), 5));
+        assert_eq!(seen, [17, 4]);
+        // The caller's Break keeps the token it was handed.
+        let (g, seen) = run(&chosen, &[], 10, 0, 100, 23);
+        assert_eq!((g.tokens, g.stop), (vec![17, 4, 99, 23], StopReason::Cancelled));
+        assert_eq!(seen, [17, 4, 99, 23]);
+        // The count ends it, even where the cache is also full.
+        let (g, _) = run(&chosen, &[], 3, 97, 100, u32::MAX);
+        assert_eq!((g.tokens, g.stop), (vec![17, 4, 99], StopReason::MaxTokens));
+        // A full cache ends it once a token cannot be run: 98 cached + 2 run fill 100.
+        let (g, _) = run(&chosen, &[], 10, 98, 100, u32::MAX);
+        assert_eq!((g.tokens, g.stop), (vec![17, 4, 99], StopReason::ContextFull));
+        // Nothing asked for: no token is chosen.
+        let (g, seen) = run(&chosen, &[], 0, 0, 100, u32::MAX);
+        assert_eq!((g.tokens.len(), g.stop, seen.len()), (0, StopReason::MaxTokens, 0));
     }
 }
