@@ -83,6 +83,9 @@ run() {
             # decoding deep into a long conversation (split attention, BENCHMARKS.md issue 6,
             # change 6);
             bench --model "$gguf" --prompt-tokens "$long" --gen-tokens "$long_gen"
+            # each decode step recorded once its token is known, not while the GPU runs the
+            # step before (change 18: recording ahead is the default);
+            bench --model "$gguf" --no-record-ahead --prompt-tokens 16 --gen-tokens "$gen"
             # the decode products' reduction through workgroup memory instead of subgroupAdd
             # (change 11: subgroups are used wherever the adapter has them);
             bench --model "$gguf" --no-subgroups --prompt-tokens 16 --gen-tokens "$gen"

@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// tokens per dispatch give a GPU more workgroups to spread.
     #[arg(long)]
     pub max_batch: Option<usize>,
+    /// Record each decode step's commands only once its token is known, not while the GPU runs
+    /// the step before (the engine's default).
+    #[arg(long)]
+    pub no_record_ahead: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -117,6 +121,11 @@ struct Report {
     /// (context length, seconds) of one token's attention over every layer.
     attention: Vec<(u32, f64)>,
     dispatches_per_token: usize,
+    /// CPU seconds to record one decode step's commands.
+    record_s: f64,
+    /// Decode steps submitted, and how many of them were recorded ahead.
+    decode_steps: u64,
+    recorded_ahead: u64,
     folds_norms: bool,
     prefill_tile: PrefillTile,
     matvec_rows: MatvecRows,
@@ -155,6 +164,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         prefill_tile: args.prefill_tile,
         matvec_rows: args.matvec_rows,
         max_batch: args.max_batch.unwrap_or(EngineOptions::default().max_batch),
+        record_ahead: !args.no_record_ahead,
         ..Default::default()
     };
     // The time to read the file's bytes, the yardstick for the time to the first token (read
@@ -216,6 +226,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // Greedy decoding as the chat runs it: the best token picked on the GPU, a few bytes read back.
     let greedy = SelectRequest { k: 1, temperature: 0.0, repeat_penalty: 1.0, penalized: Vec::new() };
     let mut next = argmax(&logits) as u32;
+    let before = model.run_stats();
     let t = Instant::now();
     for _ in 0..args.gen_tokens {
         next = match pollster::block_on(model.forward_select(&[next], &greedy))? {
@@ -227,6 +238,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let kv_elem = if matches!(args.kv, Kv::F32) { 4 } else { 2 };
     let kv_bytes_last = (2 * cfg.n_layers * model.len() * cfg.kv_dim() * kv_elem) as u64;
     let dispatches_per_token = model.dispatches_per_token();
+    let after = model.run_stats();
+    let record_s = model.decode_record_seconds();
 
     let read_gbs = measure_bandwidth(&model.ctx)?;
     let fma_gflops = measure_fma(&model.ctx, FmaType::F32)?;
@@ -255,6 +268,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         fma16_gflops,
         attention,
         dispatches_per_token,
+        record_s,
+        decode_steps: after.decode_steps - before.decode_steps,
+        recorded_ahead: after.recorded_ahead - before.recorded_ahead,
         folds_norms: model.folds_norms(),
         prefill_tile: args.prefill_tile,
         matvec_rows: model.matvec_rows(),
@@ -500,6 +516,15 @@ impl Report {
                     if self.folds_norms { "folded into the products" } else { "separate" }
                 ),
             ),
+            (
+                "recording a token",
+                format!(
+                    "{:.3} ms of CPU time; {} of {} decode steps recorded ahead",
+                    self.record_s * 1e3,
+                    self.recorded_ahead,
+                    self.decode_steps
+                ),
+            ),
             ("device read bandwidth", format!("{:.1} GB/s (streaming-read kernel)", self.read_gbs)),
             ("decode vs roofline", format!("{:.1} %", self.roofline_pct())),
             ("device f32 FMA peak", format!("{:.1} GFLOP/s (FMA-chain kernel)", self.fma_gflops)),
@@ -572,6 +597,9 @@ impl Report {
             "kv_bytes_last_token": self.kv_bytes_last,
             "dispatches_per_token": self.dispatches_per_token,
             "folds_norms": self.folds_norms,
+            "record_ms": self.record_s * 1e3,
+            "decode_steps": self.decode_steps,
+            "decode_steps_recorded_ahead": self.recorded_ahead,
             "read_gb_s": self.read_gbs,
             "decode_roofline_pct": self.roofline_pct(),
             "fma_gflop_s": self.fma_gflops,

@@ -65,6 +65,9 @@ pub struct EngineOptions {
     pub prefill_tile: PrefillTile,
     /// Rows per decode matrix–vector workgroup; `None`: [`MatvecRows::for_adapter`].
     pub matvec_rows: Option<MatvecRows>,
+    /// Record each decode step's commands while the GPU runs the step before (on by default;
+    /// off, for benchmarks, it records them when the token is known).
+    pub record_ahead: bool,
 }
 
 impl Default for EngineOptions {
@@ -77,6 +80,7 @@ impl Default for EngineOptions {
             flush_bytes: 4 << 20,
             prefill_tile: PrefillTile::default(),
             matvec_rows: None,
+            record_ahead: true,
         }
     }
 }
@@ -152,6 +156,28 @@ pub struct GpuModel {
     len: usize,
     max_batch: usize,
     upload: Option<Upload>,
+    /// [`EngineOptions::record_ahead`].
+    record_ahead: bool,
+    /// The next decode step's commands, recorded while the GPU runs the step before.
+    ahead: Option<RecordedStep>,
+    stats: RunStats,
+}
+
+/// One decode step's commands, recorded ahead of its token ([`GpuModel::run`]): they depend on
+/// the position and on what the step reads back, not on the token, which the submission writes.
+struct RecordedStep {
+    pos0: usize,
+    output: Output,
+    commands: wgpu::CommandBuffer,
+}
+
+/// How a model's steps were submitted, for benchmarks and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Single-token (decode) submissions.
+    pub decode_steps: u64,
+    /// Those of them whose commands were recorded ahead, while the GPU ran the step before.
+    pub recorded_ahead: u64,
 }
 
 impl GpuModel {
@@ -292,6 +318,9 @@ impl GpuModel {
             len: 0,
             max_batch,
             upload: Some(Upload::new(targets, options.flush_bytes.max(1))),
+            record_ahead: options.record_ahead,
+            ahead: None,
+            stats: RunStats::default(),
         })
     }
 
@@ -302,6 +331,7 @@ impl GpuModel {
 
     fn set_plans(&mut self, [decode, prefill, decode_head, prefill_head]: [Vec<Dispatch>; 4]) {
         (self.decode_plan, self.prefill_plan) = (decode, prefill);
+        self.ahead = None;
         (self.decode_head, self.prefill_head) = (decode_head, prefill_head);
     }
 
@@ -633,48 +663,90 @@ impl GpuModel {
             )));
         }
         self.ctx.check()?;
+        let mut ahead = self.ahead.take();
         let batches = tokens.len().div_ceil(self.max_batch);
         for (i, batch) in tokens.chunks(self.max_batch).enumerate() {
             let n = batch.len() as u32;
             let step = Step { n_tokens: n, pos0: self.len as u32, _pad: [0; 2] };
             self.ctx.queue.write_buffer(&self.act.step, 0, bytemuck::bytes_of(&step));
             self.ctx.queue.write_buffer(&self.act.tokens, 0, bytemuck::cast_slice(batch));
-            let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-            let last = i + 1 == batches;
-            {
-                let mut pass = encoder.begin_compute_pass(&Default::default());
-                let plan = if n == 1 { &self.decode_plan } else { &self.prefill_plan };
-                for d in plan {
-                    d.encode(&mut pass, n, step.pos0);
+            let last = (i + 1 == batches).then_some(output);
+            let commands = match ahead.take() {
+                Some(r) if n == 1 && r.pos0 == self.len && Some(r.output) == last => {
+                    self.stats.recorded_ahead += 1;
+                    r.commands
                 }
-                if last {
-                    let head = if n == 1 { &self.decode_head } else { &self.prefill_head };
-                    for d in head {
-                        d.encode(&mut pass, n, step.pos0);
-                    }
-                    if output == Output::Candidates {
-                        self.select.encode(&mut pass);
-                    }
-                }
-            }
-            if last {
-                match output {
-                    Output::Logits => {
-                        let (logits, rb) = (&self.act.logits, &self.act.logits_readback);
-                        encoder.copy_buffer_to_buffer(logits, 0, rb, 0, logits.size());
-                    }
-                    Output::Candidates => self.select.copy_result(&mut encoder),
-                }
-            }
-            self.ctx.queue.submit([encoder.finish()]);
+                _ => self.record(n, self.len, last),
+            };
+            self.stats.decode_steps += u64::from(n == 1);
+            self.ctx.queue.submit([commands]);
             self.len += batch.len();
         }
+        // Recording a token's dispatches costs CPU time (0.26 ms for Llama-3-8B's 202 on this
+        // project's 2-core VM, BENCHMARKS.md; more through the browser's bindings): done here,
+        // while the GPU runs what was just submitted, it is off the path from one token's
+        // readback to the next token's submission. Unused (the turn ends, or a prompt comes
+        // next), it is dropped.
+        if self.record_ahead && self.len < self.capacity {
+            let commands = self.record(1, self.len, Some(output));
+            self.ahead = Some(RecordedStep { pos0: self.len, output, commands });
+        }
         Ok(())
+    }
+
+    /// The commands of one batch of `n` tokens at `pos0`; `output`: the batch is the last of a
+    /// call, whose logits are computed and copied out so.
+    fn record(&self, n: u32, pos0: usize, output: Option<Output>) -> wgpu::CommandBuffer {
+        let pos0 = pos0 as u32;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            let plan = if n == 1 { &self.decode_plan } else { &self.prefill_plan };
+            for d in plan {
+                d.encode(&mut pass, n, pos0);
+            }
+            if output.is_some() {
+                let head = if n == 1 { &self.decode_head } else { &self.prefill_head };
+                for d in head {
+                    d.encode(&mut pass, n, pos0);
+                }
+                if output == Some(Output::Candidates) {
+                    self.select.encode(&mut pass);
+                }
+            }
+        }
+        match output {
+            Some(Output::Logits) => {
+                let (logits, rb) = (&self.act.logits, &self.act.logits_readback);
+                encoder.copy_buffer_to_buffer(logits, 0, rb, 0, logits.size());
+            }
+            Some(Output::Candidates) => self.select.copy_result(&mut encoder),
+            None => {}
+        }
+        encoder.finish()
+    }
+
+    /// How this model's steps were submitted so far.
+    pub fn run_stats(&self) -> RunStats {
+        self.stats
+    }
+
+    /// Seconds of CPU time one decode step's recording takes (best of 5, none submitted): what
+    /// recording ahead takes off the path between two tokens.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn decode_record_seconds(&self) -> f64 {
+        (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                drop(self.record(1, self.len.min(self.capacity.saturating_sub(1)), Some(Output::Candidates)));
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
     }
 }
 
 /// What a forward call reads back.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Output {
     Logits,
     Candidates,

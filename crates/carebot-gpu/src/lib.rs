@@ -10,7 +10,7 @@ pub mod shader;
 pub mod weights;
 
 pub use context::{GpuContext, GpuError, GpuOptions};
-pub use engine::{EngineOptions, GpuModel, KvFormat, NormPlacement};
+pub use engine::{EngineOptions, GpuModel, KvFormat, NormPlacement, RunStats};
 pub use ops::matmul::{MatvecRows, PrefillTile};
 pub use ops::quantize::GpuQuantizer;
 pub use session::GpuSession;

@@ -7,15 +7,13 @@
 
 mod common;
 
-use carebot_gpu::{EngineOptions, GpuError, GpuModel, GpuOptions, KvFormat, MatvecRows, NormPlacement};
-#[cfg(target_arch = "wasm32")]
-use carebot_model::generate::StepLogits;
-use carebot_model::generate::{Backend, Session};
+use carebot_gpu::{EngineOptions, GpuError, GpuModel, GpuOptions, KvFormat, MatvecRows, NormPlacement, RunStats};
+use carebot_model::generate::{Backend, Session, StepLogits};
 use carebot_model::gguf::GgufFile;
 use carebot_model::quant::GgmlType;
 use carebot_model::reference::CpuModel;
 use carebot_model::rng::SplitMix64;
-use carebot_model::sampler::{Sampler, SamplerConfig};
+use carebot_model::sampler::{Sampler, SamplerConfig, SelectRequest};
 use carebot_model::synthetic::SyntheticSpec;
 use common::*;
 use std::sync::{Arc, Mutex};
@@ -290,6 +288,59 @@ async fn one_pass_prefill_equals_token_by_token_decoding() {
     let next = random_tokens(&mut rng, 1, spec.vocab)[0];
     let err = rel_err(&batched.forward(&[next]).await.unwrap(), &stepwise.forward(&[next]).await.unwrap());
     assert!(err <= 1e-4, "{err}");
+}
+
+/// Decode steps recorded ahead, while the GPU runs the step before, give the logits of steps
+/// recorded once their token is known, and a recording is used only for the position and
+/// output it was made for: here across the 64-key boundary where decode attention splits in two,
+/// after a step that reads back the other output, and after rewinding the cache.
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn decode_steps_recorded_ahead_equal_steps_recorded_on_demand() {
+    let mut rng = SplitMix64::new(seed("record ahead"));
+    let spec = SyntheticSpec::tiny_llama3();
+    let bytes = spec.to_gguf(GgmlType::Q4_K);
+    let on_demand = EngineOptions { record_ahead: false, ..f32_engine() };
+    let Some(mut ahead) = gpu_model(&bytes).await else { return };
+    let Some(mut plain) = gpu_model_with(&bytes, GpuOptions::default(), on_demand, 100_003).await else { return };
+    let request = SelectRequest { k: 5, temperature: 0.0, repeat_penalty: 1.0, penalized: Vec::new() };
+    let prompt = random_tokens(&mut rng, 61, spec.vocab);
+    let tokens = random_tokens(&mut rng, 8, spec.vocab);
+    // (tokens to run, read back the candidates (else the logits), then rewind the cache to)
+    let steps: [(&[u32], bool, Option<usize>); 9] = [
+        (&prompt, true, None),
+        // Positions 61–63 (one attention range), then 64 (two): each recorded ahead.
+        (&tokens[..1], true, None),
+        (&tokens[1..2], true, None),
+        (&tokens[2..3], true, None),
+        (&tokens[3..4], true, None),
+        // Recorded for the candidates: not used for the logits, and then used.
+        (&tokens[4..5], false, None),
+        (&tokens[5..6], false, Some(62)),
+        // Recorded for position 67 (two ranges): not used at 62 (one); 63's is.
+        (&tokens[6..7], false, None),
+        (&tokens[7..8], false, None),
+    ];
+    for (i, &(run, candidates, rewind)) in steps.iter().enumerate() {
+        let mut logits = Vec::new();
+        for m in [&mut ahead, &mut plain] {
+            if candidates {
+                let step = m.forward_select(run, &request).await.unwrap();
+                assert!(matches!(step, StepLogits::Candidates(_)), "step {i}");
+                logits.push(m.read_logits().await.unwrap());
+            } else {
+                logits.push(m.forward(run).await.unwrap());
+            }
+            if let Some(len) = rewind {
+                m.truncate(len);
+            }
+        }
+        let err = rel_err(&logits[0], &logits[1]);
+        assert!(err <= 1e-5, "step {i}: {err}");
+    }
+    let decode_steps = steps.len() as u64 - 1;
+    assert_eq!(ahead.run_stats(), RunStats { decode_steps, recorded_ahead: 6 });
+    assert_eq!(plain.run_stats(), RunStats { decode_steps, recorded_ahead: 0 });
 }
 
 /// Native only: the session's cache reuse runs through the blocking `Backend`.
