@@ -331,8 +331,9 @@ impl GpuModel {
 
     fn set_plans(&mut self, [decode, prefill, decode_head, prefill_head]: [Vec<Dispatch>; 4]) {
         (self.decode_plan, self.prefill_plan) = (decode, prefill);
-        self.ahead = None;
         (self.decode_head, self.prefill_head) = (decode_head, prefill_head);
+        // A step recorded ahead holds the old plans' dispatches.
+        self.ahead = None;
     }
 
     /// Decoding one token, dispatch by dispatch, read top to bottom: six per block with folded

@@ -3,9 +3,7 @@
 //! "stop" between tokens.
 
 use crate::{GpuError, GpuModel};
-use carebot_model::generate::{
-    Generation, StepLogits, StopReason, Turn, check_prompt, choose_from_step, reusable_prefix,
-};
+use carebot_model::generate::{Generation, StepLogits, StopReason, Turn, choose_from_step, rewind_for_prompt};
 use carebot_model::sampler::Sampler;
 use std::ops::ControlFlow;
 
@@ -39,10 +37,8 @@ impl GpuSession {
         mut on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generation, GpuError> {
         let capacity = self.model.capacity();
-        check_prompt(prompt, capacity).map_err(|e| GpuError::Model(e.to_string()))?;
-        let keep = reusable_prefix(&self.tokens, prompt);
+        let keep = rewind_for_prompt(&mut self.tokens, prompt, capacity).map_err(|e| GpuError::Model(e.to_string()))?;
         self.model.truncate(keep);
-        self.tokens.truncate(keep);
         let mut step = self.model.forward_select(&prompt[keep..], &sampler.request(prompt)).await?;
         self.tokens.extend_from_slice(&prompt[keep..]);
         let mut turn = Turn::new(stop_tokens, max_tokens, prompt.len() - keep);

@@ -141,10 +141,8 @@ impl<B: Backend> Session<B> {
     /// Checks `prompt` and rewinds the cache to its longest shared prefix (leaving at least the
     /// prompt's last token to run); returns that prefix's length.
     fn prepare_prompt(&mut self, prompt: &[u32]) -> Result<usize, BackendError> {
-        check_prompt(prompt, self.backend.capacity())?;
-        let keep = reusable_prefix(&self.tokens, prompt);
+        let keep = rewind_for_prompt(&mut self.tokens, prompt, self.backend.capacity())?;
         self.backend.truncate(keep);
-        self.tokens.truncate(keep);
         Ok(keep)
     }
 
@@ -186,15 +184,19 @@ impl<B: Backend> Session<B> {
     }
 }
 
-/// Whether `prompt` can run in a KV cache of `capacity` positions.
-pub fn check_prompt(prompt: &[u32], capacity: usize) -> Result<(), BackendError> {
+/// Checks that `prompt` fits a KV cache of `capacity` positions, and cuts `cached` (the tokens
+/// the cache holds) to what the prompt can reuse ([`reusable_prefix`]); returns that length, to
+/// which the caller truncates the cache itself.
+pub fn rewind_for_prompt(cached: &mut Vec<u32>, prompt: &[u32], capacity: usize) -> Result<usize, BackendError> {
     if prompt.is_empty() {
         return Err(BackendError::EmptyPrompt);
     }
     if prompt.len() > capacity {
         return Err(BackendError::ContextFull { needed: prompt.len(), capacity });
     }
-    Ok(())
+    let keep = reusable_prefix(cached, prompt);
+    cached.truncate(keep);
+    Ok(keep)
 }
 
 /// The token `sampler` chooses after `history` from what a step answered, or `None` when that
