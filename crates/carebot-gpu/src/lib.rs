@@ -7,6 +7,7 @@ pub mod engine;
 pub mod ops;
 pub mod session;
 pub mod shader;
+mod upload;
 pub mod weights;
 
 pub use context::{GpuContext, GpuError, GpuOptions};

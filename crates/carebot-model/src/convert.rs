@@ -4,6 +4,10 @@
 //! made here; the bytes of each tensor are read, widened, permuted and quantized by the caller
 //! (`carebot convert` on every core, the browser on the GPU), one tensor after another in
 //! directory order, so the output can be written front to back.
+//!
+//! Shard sizes and tensor offsets are u64 and never cast down (shards pass 4 GiB, and in the
+//! browser `usize` has 32 bits); counts from config.json must fit the GGUF's u32 fields.
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 
 use crate::gguf::{GgufWriter, TensorSpec, Value, ValueType};
 use crate::quant::{GgmlType, TypeMix};
@@ -94,10 +98,19 @@ impl HfConfig {
                 "config.json: architecture {arch:?} (model_type {model_type:?}) is not a llama model; CareBot converts LlamaForCausalLM checkpoints"
             )));
         }
+        // Counts are written to the GGUF as u32: a bigger one is refused, never cut.
+        let as_count = |k: &str, v: u64| -> Result<usize, ConvertError> {
+            u32::try_from(v)
+                .ok()
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| ConvertError::Invalid(format!("config.json: {k} = {v} is out of range")))
+        };
         let count = |k: &str| -> Result<usize, ConvertError> {
-            c[k].as_u64()
-                .map(|v| v as usize)
-                .ok_or_else(|| ConvertError::Invalid(format!("config.json: {k} is missing")))
+            let v = c[k].as_u64().ok_or_else(|| ConvertError::Invalid(format!("config.json: {k} is missing")))?;
+            as_count(k, v)
+        };
+        let optional = |k: &str, default: usize| -> Result<usize, ConvertError> {
+            c[k].as_u64().map_or(Ok(default), |v| as_count(k, v))
         };
         let n_heads = count("num_attention_heads")?;
         let dim = count("hidden_size")?;
@@ -123,8 +136,8 @@ impl HfConfig {
             dim,
             ffn_dim: count("intermediate_size")?,
             n_heads,
-            n_kv_heads: c["num_key_value_heads"].as_u64().map_or(n_heads, |v| v as usize),
-            head_dim: c["head_dim"].as_u64().map_or(dim / n_heads.max(1), |v| v as usize),
+            n_kv_heads: optional("num_key_value_heads", n_heads)?,
+            head_dim: optional("head_dim", dim / n_heads.max(1))?,
             vocab: count("vocab_size")?,
             context: count("max_position_embeddings")?,
             rms_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-5),
@@ -218,7 +231,8 @@ fn metadata(
     quant: Quant,
     notes: &mut Vec<String>,
 ) -> Result<(), ConvertError> {
-    let u = |v: usize| Value::U32(v as u32);
+    // Every count was checked to fit a u32 when config.json was read.
+    let u = |v: usize| Value::U32(u32::try_from(v).unwrap_or(u32::MAX));
     let name = if c.name.is_empty() {
         model.dir_name.clone()
     } else {
@@ -234,8 +248,8 @@ fn metadata(
         .set("llama.feed_forward_length", u(c.ffn_dim))
         .set("llama.attention.head_count", u(c.n_heads))
         .set("llama.attention.head_count_kv", u(c.n_kv_heads))
-        .set("llama.rope.freq_base", Value::F32(c.rope_theta as f32))
-        .set("llama.attention.layer_norm_rms_epsilon", Value::F32(c.rms_eps as f32))
+        .set("llama.rope.freq_base", Value::F32(to_f32(c.rope_theta)))
+        .set("llama.attention.layer_norm_rms_epsilon", Value::F32(to_f32(c.rms_eps)))
         .set("llama.attention.key_length", u(c.head_dim))
         .set("llama.attention.value_length", u(c.head_dim))
         .set("general.file_type", Value::U32(quant.file_type()))
@@ -243,6 +257,12 @@ fn metadata(
         .set("llama.rope.dimension_count", u(c.head_dim));
     w.set("general.quantization_version", Value::U32(2));
     tokenizer_metadata(w, model, c, notes)
+}
+
+/// A config.json float as GGUF stores it (f32, as llama.cpp's converter writes it).
+#[allow(clippy::cast_possible_truncation)] // f64 to f32 rounds, as the converter does: not a cut.
+fn to_f32(x: f64) -> f32 {
+    x as f32
 }
 
 /// Weights in the model (what llama.cpp's size label counts).
@@ -266,7 +286,7 @@ fn size_label(n: u64) -> String {
     } else {
         (n * 1e-3, "K")
     };
-    let digits = format!("{}", scaled.round() as u64).trim_start_matches('0').len();
+    let digits = format!("{:.0}", scaled.round()).trim_start_matches('0').len();
     format!("{scaled:.*}{suffix}", 2usize.saturating_sub(digits))
 }
 
@@ -290,18 +310,17 @@ fn tokenizer_metadata(
     let n = c.vocab;
     let mut tokens: Vec<Option<String>> = vec![None; n];
     for (text, id) in vocab {
-        if let Some(slot) = id.as_u64().and_then(|i| tokens.get_mut(i as usize)) {
+        if let Some(slot) = id.as_u64().and_then(|i| usize::try_from(i).ok()).and_then(|i| tokens.get_mut(i)) {
             *slot = Some(text.clone());
         }
     }
     let mut types = vec![1i32; n];
     for added in t["added_tokens"].as_array().into_iter().flatten() {
         let (Some(id), Some(text)) = (added["id"].as_u64(), added["content"].as_str()) else { continue };
-        if let Some(slot) = tokens.get_mut(id as usize) {
-            *slot = Some(text.to_string());
-            // Special added tokens are control tokens; the others are user-defined.
-            types[id as usize] = if added["special"].as_bool().unwrap_or(false) { 3 } else { 4 };
-        }
+        let Some(id) = usize::try_from(id).ok().filter(|&i| i < tokens.len()) else { continue };
+        tokens[id] = Some(text.to_string());
+        // Special added tokens are control tokens; the others are user-defined.
+        types[id] = if added["special"].as_bool().unwrap_or(false) { 3 } else { 4 };
     }
     let tokens: Vec<Value> = tokens
         .into_iter()
@@ -326,13 +345,13 @@ fn tokenizer_metadata(
         })
         .collect::<Result<_, _>>()?;
     let id_of = |text: &str| -> Option<u32> {
-        vocab.get(text).and_then(Json::as_u64).map(|v| v as u32).or_else(|| {
+        vocab.get(text).and_then(Json::as_u64).and_then(|v| u32::try_from(v).ok()).or_else(|| {
             t["added_tokens"]
                 .as_array()?
                 .iter()
                 .find(|a| a["content"].as_str() == Some(text))
                 .and_then(|a| a["id"].as_u64())
-                .map(|v| v as u32)
+                .and_then(|v| u32::try_from(v).ok())
         })
     };
     let is_llama3 = id_of("<|begin_of_text|>").is_some() && id_of("<|eot_id|>").is_some();
@@ -354,7 +373,7 @@ fn tokenizer_metadata(
     };
     let gen_id = |key: &str| -> Option<u32> {
         let v = &model.generation_config[key];
-        v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()).map(|v| v as u32)
+        v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()).and_then(|v| u32::try_from(v).ok())
     };
     if let Some(bos) = named("bos_token").or_else(|| gen_id("bos_token_id")) {
         w.set("tokenizer.ggml.bos_token_id", Value::U32(bos));
@@ -559,7 +578,7 @@ pub fn safetensors_header_len(prefix: &[u8], file_size: u64) -> Result<usize, Co
     if n > 100_000_000 || n + 8 > file_size {
         return Err(invalid(format!("not a safetensors file (header length {n} in a file of {file_size} bytes)")));
     }
-    Ok(n as usize)
+    usize::try_from(n).map_err(|_| invalid(format!("a safetensors header of {n} bytes does not fit in memory here")))
 }
 
 /// The tensors listed in a safetensors JSON header, each checked to lie inside the file and to
@@ -576,8 +595,9 @@ pub fn parse_safetensors_header(json: &[u8], file_size: u64) -> Result<BTreeMap<
         let dtype_name = t["dtype"].as_str().unwrap_or("?");
         let dtype = SourceDtype::from_name(dtype_name)
             .ok_or_else(|| invalid(format!("tensor {name:?} is {dtype_name}; expected BF16, F16 or F32")))?;
-        let shape: Option<Vec<usize>> =
-            t["shape"].as_array().map(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect()).unwrap_or(None);
+        let shape: Option<Vec<usize>> = t["shape"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect());
         let offsets: Option<Vec<u64>> =
             t["data_offsets"].as_array().map(|a| a.iter().map(Json::as_u64).collect()).unwrap_or(None);
         let (Some(shape), Some([begin, end])) =
@@ -614,6 +634,7 @@ pub fn weight_map(index: &Json) -> Result<BTreeMap<String, String>, ConvertError
 pub use crate::synthetic::permute_rows_for_rope;
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // Offsets into small files built in memory.
 mod tests {
     use super::*;
     use safetensors::{Dtype, tensor::TensorView};

@@ -7,6 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod generate;
 pub mod gguf;
+pub mod offsets;
 pub mod quant;
 pub mod reference;
 pub mod rng;

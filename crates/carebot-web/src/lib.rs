@@ -7,6 +7,7 @@ pub mod conversation;
 pub mod hub;
 pub mod i18n;
 pub mod markdown;
+pub mod numbers;
 pub mod params;
 pub mod protocol;
 

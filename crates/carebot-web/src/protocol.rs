@@ -136,6 +136,23 @@ pub struct PrepareStats {
     pub written: u64,
 }
 
+/// Where a load's time went, in seconds: each piece of the file is read, written to the cache
+/// where it came from the network, and handed to the GPU, one after another.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadTimes {
+    /// Waiting for the network (a download) or for the picked file (`Blob.slice`).
+    pub source_seconds: f64,
+    /// Writing downloaded pieces into the Origin Private File System.
+    pub cache_write_seconds: f64,
+    /// Reading cached pieces back.
+    pub cache_read_seconds: f64,
+    /// Handing pieces to the GPU (`GpuModel::upload`, repacking included) and finishing.
+    pub upload_seconds: f64,
+    /// Opening the device, parsing the header and tokenizer, allocating the model: before the
+    /// first piece.
+    pub setup_seconds: f64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: String,
@@ -149,6 +166,8 @@ pub struct ModelInfo {
     /// Set when the model was prepared from a hub repository in this visit.
     #[serde(default)]
     pub prepared: Option<PrepareStats>,
+    #[serde(default)]
+    pub times: LoadTimes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

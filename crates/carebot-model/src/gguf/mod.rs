@@ -1,5 +1,9 @@
 //! GGUF (v2 and v3) files: metadata values, the tensor directory, a reader that works on a byte
 //! prefix (so the browser can fetch only the header, then tensor ranges) and a writer.
+//!
+//! Offsets and sizes are u64 and never cast down: files pass 4 GiB, and in the browser `usize`
+//! has 32 bits ([`crate::offsets`]).
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 
 mod reader;
 mod writer;
@@ -122,9 +126,9 @@ impl Value {
 
     pub fn as_i64(&self) -> Option<i64> {
         match *self {
-            Value::I8(v) => Some(v as i64),
-            Value::I16(v) => Some(v as i64),
-            Value::I32(v) => Some(v as i64),
+            Value::I8(v) => Some(i64::from(v)),
+            Value::I16(v) => Some(i64::from(v)),
+            Value::I32(v) => Some(i64::from(v)),
             Value::I64(v) => Some(v),
             _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
         }

@@ -3,6 +3,7 @@
 //! can neither exhaust memory nor panic.
 
 use super::*;
+use crate::offsets::{alloc_len, piece_len, slice_at};
 use std::io::{Read, Seek, SeekFrom};
 
 /// Nested arrays deeper than this are rejected (real files use at most one level).
@@ -24,10 +25,7 @@ impl<'a> Cursor<'a> {
         if end > self.file_len {
             return Err(GgufError::Truncated { needed: end, file_len: self.file_len });
         }
-        if end > self.buf.len() as u64 {
-            return Err(GgufError::NeedMoreData { needed: end });
-        }
-        let s = &self.buf[self.pos as usize..end as usize];
+        let s = slice_at(self.buf, 0, self.pos, end).ok_or(GgufError::NeedMoreData { needed: end })?;
         self.pos = end;
         Ok(s)
     }
@@ -58,7 +56,7 @@ impl<'a> Cursor<'a> {
     /// Capacity to reserve for `count` items: never more than the prefix in hand could hold.
     fn capacity(&self, count: u64, min_size: u64) -> usize {
         let in_hand = (self.buf.len() as u64).saturating_sub(self.pos) / min_size.max(1);
-        count.min(in_hand) as usize
+        piece_len(count.min(in_hand), usize::MAX)
     }
 
     fn bytes_with_len(&mut self, what: &'static str) -> Result<&'a [u8], GgufError> {
@@ -81,7 +79,7 @@ impl<'a> Cursor<'a> {
     fn value(&mut self, ty: ValueType, key: &str, depth: usize) -> Result<Value, GgufError> {
         Ok(match ty {
             ValueType::U8 => Value::U8(self.array::<1>()?[0]),
-            ValueType::I8 => Value::I8(self.array::<1>()?[0] as i8),
+            ValueType::I8 => Value::I8(i8::from_le_bytes(self.array()?)),
             ValueType::U16 => Value::U16(u16::from_le_bytes(self.array()?)),
             ValueType::I16 => Value::I16(i16::from_le_bytes(self.array()?)),
             ValueType::U32 => Value::U32(self.u32()?),
@@ -170,13 +168,13 @@ impl GgufFile {
         for _ in 0..n_tensors {
             let name = c.string()?;
             let n_dims = c.u32()?;
-            if n_dims == 0 || n_dims as usize > MAX_DIMS {
+            let Some(n_dims) = usize::try_from(n_dims).ok().filter(|n| (1..=MAX_DIMS).contains(n)) else {
                 return Err(GgufError::BadShape {
                     tensor: name,
                     reason: format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
                 });
-            }
-            let mut dims = Vec::with_capacity(n_dims as usize);
+            };
+            let mut dims = Vec::with_capacity(n_dims);
             for _ in 0..n_dims {
                 dims.push(c.u64()?);
             }
@@ -244,10 +242,13 @@ pub fn read_header(mut reader: impl Read, file_len: u64) -> Result<GgufFile, Ggu
     let mut buf = Vec::new();
     let mut want = (1u64 << 20).min(file_len);
     loop {
-        let have = buf.len() as u64;
-        if want > have {
-            buf.resize(want as usize, 0);
-            reader.read_exact(&mut buf[have as usize..]).map_err(|e| match e.kind() {
+        let have = buf.len();
+        if want > have as u64 {
+            let Some(len) = alloc_len(want) else {
+                return Err(GgufError::Io(format!("a header of {want} bytes does not fit in memory here")));
+            };
+            buf.resize(len, 0);
+            reader.read_exact(&mut buf[have..]).map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => GgufError::Truncated { needed: want, file_len },
                 _ => GgufError::Io(e.to_string()),
             })?;
@@ -262,7 +263,10 @@ pub fn read_header(mut reader: impl Read, file_len: u64) -> Result<GgufFile, Ggu
 /// Reads one tensor's bytes from a seekable file (its range was checked against the file length
 /// when the header was parsed, so the allocation is bounded by bytes that exist).
 pub fn read_tensor_data(mut reader: impl Read + Seek, tensor: &TensorInfo) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; tensor.n_bytes as usize];
+    let len = alloc_len(tensor.n_bytes).ok_or_else(|| {
+        std::io::Error::other(format!("tensor {:?}: {} bytes do not fit in memory here", tensor.name, tensor.n_bytes))
+    })?;
+    let mut buf = vec![0u8; len];
     reader.seek(SeekFrom::Start(tensor.offset))?;
     reader.read_exact(&mut buf)?;
     Ok(buf)

@@ -2,6 +2,7 @@
 //! can be streamed out one tensor at a time.
 
 use super::*;
+use crate::offsets::piece_len;
 use std::io::{self, Write};
 
 /// A tensor's name, shape (ggml order) and type, as declared in the directory.
@@ -92,7 +93,8 @@ impl GgufWriter {
         let mut offset = 0u64;
         for t in &self.tensors {
             put_str(&mut out, &t.name);
-            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            // At most MAX_DIMS (checked by TensorSpec::new).
+            out.extend_from_slice(&u32::try_from(t.dims.len()).unwrap_or(u32::MAX).to_le_bytes());
             for d in &t.dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
@@ -100,7 +102,8 @@ impl GgufWriter {
             out.extend_from_slice(&offset.to_le_bytes());
             offset += t.n_bytes().expect("checked in add_tensor").next_multiple_of(alignment);
         }
-        out.resize((out.len() as u64).next_multiple_of(alignment) as usize, 0);
+        let padding = (out.len() as u64).next_multiple_of(alignment) - out.len() as u64;
+        out.resize(out.len() + piece_len(padding, usize::MAX), 0);
         w.write_all(&out)?;
         self.next = 0;
         Ok(out.len() as u64)
@@ -133,7 +136,7 @@ impl GgufWriter {
         if written != n {
             return Err(invalid(format!("tensor {:?} needs {n} bytes, got {written}", spec.name)));
         }
-        w.write_all(&vec![0u8; (n.next_multiple_of(alignment) - n) as usize])?;
+        w.write_all(&vec![0u8; piece_len(n.next_multiple_of(alignment) - n, usize::MAX)])?;
         self.next += 1;
         Ok(())
     }
@@ -160,13 +163,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 fn put_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::U8(x) => out.push(*x),
-        Value::I8(x) => out.push(*x as u8),
+        Value::I8(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Bool(x) => out.push(*x as u8),
+        Value::Bool(x) => out.push(u8::from(*x)),
         Value::String(s) => put_str(out, s),
         Value::Array(t, items) => {
             out.extend_from_slice(&(*t as u32).to_le_bytes());

@@ -77,6 +77,13 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+/// Ids that tell one answer's messages from another's: this page's count of requests.
+fn next_request_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 fn local_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
@@ -199,7 +206,9 @@ impl State {
     }
 
     pub fn open_local_file(&self, file: web_sys::File) {
-        self.source.set(ModelSource::File { name: file.name(), size: file.size() as u64 });
+        // A browser's File.size is a whole number of bytes; a file past 2^53 bytes is not a model.
+        let Some(size) = crate::numbers::js_u64(file.size()) else { return };
+        self.source.set(ModelSource::File { name: file.name(), size });
         self.probe(Some(&file));
     }
 
@@ -208,7 +217,7 @@ impl State {
         if self.answering.get_untracked().is_some() {
             return;
         }
-        let id = now_ms() as u64;
+        let id = next_request_id();
         let messages = self.conversation.with_untracked(Conversation::messages);
         if messages.last().is_none_or(|m| m.role != "user") {
             return;

@@ -20,7 +20,11 @@ fn t(key: Key) -> impl Fn() -> &'static str + Copy + Send + Sync + 'static {
 }
 
 pub fn bytes(n: u64) -> String {
-    let n = n as f64;
+    amount(n as f64)
+}
+
+/// A number of bytes given as a double (a rate), for display.
+fn amount(n: f64) -> String {
     match n {
         n if n >= 1e9 => format!("{:.2} GB", n / 1e9),
         n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
@@ -30,14 +34,21 @@ pub fn bytes(n: u64) -> String {
 }
 
 fn duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h {:02}m", s / 3600, s % 3600 / 60)
-    } else if s >= 60 {
-        format!("{}m {:02}s", s / 60, s % 60)
+    // Whole seconds as doubles: exact for any duration worth showing, and no cast.
+    let s = seconds.max(0.0).round();
+    let (h, m) = ((s / 3600.0).floor(), (s % 3600.0 / 60.0).floor());
+    if s >= 3600.0 {
+        format!("{h:.0}h {m:02.0}m")
+    } else if s >= 60.0 {
+        format!("{:.0}m {:02.0}s", (s / 60.0).floor(), s % 60.0)
     } else {
-        format!("{s}s")
+        format!("{s:.0}s")
     }
+}
+
+/// The number typed in a settings field, when it parses as its setting's type within `min..=max`.
+fn field<T: std::str::FromStr + PartialOrd>(ev: &leptos::ev::Event, min: T, max: T) -> Option<T> {
+    event_target_value(ev).trim().parse::<T>().ok().filter(|v| (min..=max).contains(v))
 }
 
 fn failure_text(kind: ErrorKind) -> Key {
@@ -161,11 +172,8 @@ fn Disclaimer() -> impl IntoView {
 fn SettingsPanel() -> impl IntoView {
     let s = state();
     // A number field changes its setting only when it holds a number in range.
-    let set = move |ev: &leptos::ev::Event, min: f64, max: f64, apply: &dyn Fn(&mut crate::protocol::Settings, f64)| {
-        if let Some(v) = event_target_value(ev).parse::<f64>().ok().filter(|v| (min..=max).contains(v)) {
-            s.settings.update(|x| apply(x, v));
-        }
-    };
+    // Each field parses as its setting's own type, so no number is cast on the way.
+    let set = move |apply: &dyn Fn(&mut crate::protocol::Settings)| s.settings.update(apply);
     view! {
         <Show when=move || s.show_settings.get()>
             <div class="modal" role="dialog" aria-modal="true">
@@ -177,19 +185,19 @@ fn SettingsPanel() -> impl IntoView {
                     </label>
                     <label>{t(Key::Temperature)}
                         <input type="number" min="0" max="2" step="0.05" prop:value=move || s.settings.with(|x| x.temperature.to_string())
-                            on:change=move |ev| set(&ev, 0.0, 2.0, &|x, v| x.temperature = v as f32)/>
+                            on:change=move |ev| if let Some(v) = field(&ev, 0.0, 2.0) { set(&|x| x.temperature = v) }/>
                     </label>
                     <label>{t(Key::TopP)}
-                        <input type="number" min="0.05" max="1" step="0.05" prop:value=move || s.settings.with(|x| x.top_p.to_string())
-                            on:change=move |ev| set(&ev, 0.01, 1.0, &|x, v| x.top_p = v as f32)/>
+                        <input type="number" min="0.01" max="1" step="0.05" prop:value=move || s.settings.with(|x| x.top_p.to_string())
+                            on:change=move |ev| if let Some(v) = field(&ev, 0.01, 1.0) { set(&|x| x.top_p = v) }/>
                     </label>
                     <label>{t(Key::MaxTokens)}
                         <input type="number" min="1" max="8192" step="1" prop:value=move || s.settings.with(|x| x.max_tokens.to_string())
-                            on:change=move |ev| set(&ev, 1.0, 8192.0, &|x, v| x.max_tokens = v as usize)/>
+                            on:change=move |ev| if let Some(v) = field(&ev, 1, 8192) { set(&|x| x.max_tokens = v) }/>
                     </label>
                     <label>{t(Key::Seed)}
                         <input type="number" min="0" step="1" prop:value=move || s.settings.with(|x| x.seed.to_string())
-                            on:change=move |ev| set(&ev, 0.0, 1.8e19, &|x, v| x.seed = v as u64)/>
+                            on:change=move |ev| if let Some(v) = field(&ev, 0, u64::MAX) { set(&|x| x.seed = v) }/>
                     </label>
                     <button class="primary" on:click=move |_| s.show_settings.set(false)>{t(Key::Close)}</button>
                 </div>
@@ -331,9 +339,9 @@ fn ModelPanel() -> impl IntoView {
                 <p><strong>{Key::Preparing.text(lang)}</strong>": "<code>{p.tensor.clone()}</code></p>
                 <progress data-testid="prepare-download" max=p.download_total.to_string() value=p.downloaded.to_string()></progress>
                 <p>{format!("{}: {} / {} · {}/s · {} {}", Key::Downloading.text(lang), bytes(p.downloaded), bytes(p.download_total),
-                    bytes(p.download_rate as u64), duration(left), Key::TimeLeft.text(lang))}</p>
+                    amount(p.download_rate), duration(left), Key::TimeLeft.text(lang))}</p>
                 <progress data-testid="prepare-quantize" max=p.write_total.to_string() value=p.written.to_string()></progress>
-                <p>{format!("{}: {} / {} · {}/s", Key::Quantizing.text(lang), bytes(p.written), bytes(p.write_total), bytes(p.quantize_rate as u64))}</p>
+                <p>{format!("{}: {} / {} · {}/s", Key::Quantizing.text(lang), bytes(p.written), bytes(p.write_total), amount(p.quantize_rate))}</p>
             }.into_any()
         }
         ModelState::Loading { phase, done, total, bytes_per_second, .. } => {
@@ -348,13 +356,14 @@ fn ModelPanel() -> impl IntoView {
             let left = if bytes_per_second > 0.0 { (total - done) as f64 / bytes_per_second } else { 0.0 };
             view! {
                 <progress data-testid="progress" max=total.to_string() value=done.to_string()></progress>
-                <p>{format!("{label}: {} / {} · {}/s · {} {}", bytes(done), bytes(total), bytes(bytes_per_second as u64), duration(left), Key::TimeLeft.text(lang))}</p>
+                <p>{format!("{label}: {} / {} · {}/s · {} {}", bytes(done), bytes(total), amount(bytes_per_second), duration(left), Key::TimeLeft.text(lang))}</p>
             }.into_any()
         }
         ModelState::Ready(info) => {
             let lang = s.lang.get();
             view! {
-                <p data-testid="model-ready" data-wasm-heap=info.wasm_heap_bytes.to_string()>
+                <p data-testid="model-ready" data-wasm-heap=info.wasm_heap_bytes.to_string()
+                   data-load-seconds=info.load_seconds.to_string() data-times=serde_json::to_string(&info.times).unwrap_or_default()>
                    <strong>{Key::ModelReady.text(lang)}</strong>": "{info.name.clone()}" · "{info.adapter.clone()}
                    {info.from_cache.then(|| format!(" · {}", Key::FromCache.text(lang)))}
                    {format!(" · {:.1}s · {} {}", info.load_seconds, bytes(info.wasm_heap_bytes), Key::WorkerMemory.text(lang))}</p>
@@ -362,8 +371,8 @@ fn ModelPanel() -> impl IntoView {
                     <p class="hint" data-testid="prepared" data-stats=serde_json::to_string(&p).unwrap_or_default()>
                         {format!("{} {}: {} {} ({}/s), {} {}/s", Key::PreparedIn.text(lang), duration(p.total_seconds),
                             Key::PrepareDownload.text(lang), bytes(p.source_bytes),
-                            bytes((p.source_bytes as f64 / p.download_seconds.max(1e-3)) as u64),
-                            Key::Quantizing.text(lang), bytes((p.source_bytes as f64 / p.quantize_seconds.max(1e-3)) as u64))}
+                            amount(p.source_bytes as f64 / p.download_seconds.max(1e-3)),
+                            Key::Quantizing.text(lang), amount(p.source_bytes as f64 / p.quantize_seconds.max(1e-3)))}
                     </p>
                 })}
                 {info.software_adapter.then(|| view! { <p class="hint">{Key::SoftwareGpu.text(lang)}</p> })}
@@ -438,7 +447,7 @@ fn message(turn: Turn, index: usize, writing: bool) -> impl IntoView {
         });
         view! {
             {dropped}
-            <div class="stats" data-testid="answer-stats">
+            <div class="stats" data-testid="answer-stats" data-stats=serde_json::to_string(&st).unwrap_or_default()>
                 {format!("{} {} · {:.1} {}{stop}", st.generated, Key::Tokens.text(lang), st.tokens_per_second, Key::TokensPerSecond.text(lang))}
             </div>
         }

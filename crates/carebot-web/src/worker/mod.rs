@@ -8,13 +8,15 @@ mod source;
 mod store;
 
 use crate::protocol::{
-    AnswerStats, ErrorKind, Failure, FromWorker, ModelInfo, ModelSource, Phase, ProbeInfo, Settings, ToWorker,
+    AnswerStats, ErrorKind, Failure, FromWorker, LoadTimes, ModelInfo, ModelSource, Phase, ProbeInfo, Settings,
+    ToWorker,
 };
 use carebot_gpu::{EngineOptions, GpuContext, GpuError, GpuModel, GpuOptions, GpuSession};
 use carebot_model::chat::{ChatMessage, ChatTemplate, FitError, fit_conversation, stop_token_ids};
 use carebot_model::config::LlamaConfig;
 use carebot_model::generate::StopReason;
 use carebot_model::gguf::{GgufError, GgufFile};
+use carebot_model::offsets::piece_len;
 use carebot_model::sampler::Sampler;
 use carebot_model::tokenizer::Tokenizer;
 use js::{now_ms, wasm_heap_bytes};
@@ -31,6 +33,9 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 const PIECE: usize = 8 << 20;
 /// First bytes read to look at a file; GGUF headers with a big vocabulary need more (read on demand).
 const PROBE_BYTES: usize = 1 << 20;
+/// The most bytes of GGUF header (metadata and tensor directory) read into the heap: a Llama-3
+/// header with its 128k-token vocabulary and merges is ≈ 8 MB. A bigger one is refused unread.
+const MAX_HEADER_BYTES: usize = 64 << 20;
 /// Longest context the browser engine allocates a KV cache for.
 const MAX_CONTEXT: usize = 4096;
 
@@ -50,6 +55,8 @@ struct Bytes {
     size: u64,
     /// Some bytes came over the network during this visit.
     fetched: Cell<bool>,
+    /// Time spent reading the source, and writing and reading the cache.
+    times: RefCell<LoadTimes>,
 }
 
 /// A source looked at by `Probe`, ready for `Load`.
@@ -213,13 +220,13 @@ impl Worker {
                     let size = remote.read(0, &mut first).await?;
                     let cache = CachedFile::open(url, size).await?;
                     if cache.cached()? == 0 {
-                        cache.append(0, &first[..PROBE_BYTES.min(size as usize)])?;
+                        cache.append(0, &first[..piece_len(size, PROBE_BYTES)])?;
                     }
                     (Some(remote), Some(cache), size, true)
                 }
             },
         };
-        let bytes = Bytes { remote, cache, size, fetched: Cell::new(fetched) };
+        let bytes = Bytes { remote, cache, size, fetched: Cell::new(fetched), times: RefCell::default() };
         let file = match &plan {
             Some(p) => GgufFile::parse(&p.header, size).map_err(|e| failure(ErrorKind::Internal, e.to_string()))?,
             None => bytes.read_header().await?,
@@ -326,10 +333,15 @@ impl Worker {
         let mut piece = vec![0u8; PIECE];
         let mut at = data_start;
         let (mut last_report, mut last_done, mut rate) = (now_ms(), at, 0.0f64);
+        *probed.bytes.times.borrow_mut() =
+            LoadTimes { setup_seconds: (last_report - t0) / 1000.0, ..LoadTimes::default() };
+        let mut upload_ms = 0.0;
         while at < size {
-            let n = (size - at).min(PIECE as u64) as usize;
+            let n = piece_len(size - at, PIECE);
             probed.bytes.read(at, &mut piece[..n]).await?;
+            let t = now_ms();
             model.upload(at, &piece[..n]).map_err(gpu_failure)?;
+            upload_ms += now_ms() - t;
             at += n as u64;
             let now = now_ms();
             if now - last_report >= 250.0 || at == size {
@@ -339,7 +351,9 @@ impl Worker {
                 (last_report, last_done) = (now, at);
             }
         }
+        let t = now_ms();
         model.finish_upload().map_err(gpu_failure)?;
+        upload_ms += now_ms() - t;
         let context = model.capacity();
         drop(piece);
         *self.loaded.borrow_mut() = Some(Loaded { session: GpuSession::new(model), tokenizer, template, stops });
@@ -353,6 +367,7 @@ impl Worker {
                 load_seconds: (now_ms() - t0) / 1000.0,
                 wasm_heap_bytes: wasm_heap_bytes(),
                 prepared,
+                times: LoadTimes { upload_seconds: upload_ms / 1000.0, ..probed.bytes.times.take() },
             },
         });
         Ok(())
@@ -457,7 +472,7 @@ impl Bytes {
     /// Reads the file's first bytes until they hold the whole GGUF header, and parses it.
     async fn read_header(&self) -> Result<GgufFile, Failure> {
         let mut header = Vec::new();
-        let mut want = PROBE_BYTES.min(self.size as usize);
+        let mut want = piece_len(self.size, PROBE_BYTES);
         loop {
             if header.len() < want {
                 let at = header.len();
@@ -467,7 +482,24 @@ impl Bytes {
             match GgufFile::parse(&header, self.size) {
                 Ok(file) => return Ok(file),
                 Err(GgufError::NeedMoreData { needed }) if needed <= self.size => {
-                    want = (needed as usize).max(want * 2).min(self.size as usize);
+                    if needed > MAX_HEADER_BYTES as u64 {
+                        return Err(failure(
+                            ErrorKind::Model,
+                            format!(
+                                "the GGUF header (metadata and tensor list) takes {needed} bytes; this app reads at most {MAX_HEADER_BYTES}"
+                            ),
+                        ));
+                    }
+                    // At least double what was read, so the rounds are few; never past the file.
+                    let next = needed.max(2 * header.len() as u64).min(self.size);
+                    let grown = piece_len(next, MAX_HEADER_BYTES);
+                    if grown <= header.len() {
+                        return Err(failure(
+                            ErrorKind::Model,
+                            format!("the GGUF header asks for {needed} bytes but does not parse with them"),
+                        ));
+                    }
+                    want = grown;
                 }
                 Err(e @ (GgufError::BadMagic(_) | GgufError::UnsupportedVersion(_) | GgufError::BigEndian)) => {
                     return Err(failure(ErrorKind::NotGguf, e.to_string()));
@@ -480,20 +512,38 @@ impl Bytes {
     /// Fills `buf` with the file's bytes at `at`.
     async fn read(&self, at: u64, buf: &mut [u8]) -> Result<(), Failure> {
         let cached = self.cached()?;
+        let timed =
+            |add: fn(&mut LoadTimes, f64), since: f64| add(&mut self.times.borrow_mut(), (now_ms() - since) / 1000.0);
+        let t = now_ms();
         match (&self.cache, &self.remote) {
-            (Some(cache), _) if at + buf.len() as u64 <= cached => cache.read(at, buf),
+            (Some(cache), _) if at + buf.len() as u64 <= cached => {
+                cache.read(at, buf)?;
+                timed(|t, s| t.cache_read_seconds += s, t);
+                Ok(())
+            }
             (Some(cache), Some(remote)) => {
                 // Downloads go in order, so the cache ends inside (or at the start of) this piece.
                 if cached < at {
                     return Err(failure(ErrorKind::Internal, "the cache has a gap"));
                 }
-                let split = (cached - at) as usize;
+                // The piece ends past `cached` (checked above), so this is inside `buf`.
+                let split = piece_len(cached - at, buf.len());
                 cache.read(at, &mut buf[..split])?;
+                timed(|t, s| t.cache_read_seconds += s, t);
+                let t = now_ms();
                 remote.read(cached, &mut buf[split..]).await?;
+                timed(|t, s| t.source_seconds += s, t);
                 self.fetched.set(true);
-                cache.append(cached, &buf[split..])
+                let t = now_ms();
+                cache.append(cached, &buf[split..])?;
+                timed(|t, s| t.cache_write_seconds += s, t);
+                Ok(())
             }
-            (None, Some(remote)) => remote.read(at, buf).await.map(|_| ()),
+            (None, Some(remote)) => {
+                remote.read(at, buf).await?;
+                timed(|t, s| t.source_seconds += s, t);
+                Ok(())
+            }
             (_, None) => Err(failure(ErrorKind::Internal, "the cached model is incomplete")),
         }
     }

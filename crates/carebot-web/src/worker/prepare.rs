@@ -15,6 +15,7 @@ use carebot_model::convert::{
     Conversion, ConvertError, HfConfig, HfFiles, Quant, SAFETENSORS_PREFIX, SourceTensor, parse_safetensors_header,
     permute_rows_for_rope, safetensors_header_len, weight_map,
 };
+use carebot_model::offsets::{alloc_len, piece_len};
 use carebot_model::quant::{self, GgmlType};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Source bytes per piece: what the wasm heap holds of a tensor at a time (twice, as the next
 /// piece downloads while this one is quantized), and 4 Mi values of f32 on the GPU.
 const PIECE_BYTES: u64 = 8 << 20;
-const MAX_VALUES: u64 = 4 << 20;
+const MAX_VALUES: usize = 4 << 20;
 
 fn convert_failure(e: ConvertError) -> Failure {
     match e {
@@ -187,7 +188,7 @@ impl Plan {
                     p.cols() as u64,
                     p.row_group() as u64,
                     PIECE_BYTES,
-                    MAX_VALUES,
+                    MAX_VALUES as u64,
                 ),
                 None => rows,
             };
@@ -206,7 +207,15 @@ impl Plan {
         let Some((url, t)) = &self.sources[piece.tensor] else { return Ok((Vec::new(), 0.0)) };
         let row_bytes = (t.end - t.start) / self.out[piece.tensor].rows.max(1);
         let t0 = now_ms();
-        let mut bytes = vec![0u8; ((piece.rows.1 - piece.rows.0) * row_bytes) as usize];
+        // A piece is at most 8 MiB, or one head of rows where a head is bigger: bounded by what
+        // the shard's header declared, which must fit this machine.
+        let len = (piece.rows.1 - piece.rows.0) * row_bytes;
+        let mut bytes = vec![
+            0u8;
+            alloc_len(len).ok_or_else(|| {
+                failure(ErrorKind::Model, format!("a piece of {len} bytes of {url} does not fit in memory here"))
+            })?
+        ];
         Remote::Url(url.clone()).read(t.start + piece.rows.0 * row_bytes, &mut bytes).await?;
         Ok((bytes, (now_ms() - t0) / 1000.0))
     }
@@ -244,7 +253,8 @@ impl Plan {
         };
         let t = &self.out[piece.tensor];
         if piece.rows.1 == t.rows {
-            out.resize(out.len() + (t.padded - t.bytes) as usize, 0);
+            // Alignment padding: less than the GGUF alignment (32 bytes).
+            out.resize(out.len() + piece_len(t.padded - t.bytes, usize::MAX), 0);
         }
         Ok((out, (now_ms() - t0) / 1000.0))
     }
@@ -278,7 +288,7 @@ impl Plan {
         let written_at_start = written;
         let mut downloaded = self.source_bytes_before(at.tensor, at.row);
         let pieces = self.pieces(at.tensor, at.row);
-        let quantizer = GpuQuantizer::new(ctx, MAX_VALUES as usize).map_err(gpu_failure)?;
+        let quantizer = GpuQuantizer::new(ctx, MAX_VALUES).map_err(gpu_failure)?;
         let (mut download_seconds, mut quantize_seconds, mut source_bytes) = (0.0f64, 0.0f64, 0u64);
 
         // The next piece downloads while this one is quantized and written.

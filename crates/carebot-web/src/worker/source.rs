@@ -2,7 +2,9 @@
 
 use super::failure;
 use super::js::{await_promise, js_error};
+use crate::numbers::js_u64;
 use crate::protocol::{ErrorKind, Failure};
+use carebot_model::offsets::piece_len;
 use wasm_bindgen::JsCast;
 use web_sys::{File, Headers, RequestCache, RequestInit, Response, WorkerGlobalScope};
 
@@ -23,6 +25,7 @@ impl Remote {
             Remote::Url(url) => fetch_range(url, at, out).await,
             Remote::File(file) => {
                 let end = at + out.len() as u64;
+                // Offsets as doubles (exact below 2^53): `Blob.slice` takes any size of file.
                 let blob = file
                     .slice_with_f64_and_f64(at as f64, end as f64)
                     .map_err(|e| failure(ErrorKind::Internal, js_error(&e)))?;
@@ -40,7 +43,12 @@ impl Remote {
                     ));
                 }
                 bytes.copy_to(out);
-                Ok(file.size() as u64)
+                js_u64(file.size()).ok_or_else(|| {
+                    failure(
+                        ErrorKind::Internal,
+                        format!("{}: the browser gave its size as {}", file.name(), file.size()),
+                    )
+                })
             }
         }
     }
@@ -129,7 +137,7 @@ async fn fetch_range(url: &str, at: u64, out: &mut [u8]) -> Result<u64, Failure>
         .await
         .map_err(|e| failure(ErrorKind::Network, format!("download of {url} interrupted: {}", js_error(&e))))?;
     let bytes = js_sys::Uint8Array::new(&body);
-    let expected = out.len().min(total.saturating_sub(at) as usize);
+    let expected = piece_len(total.saturating_sub(at), out.len());
     if bytes.length() as usize != expected {
         return Err(failure(
             ErrorKind::Network,

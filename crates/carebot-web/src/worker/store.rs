@@ -3,7 +3,9 @@
 //! and how many bytes the whole file has. A partial file is a download to resume.
 
 use super::js::{await_promise, dom_error_name, js_error};
+use crate::numbers::js_u64;
 use crate::protocol::{ErrorKind, Failure};
+use carebot_model::offsets::piece_len;
 use carebot_model::rng::fnv1a64;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsCast;
@@ -58,21 +60,34 @@ async fn open_handle(dir: &FileSystemDirectoryHandle, name: &str) -> Result<File
     Ok(handle.unchecked_into())
 }
 
+/// A size or count the storage API gave, as bytes.
+fn storage_u64(x: f64) -> Result<u64, Failure> {
+    js_u64(x).ok_or_else(|| Failure {
+        kind: ErrorKind::Internal,
+        detail: format!("browser storage: {x} is not a size in bytes"),
+    })
+}
+
+fn size_of(handle: &FileSystemSyncAccessHandle) -> Result<u64, Failure> {
+    storage_u64(handle.get_size().map_err(storage_failure)?)
+}
+
+/// The first MiB at most of a small file (the `.json` beside a model).
 fn read_all(handle: &FileSystemSyncAccessHandle) -> Result<Vec<u8>, Failure> {
-    let len = handle.get_size().map_err(storage_failure)? as usize;
-    let mut bytes = vec![0; len.min(1 << 20)];
+    let mut bytes = vec![0; piece_len(size_of(handle)?, 1 << 20)];
     let options = FileSystemReadWriteOptions::new();
     options.set_at(0.0);
-    let n = handle.read_with_u8_array_and_options(&mut bytes, &options).map_err(storage_failure)? as usize;
-    bytes.truncate(n);
+    let n = storage_u64(handle.read_with_u8_array_and_options(&mut bytes, &options).map_err(storage_failure)?)?;
+    bytes.truncate(piece_len(n, bytes.len()));
     Ok(bytes)
 }
 
 fn write_all(handle: &FileSystemSyncAccessHandle, at: u64, bytes: &[u8]) -> Result<(), Failure> {
     let options = FileSystemReadWriteOptions::new();
+    // Offsets as doubles, exact below 2^53: a model file passes 4 GiB.
     options.set_at(at as f64);
-    let n = handle.write_with_u8_array_and_options(bytes, &options).map_err(storage_failure)?;
-    if n as usize != bytes.len() {
+    let n = storage_u64(handle.write_with_u8_array_and_options(bytes, &options).map_err(storage_failure)?)?;
+    if n != bytes.len() as u64 {
         return Err(Failure {
             kind: ErrorKind::StorageFull,
             detail: format!("the browser stored {n} of {} bytes: its storage for this site is full", bytes.len()),
@@ -123,21 +138,21 @@ impl CachedFile {
         meta_handle.close();
         let meta = meta.filter(|m| m.url == url)?;
         let handle = open_handle(&dir, &format!("{k}.gguf")).await.ok()?;
-        let len = handle.get_size().ok()? as u64;
+        let len = size_of(&handle).ok();
         handle.close();
-        Some((meta.size, len.min(meta.size)))
+        Some((meta.size, len?.min(meta.size)))
     }
 
     /// Bytes cached so far (from the start of the file).
     pub fn cached(&self) -> Result<u64, Failure> {
-        Ok((self.handle.get_size().map_err(storage_failure)? as u64).min(self.size))
+        Ok(size_of(&self.handle)?.min(self.size))
     }
 
     pub fn read(&self, at: u64, out: &mut [u8]) -> Result<(), Failure> {
         let options = FileSystemReadWriteOptions::new();
         options.set_at(at as f64);
-        let n = self.handle.read_with_u8_array_and_options(out, &options).map_err(storage_failure)?;
-        if n as usize != out.len() {
+        let n = storage_u64(self.handle.read_with_u8_array_and_options(out, &options).map_err(storage_failure)?)?;
+        if n != out.len() as u64 {
             return Err(Failure {
                 kind: ErrorKind::Internal,
                 detail: format!("the cached model ended early ({n} of {} bytes at {at})", out.len()),
@@ -184,7 +199,7 @@ pub async fn estimate() -> Option<(u64, u64)> {
     let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
     let estimate = await_promise(scope.navigator().storage().estimate().ok()?).await.ok()?;
     let estimate: web_sys::StorageEstimate = estimate.unchecked_into();
-    Some((estimate.get_usage()? as u64, estimate.get_quota()? as u64))
+    Some((js_u64(estimate.get_usage()?)?, js_u64(estimate.get_quota()?)?))
 }
 
 fn storage_failure(e: wasm_bindgen::JsValue) -> Failure {
