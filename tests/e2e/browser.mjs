@@ -18,15 +18,25 @@ const require = createRequire(import.meta.url);
 const { chromium } = require(process.env.PLAYWRIGHT_CORE || join(ROOT, "target/web-tools/node_modules/playwright-core"));
 
 /// Starts Chromium; `base` is the test server. Returns the context, helpers, and the lists of
-/// console errors and requests that left 127.0.0.1.
-export async function launch(base) {
-    const browser = await chromium.launch({
+/// console errors and requests that left 127.0.0.1. With `userDataDir` the profile lives on disk
+/// there, as a user's does: an off-the-record context (the default) keeps its storage in memory,
+/// under a quota too small for a model of several GB.
+export async function launch(base, { userDataDir } = {}) {
+    const options = {
         executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
         headless: true,
         args: ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
-    const context = await browser.newContext({ viewport: { width: 1200, height: 860 } });
+    };
+    const viewport = { width: 1200, height: 860 };
+    let browser, context;
+    if (userDataDir) {
+        context = await chromium.launchPersistentContext(userDataDir, { ...options, viewport });
+        browser = { close: () => context.close() };
+    } else {
+        browser = await chromium.launch(options);
+        context = await browser.newContext({ viewport });
+    }
     const offsite = [];
     const consoleErrors = [];
     context.on("request", (r) => {
@@ -68,9 +78,9 @@ export async function ask(page, text) {
 }
 
 /// The text of answer `index` once it is complete.
-export async function answer(page, index) {
+export async function answer(page, index, timeout = TIMEOUT) {
     const sel = '[data-testid="assistant-message"]';
-    await page.waitForFunction(([s, i]) => document.querySelectorAll(s)[i]?.dataset.done === "true", [sel, index], { timeout: TIMEOUT });
+    await page.waitForFunction(([s, i]) => document.querySelectorAll(s)[i]?.dataset.done === "true", [sel, index], { timeout });
     return page.locator(sel).nth(index).getAttribute("data-text");
 }
 

@@ -9,10 +9,10 @@ use carebot_gpu::{EngineOptions, GpuContext, GpuModel, GpuOptions, KvFormat, Mat
 use carebot_model::config::LlamaConfig;
 use carebot_model::generate::StepLogits;
 use carebot_model::gguf::{GgufFile, read_header};
-use carebot_model::quant::{self, GgmlType, TypeMix};
+use carebot_model::quant::{GgmlType, TypeMix};
 use carebot_model::rng::SplitMix64;
 use carebot_model::sampler::{SelectRequest, argmax};
-use carebot_model::synthetic::{SyntheticSpec, random_tensor_bytes};
+use carebot_model::synthetic::SyntheticSpec;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -310,60 +310,19 @@ fn synthetic(spec: &str) -> Result<(SyntheticSpec, Vec<u8>, u64, GgufFile)> {
     Ok((model, header, file_len, file))
 }
 
-/// Streams the synthetic model's tensor bytes in file order, in pieces of at most 8 MiB, to
-/// `sink(file_offset, bytes)`: random weights, and the real recipe's norms and RoPE factors.
-fn synthetic_tensors(
-    model: &SyntheticSpec,
-    file: &GgufFile,
-    mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<()> {
-    let mut tensors: Vec<_> = file.tensors.iter().collect();
-    tensors.sort_by_key(|t| t.offset);
-    let mut rng = SplitMix64::new(0x5eed);
-    let mut piece = Vec::new();
-    for t in tensors {
-        if t.dims.len() == 1 {
-            let values = model.tensor_values(&t.name).ok_or_else(|| format!("no values for {}", t.name))?;
-            sink(t.offset, &quant::quantize(t.ty, &values)?)?;
-            continue;
-        }
-        let row = t.n_bytes / t.n_rows();
-        let rows_per_piece = ((8u64 << 20) / row).max(1);
-        let mut at = 0;
-        while at < t.n_bytes {
-            let n = (rows_per_piece * row).min(t.n_bytes - at) as usize;
-            piece.resize(n, 0);
-            random_tensor_bytes(t.ty, &mut rng, &mut piece);
-            sink(t.offset + at, &piece)?;
-            at += n as u64;
-        }
-    }
-    Ok(())
-}
-
 /// Loads the synthetic model straight onto the GPU.
 fn load_synthetic(ctx: GpuContext, spec: &str, options: &EngineOptions) -> Result<(GpuModel, GgufFile)> {
     let (model, _, _, file) = synthetic(spec)?;
     let mut gpu = pollster::block_on(GpuModel::new(ctx, &file, options))?;
-    synthetic_tensors(&model, &file, |offset, bytes| Ok(gpu.upload(offset, bytes)?))?;
+    model.random_tensor_data(&file, |offset, bytes| Ok(gpu.upload(offset, bytes)?)).map_err(|e| e.to_string())?;
     gpu.finish_upload()?;
     Ok((gpu, file))
 }
 
 /// Writes the synthetic model as a GGUF file at `path`.
 fn write_synthetic(spec: &str, path: &std::path::Path) -> Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    let io = |e: std::io::Error| format!("{}: {e}", path.display());
     let (model, header, file_len, file) = synthetic(spec)?;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    f.write_all(&header).map_err(io)?;
-    synthetic_tensors(&model, &file, |offset, bytes| {
-        f.seek(SeekFrom::Start(offset)).map_err(io)?;
-        Ok(f.write_all(bytes).map_err(io)?)
-    })?;
-    let f = f.into_inner().map_err(|e| io(e.into_error()))?;
-    f.set_len(file_len).map_err(io)?;
-    Ok(f.sync_all().map_err(io)?)
+    Ok(model.write_random_gguf(path, &header, file_len, &file)?)
 }
 
 /// Bytes of weights one decode step reads: every block matrix and the output projection in full,

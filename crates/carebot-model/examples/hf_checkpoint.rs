@@ -1,22 +1,32 @@
 //! Writes the tiny Llama-3 checkpoint of the converter tests in Hugging Face layout (bf16 in two
 //! safetensors shards with an index, config, generation config, and the Llama-3 tokenizer files
 //! from `CAREBOT_LLAMA3_TOKENIZER`), for the browser test that prepares it from a local "hub".
+//! With FRONT_BYTES, the second shard starts with that many bytes of a tensor converters skip,
+//! written as a hole: a shard over 4 GiB whose weights lie past 4 GiB, on a few MB of disk.
 //!
-//!     cargo run --release -p carebot-model --example hf_checkpoint -- OUT_DIR
+//!     cargo run --release -p carebot-model --example hf_checkpoint -- OUT_DIR [FRONT_BYTES]
 
 use carebot_model::synthetic::SyntheticSpec;
 use std::path::PathBuf;
 
 fn main() {
     let (Some(out), Ok(tokenizer)) = (std::env::args().nth(1), std::env::var("CAREBOT_LLAMA3_TOKENIZER")) else {
-        eprintln!("usage: CAREBOT_LLAMA3_TOKENIZER=… hf_checkpoint OUT_DIR");
+        eprintln!("usage: CAREBOT_LLAMA3_TOKENIZER=… hf_checkpoint OUT_DIR [FRONT_BYTES]");
         std::process::exit(2);
+    };
+    let front = match std::env::args().nth(2).map(|n| n.parse::<u64>()) {
+        None => 0,
+        Some(Ok(n)) if n % 4 == 0 => n,
+        Some(_) => {
+            eprintln!("FRONT_BYTES: a whole number of bytes, a multiple of 4");
+            std::process::exit(2);
+        }
     };
     let tokenizer = PathBuf::from(tokenizer);
     let tokenizer_dir =
         if tokenizer.is_dir() { tokenizer } else { tokenizer.parent().unwrap_or(&tokenizer).to_path_buf() };
     let spec = SyntheticSpec { vocab: 128_256, ..SyntheticSpec::tiny_llama3() };
-    if let Err(e) = spec.write_hf_checkpoint(&PathBuf::from(&out), &tokenizer_dir, 2) {
+    if let Err(e) = spec.write_hf_checkpoint_with_front(&PathBuf::from(&out), &tokenizer_dir, 2, front) {
         eprintln!("error: {out}: {e}");
         std::process::exit(1);
     }

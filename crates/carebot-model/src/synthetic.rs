@@ -7,9 +7,11 @@
 //! llama.cpp's converter does.
 
 use crate::config::block_tensor;
-use crate::gguf::{GgufWriter, TensorSpec, Value, ValueType};
+use crate::gguf::{GgufFile, GgufWriter, TensorSpec, Value, ValueType};
 pub use crate::quant::TypeMix;
 use crate::quant::{self, GgmlType};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use crate::rng::{SplitMix64, fnv1a64};
 use safetensors::{Dtype, tensor::TensorView};
 use std::collections::BTreeMap;
@@ -268,6 +270,44 @@ pub fn random_tensor_bytes(ty: GgmlType, rng: &mut SplitMix64, out: &mut [u8]) {
     }
 }
 
+/// The tensor [`SyntheticSpec::write_hf_checkpoint_with_front`] puts first in a shard: a name
+/// that transformers before 4.31 saved in Llama checkpoints and that converters skip (its values
+/// follow from `rope_theta`).
+pub const UNUSED_FRONT_TENSOR: &str = "model.layers.0.self_attn.rotary_emb.inv_freq";
+
+/// A safetensors shard of `views` preceded by `front_bytes` (a multiple of 4) of an F32
+/// [`UNUSED_FRONT_TENSOR`] of zeros, which stays a hole in the file.
+fn write_shard_with_front(path: &Path, views: Vec<(String, TensorView)>, front_bytes: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let bytes = safetensors::serialize(views, None).map_err(std::io::Error::other)?;
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let data = &bytes[8 + header_len..];
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + header_len]).map_err(std::io::Error::other)?;
+    for (name, t) in header.iter_mut() {
+        if name == "__metadata__" {
+            continue;
+        }
+        let offsets = t["data_offsets"].as_array_mut().expect("safetensors wrote offsets");
+        for o in offsets.iter_mut() {
+            *o = (o.as_u64().expect("an offset") + front_bytes).into();
+        }
+    }
+    header.insert(
+        UNUSED_FRONT_TENSOR.into(),
+        serde_json::json!({ "dtype": "F32", "shape": [front_bytes / 4], "data_offsets": [0, front_bytes] }),
+    );
+    let mut json = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
+    // Data starts 8-byte aligned, as safetensors writes it (padded with spaces).
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(&(json.len() as u64).to_le_bytes())?;
+    f.write_all(&json)?;
+    f.seek(SeekFrom::Current(front_bytes as i64))?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
 /// GPT-2's byte-to-unicode alphabet as the first `n` tokens (so llama.cpp can load the vocab).
 fn byte_tokens(n: usize) -> Vec<Value> {
     let printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
@@ -329,13 +369,29 @@ impl SyntheticSpec {
         n
     }
 
-    /// Writes the checkpoint into `dir`: bf16 weights in two shards with an index, config.json,
-    /// generation_config.json (EOS 128001 only, like CareBot's), and the Llama-3 tokenizer files.
+    /// Writes the checkpoint into `dir`: bf16 weights in `n_shards` shards with an index,
+    /// config.json, generation_config.json (EOS 128001 only, like CareBot's), and the Llama-3
+    /// tokenizer files.
     pub fn write_hf_checkpoint(&self, dir: &Path, tokenizer_dir: &Path, n_shards: usize) -> std::io::Result<()> {
+        self.write_hf_checkpoint_with_front(dir, tokenizer_dir, n_shards, 0)
+    }
+
+    /// [`Self::write_hf_checkpoint`], with the last shard starting with `front_bytes` of a tensor
+    /// converters skip by name ([`UNUSED_FRONT_TENSOR`], an F32 `rotary_emb.inv_freq`) before
+    /// its weights, written as a hole. With `front_bytes` past 4 GiB this is a shard over 4 GiB
+    /// whose weights all lie past 4 GiB, costing a few MB of disk and no time to convert.
+    pub fn write_hf_checkpoint_with_front(
+        &self,
+        dir: &Path,
+        tokenizer_dir: &Path,
+        n_shards: usize,
+        front_bytes: u64,
+    ) -> std::io::Result<()> {
         let spec = self;
         std::fs::create_dir_all(dir)?;
         let all = spec.hf_names();
         let per_shard = all.len().div_ceil(n_shards);
+        let n_shards = all.len().div_ceil(per_shard);
         let mut weight_map = BTreeMap::new();
         for (k, group) in all.chunks(per_shard).enumerate() {
             let file = format!("model-{:05}-of-{:05}.safetensors", k + 1, n_shards);
@@ -356,27 +412,118 @@ impl SyntheticSpec {
             for (name, ..) in &tensors {
                 weight_map.insert(name.clone(), file.clone());
             }
-            safetensors::serialize_to_file(views, None, &dir.join(&file)).map_err(std::io::Error::other)?;
+            if front_bytes > 0 && k + 1 == n_shards {
+                weight_map.insert(UNUSED_FRONT_TENSOR.into(), file.clone());
+                write_shard_with_front(&dir.join(&file), views, front_bytes)?;
+            } else {
+                safetensors::serialize_to_file(views, None, &dir.join(&file)).map_err(std::io::Error::other)?;
+            }
         }
         let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
         std::fs::write(dir.join("model.safetensors.index.json"), index.to_string())?;
-        let s = spec;
-        let rs = s.rope_scaling.as_ref().expect("a Llama-3.1 spec");
-        let config = serde_json::json!({
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-            "hidden_size": s.dim, "intermediate_size": s.ffn_dim, "num_hidden_layers": s.n_layers,
-            "num_attention_heads": s.n_heads, "num_key_value_heads": s.n_kv_heads, "head_dim": s.head_dim(),
-            "vocab_size": s.vocab, "max_position_embeddings": s.context, "rms_norm_eps": s.rms_eps,
-            "rope_theta": s.rope_theta, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
-            "bos_token_id": 128000, "eos_token_id": 128001,
-            "rope_scaling": { "rope_type": "llama3", "factor": rs.factor, "low_freq_factor": rs.low_freq_factor,
-                "high_freq_factor": rs.high_freq_factor, "original_max_position_embeddings": rs.original_context },
-        });
-        std::fs::write(dir.join("config.json"), config.to_string())?;
-        std::fs::write(dir.join("generation_config.json"), r#"{"bos_token_id": 128000, "eos_token_id": 128001}"#)?;
+        std::fs::write(dir.join("config.json"), spec.hf_config().to_string())?;
+        std::fs::write(dir.join("generation_config.json"), GENERATION_CONFIG)?;
         let tok = tokenizer_dir;
         std::fs::copy(tok.join("tokenizer.json"), dir.join("tokenizer.json"))?;
         std::fs::copy(tok.join("tokenizer_config.json"), dir.join("tokenizer_config.json"))?;
         Ok(())
     }
+
+    /// config.json of this model as transformers 4.x writes it (Llama-3.1 RoPE scaling).
+    pub fn hf_config(&self) -> serde_json::Value {
+        let s = self;
+        let rs = s.rope_scaling.as_ref().expect("a Llama-3.1 spec");
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "hidden_size": s.dim, "intermediate_size": s.ffn_dim, "num_hidden_layers": s.n_layers,
+            "num_attention_heads": s.n_heads, "num_key_value_heads": s.n_kv_heads, "head_dim": s.head_dim(),
+            "vocab_size": s.vocab, "max_position_embeddings": s.context, "rms_norm_eps": s.rms_eps,
+            "rope_theta": s.rope_theta, "tie_word_embeddings": s.tied_output, "torch_dtype": "bfloat16",
+            "bos_token_id": 128000, "eos_token_id": 128001,
+            "rope_scaling": { "rope_type": "llama3", "factor": rs.factor, "low_freq_factor": rs.low_freq_factor,
+                "high_freq_factor": rs.high_freq_factor, "original_max_position_embeddings": rs.original_context },
+        })
+    }
+
+    /// Streams random tensor bytes for the model `file` describes (its tensors must be this
+    /// model's), in file order and pieces of at most 8 MiB, to `sink(file_offset, bytes)`:
+    /// well-formed random blocks for the matrices ([`random_tensor_bytes`]), and the recipe's
+    /// own norms and RoPE factors.
+    pub fn random_tensor_data(
+        &self,
+        file: &GgufFile,
+        mut sink: impl FnMut(u64, &[u8]) -> Result<(), BoxError>,
+    ) -> Result<(), BoxError> {
+        let mut tensors: Vec<_> = file.tensors.iter().collect();
+        tensors.sort_by_key(|t| t.offset);
+        let mut rng = SplitMix64::new(0x5eed);
+        let mut piece = Vec::new();
+        for t in tensors {
+            if t.dims.len() == 1 {
+                let values = self.tensor_values(&t.name).unwrap_or_default();
+                sink(t.offset, &quant::quantize(t.ty, &values)?)?;
+                continue;
+            }
+            let row = t.n_bytes / t.n_rows();
+            let rows_per_piece = ((8u64 << 20) / row).max(1);
+            let mut at = 0;
+            while at < t.n_bytes {
+                let n = crate::offsets::piece_len(t.n_bytes - at, usize::MAX).min((rows_per_piece * row) as usize);
+                piece.resize(n, 0);
+                random_tensor_bytes(t.ty, &mut rng, &mut piece);
+                sink(t.offset + at, &piece)?;
+                at += n as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a GGUF file of this model at `path`: `header` (whose tensors are this model's),
+    /// then [`Self::random_tensor_data`], `file_len` bytes in all.
+    pub fn write_random_gguf(&self, path: &Path, header: &[u8], file_len: u64, file: &GgufFile) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        f.write_all(header)?;
+        self.random_tensor_data(file, |offset, bytes| {
+            f.seek(SeekFrom::Start(offset))?;
+            Ok(f.write_all(bytes)?)
+        })
+        .map_err(std::io::Error::other)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
+        f.set_len(file_len)?;
+        f.sync_all()
+    }
+
+    /// The GGUF `carebot convert --quant` writes for a checkpoint of this model whose tokenizer
+    /// files are in `tokenizer_dir`, with random weights: a real conversion's header (vocabulary,
+    /// merges, chat template, type mix) and layout at any size, written in seconds. Returns its
+    /// size.
+    pub fn write_converted_random(
+        &self,
+        path: &Path,
+        tokenizer_dir: &Path,
+        quant: crate::convert::Quant,
+        name: &str,
+    ) -> std::io::Result<u64> {
+        let read = |f: &str| -> std::io::Result<serde_json::Value> {
+            serde_json::from_slice(&std::fs::read(tokenizer_dir.join(f))?).map_err(std::io::Error::other)
+        };
+        let files = crate::convert::HfFiles {
+            config: self.hf_config(),
+            tokenizer: read("tokenizer.json")?,
+            tokenizer_config: read("tokenizer_config.json")?,
+            generation_config: serde_json::from_str(GENERATION_CONFIG).expect("valid JSON"),
+            dir_name: name.into(),
+        };
+        let mut conversion =
+            crate::convert::Conversion::plan(&files, quant, !self.tied_output).map_err(std::io::Error::other)?;
+        let header = conversion.header();
+        let len = conversion.layout(header.len() as u64).last().map_or(header.len() as u64, |&(at, _, pad)| at + pad);
+        let file = GgufFile::parse(&header, len).map_err(std::io::Error::other)?;
+        self.write_random_gguf(path, &header, len, &file)?;
+        Ok(len)
+    }
 }
+
+/// generation_config.json of the checkpoints written here: EOS 128001 only, like CareBot's.
+const GENERATION_CONFIG: &str = r#"{"bos_token_id": 128000, "eos_token_id": 128001}"#;

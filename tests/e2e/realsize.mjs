@@ -1,0 +1,206 @@
+// End-to-end test at CareBot's real size: a Llama-3-8B Q4_K_M GGUF past 4 GiB (random weights, but
+// the header, 128k-token vocabulary, chat template and type mix `carebot convert` writes for a real
+// Llama-3-8B; the `converted_gguf` example) is served with Range support from 127.0.0.1 and opened
+// in headless Chromium (WebGPU on SwiftShader: 1 GiB bindings, no shader-f16) as a user would:
+//   1. through ?model=: downloaded into the Origin Private File System and loaded onto the GPU;
+//      the greedy answer equals `carebot generate` on lavapipe; the worker's wasm memory stays
+//      small; where the time to ready went is measured against a plain read of the file;
+//   2. reloaded: loaded from the Origin Private File System with no request at all;
+//   3. picked from disk (Blob.slice past 4 GiB): the same answer.
+//
+//   node tests/e2e/realsize.mjs   (scripts/test-web.sh writes the model, and deletes it after)
+//
+// CAREBOT_E2E_BIG: the model; CAREBOT_BIN: the `carebot` binary (the reference answer);
+// CAREBOT_E2E_BIG_TOKENS: tokens to generate (default 2; 0 skips both answers and the reference,
+// as CI does: an 8B answer takes ≈ 8 min on lavapipe and far longer on SwiftShader, see
+// BENCHMARKS.md); CAREBOT_E2E_BIG_JSON: where to write the figures (default target/e2e/realsize.json).
+
+import { createServer } from "node:http";
+import { readFileSync, existsSync, statSync, openSync, readSync, closeSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { join, extname } from "node:path";
+import { tmpdir } from "node:os";
+import { strict as assert } from "node:assert";
+import { DIST, OUT, TYPES, launch, failed, waitState, ask, answer, reference, logger } from "./browser.mjs";
+
+const BIG = process.env.CAREBOT_E2E_BIG || join(OUT, "realsize.gguf");
+const SIZE = statSync(BIG).size;
+const TOKENS = Number(process.env.CAREBOT_E2E_BIG_TOKENS ?? 2);
+const REPORT = process.env.CAREBOT_E2E_BIG_JSON || join(OUT, "realsize.json");
+// SwiftShader reads ≈0.1 GB/s: an 8B forward pass takes minutes.
+const SLOW = Number(process.env.CAREBOT_E2E_BIG_TIMEOUT_MS || 1_800_000);
+const PIECE = 8 << 20;
+assert.ok(SIZE > 2 ** 32, `${BIG} is ${SIZE} bytes: the test needs a model past 4 GiB`);
+
+function readAt(fd, start, length) {
+    const out = Buffer.alloc(length);
+    let got = 0;
+    while (got < length) {
+        const n = readSync(fd, out, got, length - got, start + got);
+        if (n === 0) break;
+        got += n;
+    }
+    return out.subarray(0, got);
+}
+
+const requests = [];
+const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    if (path === "/models/big.gguf") {
+        const range = req.headers.range && /^bytes=(\d+)-(\d*)$/.exec(req.headers.range);
+        requests.push([path, range ? Number(range[1]) : null]);
+        if (!range) {
+            res.writeHead(200, { "Content-Length": SIZE });
+            return res.end(); // never asked for whole: the app reads by Range
+        }
+        const start = Number(range[1]);
+        const end = Math.min(range[2] ? Number(range[2]) : SIZE - 1, SIZE - 1);
+        if (start >= SIZE || end - start >= 64 << 20) {
+            res.writeHead(416, { "Content-Range": `bytes */${SIZE}` });
+            return res.end();
+        }
+        const fd = openSync(BIG, "r");
+        let body;
+        try { body = readAt(fd, start, end - start + 1); } finally { closeSync(fd); }
+        res.writeHead(206, { "Content-Range": `bytes ${start}-${end}/${SIZE}`, "Content-Length": body.length, "Accept-Ranges": "bytes" });
+        return res.end(body);
+    }
+    if (path.startsWith("/models/")) {
+        requests.push([path, null]);
+        res.writeHead(404);
+        return res.end("not found");
+    }
+    let file = join(DIST, path === "/" ? "index.html" : path);
+    if (!file.startsWith(DIST) || !existsSync(file) || statSync(file).isDirectory()) file = join(DIST, "index.html");
+    res.writeHead(200, { "Content-Type": TYPES[extname(file)] || "application/octet-stream" });
+    res.end(readFileSync(file));
+});
+await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+const BASE = `http://127.0.0.1:${server.address().port}`;
+const log = logger();
+const report = { file_bytes: SIZE, tokens: TOKENS };
+
+// The yardstick: reading the whole file in 8 MiB pieces, as the app does, here and now.
+{
+    const t0 = performance.now();
+    const fd = openSync(BIG, "r");
+    const piece = Buffer.alloc(PIECE);
+    try { for (let at = 0; at < SIZE; at += PIECE) readSync(fd, piece, 0, Math.min(PIECE, SIZE - at), at); } finally { closeSync(fd); }
+    report.plain_read_seconds = (performance.now() - t0) / 1000;
+    log(`plain read of ${(SIZE / 2 ** 30).toFixed(2)} GiB: ${report.plain_read_seconds.toFixed(1)} s`);
+}
+
+// The answer the page must give: `carebot generate --chat`, greedy, natively on lavapipe.
+const QUESTION = "What should I do about a headache?";
+let want;
+if (TOKENS > 0) {
+    const t0 = performance.now();
+    want = reference(QUESTION, TOKENS, BIG);
+    report.native_seconds = (performance.now() - t0) / 1000;
+    log(`carebot generate (lavapipe, load + ${TOKENS} tokens): ${report.native_seconds.toFixed(1)} s: ${JSON.stringify(want)}`);
+} else {
+    log("no answers asked for (CAREBOT_E2E_BIG_TOKENS=0): loading only");
+}
+
+const profile = mkdtempSync(join(tmpdir(), "carebot-realsize-"));
+const { browser, context, open, offsite, consoleErrors } = await launch(BASE, { userDataDir: profile });
+const query = `temperature=0&max_tokens=${TOKENS}&system=`;
+
+/// Loads what `page` has probed and returns the worker's figures.
+async function loadAndMeasure(page, what) {
+    const s = await waitState(page, ["probed", "loading", "ready", "failed"], SLOW);
+    assert.notEqual(s, "failed", await page.textContent('[data-testid="model-status"]'));
+    if (s === "probed") await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"], SLOW), "ready", await page.textContent('[data-testid="model-status"]'));
+    const ready = page.locator('[data-testid="model-ready"]');
+    const figures = {
+        load_seconds: Number(await ready.getAttribute("data-load-seconds")),
+        wasm_heap_bytes: Number(await ready.getAttribute("data-wasm-heap")),
+        times: JSON.parse(await ready.getAttribute("data-times")),
+    };
+    log(`${what}: ready in ${figures.load_seconds.toFixed(1)} s ${JSON.stringify(figures.times)}; ` +
+        `worker wasm memory ${(figures.wasm_heap_bytes / 2 ** 20).toFixed(1)} MiB`);
+    assert.ok(figures.wasm_heap_bytes <= 256 * 2 ** 20, `worker wasm memory ${figures.wasm_heap_bytes} bytes`);
+    return figures;
+}
+
+/// Asks the question and checks the answer against the CLI's.
+async function checkAnswer(page, what) {
+    const t = performance.now();
+    const i = await ask(page, QUESTION);
+    const got = await answer(page, i, SLOW);
+    const stats = JSON.parse(await page.locator('[data-testid="answer-stats"]').last().getAttribute("data-stats"));
+    const seconds = (performance.now() - t) / 1000;
+    log(`${what}: ${JSON.stringify(got)} (${stats.generated} tokens after a ${stats.prompt_tokens}-token prompt, ${seconds.toFixed(1)} s)`);
+    assert.equal(got, want, `${what}: the answer differs from carebot generate's`);
+    assert.equal(stats.generated, TOKENS, `${what}: ${stats.generated} tokens generated`);
+    return seconds;
+}
+
+let step = "start";
+try {
+    // 1. Download through ?model=, load, answer.
+    step = "download";
+    let page = await open(`?model=/models/big.gguf&${query}`);
+    await page.click('[data-testid="accept-disclaimer"]');
+    assert.equal(await waitState(page, ["probed", "failed"], SLOW), "probed", await page.textContent('[data-testid="model-status"]'));
+    report.download = await loadAndMeasure(page, "downloaded");
+    const fetched = requests.filter(([p]) => p === "/models/big.gguf");
+    assert.ok(fetched.some(([, start]) => start >= 2 ** 32), "no Range request past 4 GiB");
+    // The cached copy holds the file's bytes, also past 4 GiB: 64 KiB at 40 places, the last ones
+    // straddling 2^32 and at the very end.
+    const places = [...Array(36).keys()].map((k) => Math.floor((SIZE - 65536) * k / 35))
+        .concat([2 ** 32 - 32768, 2 ** 32, SIZE - 65536, 2 ** 32 + 12345]);
+    const cached = await page.evaluate(async (places) => {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("carebot-models");
+        for await (const [name, handle] of dir.entries()) {
+            if (!name.endsWith(".gguf")) continue;
+            const file = await handle.getFile();
+            const out = [];
+            for (const at of places) out.push([...new Uint8Array(await file.slice(at, at + 65536).arrayBuffer())].join(","));
+            return { size: file.size, pieces: out };
+        }
+        return null;
+    }, places);
+    assert.equal(cached?.size, SIZE, "the cached file's size");
+    {
+        const fd = openSync(BIG, "r");
+        try {
+            places.forEach((at, k) => assert.equal(cached.pieces[k], [...readAt(fd, at, 65536)].join(","), `cached bytes at ${at}`));
+        } finally { closeSync(fd); }
+    }
+    if (TOKENS > 0) report.download.answer_seconds = await checkAnswer(page, "downloaded");
+    await page.screenshot({ path: join(OUT, "realsize.png"), fullPage: true });
+    await page.close();
+
+    // 2. Reload: from the Origin Private File System, no request at all.
+    step = "reload";
+    const mark = requests.length;
+    page = await open(`?model=/models/big.gguf&${query}`);
+    report.cache = await loadAndMeasure(page, "from the browser's storage");
+    assert.deepEqual(requests.slice(mark), [], "the cached model was fetched again");
+    await page.close();
+
+    // 3. The same file picked from disk: read in place by Blob.slice, past 4 GiB.
+    step = "local file";
+    page = await open(`?model=/models/none.gguf&${query}`, { collectErrors: false });
+    assert.equal(await waitState(page, ["failed"], SLOW), "failed");
+    await page.setInputFiles('[data-testid="model-file"]', BIG);
+    report.file = await loadAndMeasure(page, "picked from disk");
+    if (TOKENS > 0) report.file.answer_seconds = await checkAnswer(page, "picked from disk");
+    await page.close();
+
+    assert.deepEqual(consoleErrors, [], "console errors");
+    assert.deepEqual(offsite, [], "requests left 127.0.0.1");
+    const ratio = report.download.load_seconds / report.plain_read_seconds;
+    log(`time to ready after a download: ${ratio.toFixed(1)}× a plain read; from the cache: ` +
+        `${(report.cache.load_seconds / report.plain_read_seconds).toFixed(1)}×; from a picked file: ` +
+        `${(report.file.load_seconds / report.plain_read_seconds).toFixed(1)}×`);
+    writeFileSync(REPORT, JSON.stringify(report, null, 1));
+    log("all real-size checks passed");
+} catch (e) {
+    await failed(e, step, { context, consoleErrors }, "realsize-failure.png");
+} finally {
+    await browser.close();
+    server.close();
+    rmSync(profile, { recursive: true, force: true });
+}
