@@ -29,7 +29,8 @@ setup() {
 run() {
     [ -d "$ROOT" ] || { echo "no $ROOT: run 'scripts/test-coop.sh setup' first (as root)" >&2; exit 1; }
     mkdir -p "$ROOT/tmp/carebot"
-    cargo test --release -p carebot-gpu --test ops --test model --no-run --message-format=json 2>/dev/null \
+    # --workspace: the binaries scripts/test.sh built (-p would resolve features anew and rebuild).
+    cargo test --release --workspace --test ops --test model --no-run --message-format=json 2>/dev/null \
         | python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -47,7 +48,7 @@ for line in sys.stdin:
         fi
     done
     rm -rf "$ROOT/tmp/carebot/spv" && mkdir -p "$ROOT/tmp/carebot/spv"
-    CAREBOT_SPIRV_OUT="$ROOT/tmp/carebot/spv" cargo test --release -q -p carebot-gpu --lib cooperative_matrix_kernel \
+    CAREBOT_SPIRV_OUT="$ROOT/tmp/carebot/spv" cargo test --release -q --workspace --lib cooperative_matrix_kernel \
         || status=1
     # shellcheck disable=SC2016
     chroot "$ROOT" sh -c 'n=0; for f in /tmp/carebot/spv/*.spv; do
