@@ -3,8 +3,8 @@
 
 import { createRequire } from "node:module";
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { mkdirSync, existsSync, statSync, readFileSync } from "node:fs";
+import { join, resolve, extname } from "node:path";
 
 export const ROOT = resolve(new URL("../..", import.meta.url).pathname);
 export const DIST = process.env.CAREBOT_DIST || join(ROOT, "dist");
@@ -16,6 +16,21 @@ mkdirSync(OUT, { recursive: true });
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(process.env.PLAYWRIGHT_CORE || join(ROOT, "target/web-tools/node_modules/playwright-core"));
+
+/// Answers a request for `path` with the built app's file, or its index.html for any other path
+/// (as a host set up for a single-page app does).
+export function serveApp(path, res) {
+    let file = join(DIST, path === "/" ? "index.html" : path);
+    if (!file.startsWith(DIST) || !existsSync(file) || statSync(file).isDirectory()) file = join(DIST, "index.html");
+    res.writeHead(200, { "Content-Type": TYPES[extname(file)] || "application/octet-stream" });
+    res.end(readFileSync(file));
+}
+
+/// Starts `server` on a free port of 127.0.0.1; returns its address.
+export async function listen(server) {
+    await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+    return `http://127.0.0.1:${server.address().port}`;
+}
 
 /// Starts Chromium; `base` is the test server. Returns the context, helpers, and the lists of
 /// console errors and requests that left 127.0.0.1. With `userDataDir` the profile lives on disk

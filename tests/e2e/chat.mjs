@@ -9,10 +9,10 @@
 // PLAYWRIGHT_CORE: path of the playwright-core package; CAREBOT_E2E_OUT: where the screenshots go.
 
 import { createServer } from "node:http";
-import { readFileSync, existsSync, statSync } from "node:fs";
-import { join, extname } from "node:path";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { strict as assert } from "node:assert";
-import { DIST, OUT, TYPES, launch, failed, waitState, ask, answer, reference as referenceOf, logger } from "./browser.mjs";
+import { OUT, launch, failed, waitState, ask, answer, reference as referenceOf, logger, serveApp, listen } from "./browser.mjs";
 
 // ---- the models the server offers -------------------------------------------------------------
 // The deterministic tiny Llama-3 of the Rust tests (byte vocabulary, Llama-3 chat format), written by
@@ -75,13 +75,9 @@ const server = createServer((req, res) => {
         res.writeHead(404);
         return res.end("not found");
     }
-    let file = join(DIST, path === "/" ? "index.html" : path);
-    if (!file.startsWith(DIST) || !existsSync(file) || statSync(file).isDirectory()) file = join(DIST, "index.html");
-    res.writeHead(200, { "Content-Type": TYPES[extname(file)] || "application/octet-stream" });
-    res.end(readFileSync(file));
+    serveApp(path, res);
 });
-await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-const BASE = `http://127.0.0.1:${server.address().port}`;
+const BASE = await listen(server);
 
 // ---- the browser ------------------------------------------------------------------------------
 const { browser, context, open, offsite, consoleErrors } = await launch(BASE);

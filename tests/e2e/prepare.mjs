@@ -13,11 +13,11 @@
 // CAREBOT_E2E_HUB_GGUF: `carebot convert`'s output for it.
 
 import { createServer } from "node:http";
-import { readFileSync, readdirSync, existsSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
-import { join, extname, basename } from "node:path";
+import { readdirSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
+import { join, basename } from "node:path";
 import { execFileSync } from "node:child_process";
 import { strict as assert } from "node:assert";
-import { DIST, BIN, OUT, TYPES, launch, failed, waitState, ask, answer, reference, logger } from "./browser.mjs";
+import { BIN, OUT, launch, failed, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
 
 const HUB_DIR = process.env.CAREBOT_E2E_HUB || join(OUT, "hub/test/tiny-carebot");
 const CLI_GGUF = process.env.CAREBOT_E2E_HUB_GGUF || join(OUT, "hub-cli.gguf");
@@ -111,13 +111,9 @@ const server = createServer((req, res) => {
         res.writeHead(206, { ...headers, "Content-Range": `bytes ${start}-${end}/${body.size}`, "Content-Length": end - start + 1 });
         return res.end(body.read(start, end + 1));
     }
-    let file = join(DIST, path === "/" ? "index.html" : path);
-    if (!file.startsWith(DIST) || !existsSync(file) || statSync(file).isDirectory()) file = join(DIST, "index.html");
-    res.writeHead(200, { "Content-Type": TYPES[extname(file)] || "application/octet-stream" });
-    res.end(readFileSync(file));
+    serveApp(path, res);
 });
-await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-const BASE = `http://127.0.0.1:${server.address().port}`;
+const BASE = await listen(server);
 const { browser, context, open, offsite, consoleErrors } = await launch(BASE);
 const log = logger();
 // Preparing on SwiftShader (a CPU) takes minutes.

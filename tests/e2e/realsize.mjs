@@ -16,11 +16,11 @@
 // BENCHMARKS.md); CAREBOT_E2E_BIG_JSON: where to write the figures (default target/e2e/realsize.json).
 
 import { createServer } from "node:http";
-import { readFileSync, existsSync, statSync, openSync, readSync, closeSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { join, extname } from "node:path";
+import { statSync, openSync, readSync, closeSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { strict as assert } from "node:assert";
-import { DIST, OUT, TYPES, launch, failed, waitState, ask, answer, reference, logger } from "./browser.mjs";
+import { OUT, launch, failed, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
 
 const BIG = process.env.CAREBOT_E2E_BIG || join(OUT, "realsize.gguf");
 const SIZE = statSync(BIG).size;
@@ -69,13 +69,9 @@ const server = createServer((req, res) => {
         res.writeHead(404);
         return res.end("not found");
     }
-    let file = join(DIST, path === "/" ? "index.html" : path);
-    if (!file.startsWith(DIST) || !existsSync(file) || statSync(file).isDirectory()) file = join(DIST, "index.html");
-    res.writeHead(200, { "Content-Type": TYPES[extname(file)] || "application/octet-stream" });
-    res.end(readFileSync(file));
+    serveApp(path, res);
 });
-await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-const BASE = `http://127.0.0.1:${server.address().port}`;
+const BASE = await listen(server);
 const log = logger();
 const report = { file_bytes: SIZE, tokens: TOKENS };
 
