@@ -99,6 +99,12 @@ impl HfModel {
         };
         let tokenizer_config = optional("tokenizer_config.json")?;
         let generation_config = optional("generation_config.json")?;
+        let template_path = dir.join("chat_template.jinja");
+        let chat_template = if template_path.exists() {
+            Some(std::fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?)
+        } else {
+            None
+        };
         let index_path = dir.join("model.safetensors.index.json");
         let index: HashMap<String, String> = if index_path.exists() {
             let j = read_json(&index_path)?;
@@ -130,7 +136,7 @@ impl HfModel {
             shards.insert(f, map);
         }
         let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let files = HfFiles { config, tokenizer, tokenizer_config, generation_config, dir_name };
+        let files = HfFiles { config, tokenizer, tokenizer_config, generation_config, chat_template, dir_name };
         Ok(HfModel { files, shards, index })
     }
 

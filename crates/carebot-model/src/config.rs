@@ -112,7 +112,26 @@ impl LlamaConfig {
         let n_heads = required("attention.head_count")?;
         let n_kv_heads = count("attention.head_count_kv")?.unwrap_or(n_heads);
         let rms_eps = float("attention.layer_norm_rms_epsilon", None)?;
+        // llama.cpp's own default where the key is absent.
         let rope_theta = float("rope.freq_base", Some(10000.0))?;
+        // RoPE scaling that llama.cpp would apply from these keys (linear, YaRN) is not implemented
+        // here: refused rather than ignored. Llama-3.1's scaling comes as the rope_freqs tensor.
+        match m.get("llama.rope.scaling.type") {
+            None => {}
+            Some(v) if v.as_str() == Some("none") => {}
+            Some(v) => {
+                return Err(ConfigError::BadValue {
+                    key: "llama.rope.scaling.type".into(),
+                    reason: format!("{} is not supported (Llama-3.1's scaling comes as rope_freqs)", v.summary()),
+                });
+            }
+        }
+        if let Some(v) = m.get("llama.rope.scale_linear").filter(|v| v.as_f64() != Some(1.0)) {
+            return Err(ConfigError::BadValue {
+                key: "llama.rope.scale_linear".into(),
+                reason: format!("{} is not supported (linear RoPE scaling)", v.summary()),
+            });
+        }
         let context_length = required("context_length")?;
         if dim % n_heads != 0 {
             return Err(ConfigError::BadValue {

@@ -66,6 +66,9 @@ pub struct HfFiles {
     pub tokenizer: Json,
     pub tokenizer_config: Json,
     pub generation_config: Json,
+    /// `chat_template.jinja`, where transformers 5 saves the chat template (its
+    /// tokenizer_config.json no longer holds one).
+    pub chat_template: Option<String>,
     /// `general.name` when config.json has no `_name_or_path`: the directory or repository name.
     pub dir_name: String,
 }
@@ -90,6 +93,26 @@ pub struct HfConfig {
 }
 
 impl HfConfig {
+    /// What config.json may say that changes the model's math, and what the converter does with each
+    /// field (transformers 4.x and 5.x layouts). The other fields of transformers' `LlamaConfig`
+    /// cannot change the output: `architectures`/`model_type` (checked to be Llama), token ids
+    /// (read from the tokenizer files), `dtype`/`torch_dtype` (each tensor's type comes from its
+    /// safetensors header), `initializer_range`, `use_cache`, `attention_dropout` (training only);
+    /// fields `LlamaConfig` does not define are not read by transformers' Llama either.
+    ///
+    /// | field | handling |
+    /// | --- | --- |
+    /// | `hidden_size`, `intermediate_size`, `num_hidden_layers`, `num_attention_heads`, `vocab_size`, `max_position_embeddings` | read; required |
+    /// | `num_key_value_heads` | read; absent means `num_attention_heads`, as transformers does |
+    /// | `head_dim` | read; absent means `hidden_size / num_attention_heads`, as transformers does |
+    /// | `rms_norm_eps` | read; required (transformers' default, 1e-6, is not Llama-3's 1e-5) |
+    /// | `rope_theta` (4.x) or `rope_parameters.rope_theta` (5.x) | read; required; both present must agree |
+    /// | `rope_scaling` (4.x) or `rope_parameters` (5.x): `rope_type` | `default` or absent: none; `llama3`: read with its four parameters; anything else (`linear`, `dynamic`, `yarn`, `longrope`, …): refused |
+    /// | `tie_word_embeddings` | read; absent means false, transformers' default |
+    /// | `hidden_act` | must be `silu` (absent: transformers' default, silu) |
+    /// | `attention_bias`, `mlp_bias` | must be false or absent |
+    /// | `partial_rotary_factor` | must be 1 or absent |
+    /// | `pretraining_tp` | ignored: it only splits the same products into slices during training |
     pub fn from_json(c: &Json) -> Result<Self, ConvertError> {
         let arch = c["architectures"].as_array().and_then(|a| a.first()).and_then(Json::as_str).unwrap_or("");
         let model_type = c["model_type"].as_str().unwrap_or("");
@@ -114,22 +137,11 @@ impl HfConfig {
         };
         let n_heads = count("num_attention_heads")?;
         let dim = count("hidden_size")?;
-        let rope_llama3 = match &c["rope_scaling"] {
-            Json::Object(s) if s.get("rope_type").or(s.get("type")).and_then(Json::as_str) == Some("llama3") => {
-                let f = |k: &str| {
-                    s.get(k)
-                        .and_then(Json::as_f64)
-                        .ok_or_else(|| ConvertError::Invalid(format!("config.json: rope_scaling.{k} is missing")))
-                };
-                Some((
-                    f("factor")?,
-                    f("low_freq_factor")?,
-                    f("high_freq_factor")?,
-                    f("original_max_position_embeddings")?,
-                ))
-            }
-            _ => None,
-        };
+        refuse_unsupported(c)?;
+        let (rope_theta, rope_llama3) = rope(c)?;
+        let rms_eps = c["rms_norm_eps"].as_f64().filter(|e| e.is_finite() && *e > 0.0).ok_or_else(|| {
+            ConvertError::Invalid(format!("config.json: rms_norm_eps is {}, not a positive number", c["rms_norm_eps"]))
+        })?;
         Ok(HfConfig {
             name: c["_name_or_path"].as_str().unwrap_or("").to_string(),
             n_layers: count("num_hidden_layers")?,
@@ -140,8 +152,9 @@ impl HfConfig {
             head_dim: optional("head_dim", dim / n_heads.max(1))?,
             vocab: count("vocab_size")?,
             context: count("max_position_embeddings")?,
-            rms_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-5),
-            rope_theta: c["rope_theta"].as_f64().unwrap_or(10_000.0),
+            rms_eps,
+            rope_theta,
+            // transformers' LlamaConfig default, in 4.x and 5.x alike.
             tied: c["tie_word_embeddings"].as_bool().unwrap_or(false),
             rope_llama3,
         })
@@ -151,6 +164,80 @@ impl HfConfig {
     pub fn rope_factors(&self) -> Option<Vec<f32>> {
         let (factor, low, high, original) = self.rope_llama3?;
         Some(crate::config::llama3_rope_factors(self.rope_theta, self.head_dim, factor, low, high, original))
+    }
+}
+
+/// Refuses what config.json may set that this converter does not implement, naming the field.
+fn refuse_unsupported(c: &Json) -> Result<(), ConvertError> {
+    let refuse = |field: &str, why: &str| {
+        Err(ConvertError::Invalid(format!("config.json: {field} = {} is not supported: {why}", c[field])))
+    };
+    if !matches!(c["hidden_act"].as_str(), None | Some("silu")) {
+        return refuse("hidden_act", "Llama's feed-forward is SwiGLU (silu)");
+    }
+    for field in ["attention_bias", "mlp_bias"] {
+        if !matches!(c[field], Json::Null | Json::Bool(false)) {
+            return refuse(field, "Llama-3 has no bias terms, and this converter writes none");
+        }
+    }
+    if !(c["partial_rotary_factor"].is_null() || c["partial_rotary_factor"].as_f64() == Some(1.0)) {
+        return refuse("partial_rotary_factor", "RoPE is applied to the whole head");
+    }
+    Ok(())
+}
+
+/// RoPE as config.json states it: `rope_theta` and `rope_scaling` at the top (transformers 4.x), or
+/// `rope_parameters` (transformers 5.x). Returns the base and Llama-3.1 scaling, if any.
+#[allow(clippy::type_complexity)]
+fn rope(c: &Json) -> Result<(f64, Option<(f64, f64, f64, f64)>), ConvertError> {
+    let bad = |m: String| ConvertError::Invalid(format!("config.json: {m}"));
+    let params = match &c["rope_parameters"] {
+        Json::Null => None,
+        Json::Object(p) => Some(p),
+        other => return Err(bad(format!("rope_parameters = {other} is not an object"))),
+    };
+    let theta = |v: &Json, name: &str| match v {
+        Json::Null => Ok(None),
+        v => match v.as_f64() {
+            Some(t) if t.is_finite() && t > 0.0 => Ok(Some(t)),
+            _ => Err(bad(format!("{name} = {v} is not a positive number"))),
+        },
+    };
+    let top = theta(&c["rope_theta"], "rope_theta")?;
+    let nested = theta(params.and_then(|p| p.get("rope_theta")).unwrap_or(&Json::Null), "rope_parameters.rope_theta")?;
+    let base = match (top, nested) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(bad(format!("rope_theta = {a} and rope_parameters.rope_theta = {b} disagree")));
+        }
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => {
+            return Err(bad("no rope_theta (nor rope_parameters.rope_theta): the RoPE base is unknown".into()));
+        }
+    };
+    // The scaling: rope_parameters where it names a type, else rope_scaling.
+    let (field, scaling) = match (params, &c["rope_scaling"]) {
+        (Some(p), _) if p.contains_key("rope_type") || p.contains_key("type") => ("rope_parameters", Some(p)),
+        (_, Json::Object(s)) => ("rope_scaling", Some(s)),
+        (_, Json::Null) => ("rope_scaling", None),
+        (_, other) => return Err(bad(format!("rope_scaling = {other} is not an object"))),
+    };
+    let Some(s) = scaling else { return Ok((base, None)) };
+    let kind = s.get("rope_type").or(s.get("type")).unwrap_or(&Json::Null);
+    match kind.as_str() {
+        None if kind.is_null() => Ok((base, None)),
+        Some("default") => Ok((base, None)),
+        Some("llama3") => {
+            let f = |k: &str| match s.get(k).and_then(Json::as_f64) {
+                Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+                _ => Err(bad(format!("{field}.{k} is missing or not a positive number (rope_type llama3)"))),
+            };
+            let scaling =
+                (f("factor")?, f("low_freq_factor")?, f("high_freq_factor")?, f("original_max_position_embeddings")?);
+            Ok((base, Some(scaling)))
+        }
+        _ => Err(bad(format!(
+            "{field}.rope_type = {kind} is not supported: CareBot implements Llama-3's \"default\" and \"llama3\" RoPE"
+        ))),
     }
 }
 
@@ -290,6 +377,28 @@ fn size_label(n: u64) -> String {
     format!("{scaled:.*}{suffix}", 2usize.saturating_sub(digits))
 }
 
+/// The chat template: `chat_template.jinja` (transformers 5), else tokenizer_config.json's
+/// `chat_template`, a string or a list of named templates (the one named `default`), as
+/// transformers reads them; `None` where the checkpoint has none.
+fn chat_template(model: &HfFiles) -> Result<Option<String>, ConvertError> {
+    if let Some(t) = &model.chat_template {
+        return Ok(Some(t.clone()));
+    }
+    match &model.tokenizer_config["chat_template"] {
+        Json::Null => Ok(None),
+        Json::String(t) => Ok(Some(t.clone())),
+        Json::Array(named) => named
+            .iter()
+            .find(|t| t["name"].as_str() == Some("default"))
+            .and_then(|t| t["template"].as_str())
+            .map(|t| Some(t.to_string()))
+            .ok_or_else(|| {
+                invalid("tokenizer_config.json: chat_template is a list with no template named \"default\"")
+            }),
+        other => Err(invalid(format!("tokenizer_config.json: chat_template is {other}, not a template"))),
+    }
+}
+
 /// The vocabulary as GGUF arrays (`gpt2` BPE tokens, token types, merges), special token ids and
 /// the chat template.
 fn tokenizer_metadata(
@@ -418,8 +527,8 @@ fn tokenizer_metadata(
     if let Some(add) = add_eos {
         w.set("tokenizer.ggml.add_eos_token", Value::Bool(add));
     }
-    if let Some(template) = tc["chat_template"].as_str() {
-        w.set("tokenizer.chat_template", Value::String(template.into()));
+    if let Some(template) = chat_template(model)? {
+        w.set("tokenizer.chat_template", Value::String(template));
     }
     Ok(())
 }
@@ -704,6 +813,119 @@ mod tests {
         assert!(matches!(HfConfig::from_json(&c), Err(ConvertError::NotLlama(_))));
     }
 
+    /// Llama-3.1-8B's config.json as transformers 4.x writes it.
+    fn config_4x() -> Json {
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+            "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+            "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "hidden_act": "silu", "attention_bias": false,
+            "mlp_bias": false, "pretraining_tp": 1, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+            "rope_scaling": { "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192 },
+        })
+    }
+
+    /// The same as transformers 5.x writes it: RoPE moved into `rope_parameters`, `dtype`.
+    fn config_5x() -> Json {
+        let mut c = config_4x();
+        let o = c.as_object_mut().unwrap();
+        let mut rope = o.remove("rope_scaling").unwrap();
+        rope["rope_theta"] = o.remove("rope_theta").unwrap();
+        o.insert("rope_parameters".into(), rope);
+        let dtype = o.remove("torch_dtype").unwrap();
+        o.insert("dtype".into(), dtype);
+        c
+    }
+
+    fn refusal(c: &Json) -> String {
+        match HfConfig::from_json(c) {
+            Err(ConvertError::Invalid(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_config_layouts_give_the_same_rope() {
+        let old = HfConfig::from_json(&config_4x()).unwrap();
+        let new = HfConfig::from_json(&config_5x()).unwrap();
+        assert_eq!((old.rope_theta, old.rope_llama3), (500000.0, Some((8.0, 1.0, 4.0, 8192.0))));
+        assert_eq!((new.rope_theta, new.rope_llama3), (old.rope_theta, old.rope_llama3));
+        // Llama-3.0: plain RoPE, in either layout.
+        let mut plain = config_5x();
+        plain["rope_parameters"] = serde_json::json!({ "rope_theta": 500000.0, "rope_type": "default" });
+        assert_eq!(HfConfig::from_json(&plain).unwrap().rope_llama3, None);
+        let mut plain = config_4x();
+        plain["rope_scaling"] = Json::Null;
+        let plain = HfConfig::from_json(&plain).unwrap();
+        assert_eq!((plain.rope_theta, plain.rope_llama3), (500000.0, None));
+    }
+
+    #[test]
+    fn fields_that_change_the_math_are_read_or_refused_by_name() {
+        // The bug this guards: a 5.x config read as if RoPE's base were the default 10000.
+        let mut c = config_5x();
+        c["rope_parameters"].as_object_mut().unwrap().remove("rope_theta");
+        assert!(refusal(&c).contains("no rope_theta"), "{}", refusal(&c));
+        let mut c = config_4x();
+        c["rope_parameters"] = serde_json::json!({ "rope_theta": 10000.0 });
+        assert!(refusal(&c).contains("disagree"));
+        for kind in ["linear", "dynamic", "yarn", "longrope"] {
+            let mut c = config_5x();
+            c["rope_parameters"]["rope_type"] = kind.into();
+            let m = refusal(&c);
+            assert!(m.contains("rope_parameters.rope_type") && m.contains(kind), "{m}");
+            let mut c = config_4x();
+            c["rope_scaling"] = serde_json::json!({ "type": kind, "factor": 2.0 });
+            assert!(refusal(&c).contains("rope_scaling.rope_type"));
+        }
+        let mut c = config_4x();
+        c["rope_scaling"].as_object_mut().unwrap().remove("low_freq_factor");
+        assert!(refusal(&c).contains("rope_scaling.low_freq_factor"));
+        for (field, value) in [
+            ("attention_bias", Json::Bool(true)),
+            ("mlp_bias", Json::Bool(true)),
+            ("hidden_act", "gelu".into()),
+            ("partial_rotary_factor", 0.5.into()),
+            ("rms_norm_eps", Json::Null),
+        ] {
+            let mut c = config_5x();
+            c[field] = value;
+            assert!(refusal(&c).contains(field), "{field}: {}", refusal(&c));
+        }
+        // Counts the GGUF stores as u32 are refused past it, never cut.
+        let mut c = config_4x();
+        c["num_hidden_layers"] = (1u64 << 32).into();
+        assert!(refusal(&c).contains("num_hidden_layers"));
+        // An explicit head_dim (Llama-3.2 style) is read.
+        let mut c = config_5x();
+        c["head_dim"] = 64.into();
+        assert_eq!(HfConfig::from_json(&c).unwrap().head_dim, 64);
+    }
+
+    #[test]
+    fn the_chat_template_is_found_where_each_transformers_version_saves_it() {
+        let files = |tokenizer_config: Json, jinja: Option<&str>| HfFiles {
+            config: Json::Null,
+            tokenizer: Json::Null,
+            tokenizer_config,
+            generation_config: Json::Null,
+            chat_template: jinja.map(String::from),
+            dir_name: String::new(),
+        };
+        let t = |f: &HfFiles| chat_template(f);
+        // 4.x: in tokenizer_config.json; 5.x: chat_template.jinja, which wins where both exist.
+        assert_eq!(t(&files(serde_json::json!({"chat_template": "A"}), None)).unwrap().as_deref(), Some("A"));
+        assert_eq!(t(&files(serde_json::json!({"chat_template": "A"}), Some("B"))).unwrap().as_deref(), Some("B"));
+        assert_eq!(t(&files(serde_json::json!({"tokenizer_class": "TokenizersBackend"}), None)).unwrap(), None);
+        let named = serde_json::json!({"chat_template": [
+            {"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]});
+        assert_eq!(t(&files(named, None)).unwrap().as_deref(), Some("D"));
+        let nameless = serde_json::json!({"chat_template": [{"name": "tool_use", "template": "T"}]});
+        assert!(t(&files(nameless, None)).unwrap_err().to_string().contains("default"));
+        assert!(t(&files(serde_json::json!({"chat_template": 3}), None)).is_err());
+    }
+
     #[test]
     fn the_layout_is_where_the_writer_puts_each_tensor() {
         let spec = crate::synthetic::SyntheticSpec::tiny_llama3();
@@ -712,6 +934,7 @@ mod tests {
             "architectures": ["LlamaForCausalLM"], "hidden_size": s.dim, "intermediate_size": s.ffn_dim,
             "num_hidden_layers": s.n_layers, "num_attention_heads": s.n_heads,
             "num_key_value_heads": s.n_kv_heads, "vocab_size": s.vocab, "max_position_embeddings": s.context,
+            "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
         });
         let vocab: serde_json::Map<String, Json> =
             (0..s.vocab).map(|i| (format!("t{i}"), Json::from(i as u64))).collect();
@@ -721,6 +944,7 @@ mod tests {
             tokenizer,
             tokenizer_config: Json::Null,
             generation_config: Json::Null,
+            chat_template: None,
             dir_name: "tiny".into(),
         };
         let mut c = Conversion::plan(&files, Quant::Q4KM, true).unwrap();

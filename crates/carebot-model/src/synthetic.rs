@@ -513,6 +513,7 @@ impl SyntheticSpec {
             tokenizer: read("tokenizer.json")?,
             tokenizer_config: read("tokenizer_config.json")?,
             generation_config: serde_json::from_str(GENERATION_CONFIG).expect("valid JSON"),
+            chat_template: None,
             dir_name: name.into(),
         };
         let mut conversion =

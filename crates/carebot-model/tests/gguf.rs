@@ -323,6 +323,20 @@ fn wrong_architecture_and_missing_keys_name_the_problem() {
     g.metadata.insert("llama.attention.head_count_kv", Value::U32(3));
     assert!(matches!(LlamaConfig::from_gguf(&g).unwrap_err(), ConfigError::BadValue { .. }));
 
+    // RoPE scaling this engine does not implement is refused by key, not ignored.
+    for (key, value) in [
+        ("llama.rope.scaling.type", Value::String("linear".into())),
+        ("llama.rope.scaling.type", Value::String("yarn".into())),
+        ("llama.rope.scale_linear", Value::F32(2.0)),
+    ] {
+        let mut g = f.clone();
+        g.metadata.insert(key, value);
+        assert!(matches!(LlamaConfig::from_gguf(&g).unwrap_err(), ConfigError::BadValue { key: k, .. } if k == key));
+    }
+    let mut g = f.clone();
+    g.metadata.insert("llama.rope.scaling.type", Value::String("none".into()));
+    assert!(LlamaConfig::from_gguf(&g).is_ok());
+
     let mut g = f.clone();
     g.tensors.iter_mut().find(|t| t.name == "blk.0.attn_k.weight").unwrap().dims = vec![256, 256];
     let e = LlamaConfig::from_gguf(&g).unwrap_err();

@@ -88,6 +88,14 @@ impl Plan {
         };
         let tokenizer_config = optional(get("tokenizer_config.json").await?, "tokenizer_config.json")?;
         let generation_config = optional(get("generation_config.json").await?, "generation_config.json")?;
+        // transformers 5 saves the chat template as its own file.
+        let chat_template = match get("chat_template.jinja").await? {
+            Some(bytes) => Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| failure(ErrorKind::Model, "chat_template.jinja is not UTF-8 text"))?,
+            ),
+            None => None,
+        };
         let index = match get("model.safetensors.index.json").await? {
             Some(bytes) => weight_map(&parse_json(&bytes, "model.safetensors.index.json")?).map_err(convert_failure)?,
             None => BTreeMap::new(),
@@ -119,7 +127,7 @@ impl Plan {
         }
 
         let dir_name = repo.repo.rsplit('/').next().unwrap_or(&repo.repo).to_string();
-        let files = HfFiles { config, tokenizer, tokenizer_config, generation_config, dir_name };
+        let files = HfFiles { config, tokenizer, tokenizer_config, generation_config, chat_template, dir_name };
         let mut conversion =
             Conversion::plan(&files, Quant::Q4KM, tensors.contains_key("lm_head.weight")).map_err(convert_failure)?;
         let header = conversion.header();
