@@ -3,8 +3,9 @@
 # would otherwise download wasm-bindgen and wasm-opt from GitHub):
 #   - trunk 0.21.14 and wasm-bindgen-cli at Cargo.lock's wasm-bindgen version (crates.io);
 #   - wasm-opt (npm binaryen@132; Debian's binaryen 108 makes pages that fail to start) and
-#     playwright-core (drives Chromium in the end-to-end test) into target/web-tools (npm).
-# Chromium itself comes from apt: apt-get install -y chromium chromium-driver.
+#     puppeteer-core (drives Chromium and Firefox in the end-to-end tests) into target/web-tools (npm).
+#   - geckodriver (crates.io): drives Firefox for the wasm-bindgen kernel tests.
+# The browsers come from apt: apt-get install -y chromium chromium-driver firefox-esr.
 # Prints the PATH to use: eval "$(scripts/install-web-tools.sh)"
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,8 +18,9 @@ have_version trunk 0.21.14 || CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELE
     cargo install --locked trunk --version 0.21.14 >&2
 # Without --locked: its lock file pins a crate version the registry no longer serves.
 have_version wasm-bindgen "$wbg" || cargo install wasm-bindgen-cli --version "$wbg" >&2
-if ! [ -x "$TOOLS/node_modules/.bin/wasm-opt" ] || ! [ -d "$TOOLS/node_modules/playwright-core" ]; then
+have_version geckodriver 0.37.1 || cargo install --locked geckodriver --version 0.37.1 >&2
+if ! [ -x "$TOOLS/node_modules/.bin/wasm-opt" ] || ! [ -d "$TOOLS/node_modules/puppeteer-core" ]; then
     mkdir -p "$TOOLS"
-    (cd "$TOOLS" && npm install --no-audit --no-fund --silent binaryen@132 playwright-core@1.65.1 >&2)
+    (cd "$TOOLS" && npm install --no-audit --no-fund --silent binaryen@132 puppeteer-core@25.19.0 >&2)
 fi
-echo "export PATH=\"$TOOLS/node_modules/.bin:\$HOME/.cargo/bin:\$PATH\" PLAYWRIGHT_CORE=\"$TOOLS/node_modules/playwright-core\""
+echo "export PATH=\"$TOOLS/node_modules/.bin:\$HOME/.cargo/bin:\$PATH\" PUPPETEER_CORE=\"$TOOLS/node_modules/puppeteer-core\""

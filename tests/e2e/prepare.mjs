@@ -1,8 +1,8 @@
 // End-to-end test of the zero-install path: a local server plays the Hugging Face hub
 // (`/OWNER/NAME/resolve/REVISION/FILE`, Range support, `X-Repo-Commit`) for a tiny bf16 Llama-3
-// checkpoint, and headless Chromium prepares it (download + GPU quantization to Q4_K_M into the
-// Origin Private File System), chats with it, reloads it without the network, and resumes a
-// preparation cut short. The prepared file is compared with `carebot convert --quant q4_k_m`'s.
+// checkpoint, and a headless browser (browser.mjs: Chromium or Firefox) prepares it (download +
+// GPU quantization to Q4_K_M into the Origin Private File System), chats with it, reloads it
+// without the network, and resumes a preparation cut short. The prepared file is compared with `carebot convert --quant q4_k_m`'s.
 // The checkpoint's second shard is over 4 GiB, its weights all past 4 GiB (after a tensor that
 // converters skip, a hole on disk; see the `hf_checkpoint` example): shards are read from disk
 // per request, and every offset and size in the preparation crosses 2^32.
@@ -17,7 +17,7 @@ import { readdirSync, statSync, writeFileSync, openSync, readSync, closeSync } f
 import { join, basename } from "node:path";
 import { execFileSync } from "node:child_process";
 import { strict as assert } from "node:assert";
-import { BIN, OUT, launch, failed, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
+import { BIN, OUT, launch, failed, shot, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
 
 const HUB_DIR = process.env.CAREBOT_E2E_HUB || join(OUT, "hub/test/tiny-carebot");
 const CLI_GGUF = process.env.CAREBOT_E2E_HUB_GGUF || join(OUT, "hub-cli.gguf");
@@ -114,9 +114,9 @@ const server = createServer((req, res) => {
     serveApp(path, res);
 });
 const BASE = await listen(server);
-const { browser, context, open, offsite, consoleErrors } = await launch(BASE);
+const { browser, open, route, pages, offsite, consoleErrors } = await launch(BASE);
 const log = logger();
-// Preparing on SwiftShader (a CPU) takes minutes.
+// Preparing on a software GPU takes minutes.
 const PREPARE_TIMEOUT = Number(process.env.CAREBOT_E2E_PREPARE_TIMEOUT_MS || 900_000);
 
 /// Copies the prepared model of `repo` out of the page's Origin Private File System to OUT/name.
@@ -156,12 +156,12 @@ try {
     const weightBytes = shards.reduce((n, f) => n + shardInfo(f).weights, 0);
     assert.equal(download, weightBytes, `download ${download} of ${weightBytes} bytes of weights`);
     assert.match(await page.textContent('[data-testid="prepare-info"]'), new RegExp(COMMIT));
-    await page.screenshot({ path: join(OUT, "prepare-probed.png"), fullPage: true });
+    await page.screenshot({ path: shot("prepare-probed.png"), fullPage: true });
     // Only JSON and shard headers so far.
     assert.ok(requests.every(([, start]) => start === null || start <= 8 + 4096), JSON.stringify(requests));
     await page.click('[data-testid="load-model"]');
     await page.waitForSelector('[data-testid="prepare-quantize"]');
-    await page.screenshot({ path: join(OUT, "prepare-progress.png"), fullPage: true });
+    await page.screenshot({ path: shot("prepare-progress.png"), fullPage: true });
     assert.equal(await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT), "ready", await page.textContent('[data-testid="model-status"]'));
     const stats = JSON.parse(await page.getAttribute('[data-testid="prepared"]', "data-stats"));
     const heap = Number(await page.getAttribute('[data-testid="model-ready"]', "data-wasm-heap"));
@@ -175,7 +175,7 @@ try {
     assert.ok(past.length > 0, "no Range request past 4 GiB");
     log(`${past.length} Range requests past 4 GiB in ${shards[1]} (${(files[shards[1]].size / 2 ** 30).toFixed(2)} GiB)`);
     assert.ok(heap <= 256 * 2 ** 20, `wasm heap ${heap}`);
-    await page.screenshot({ path: join(OUT, "prepare-ready.png"), fullPage: true });
+    await page.screenshot({ path: shot("prepare-ready.png"), fullPage: true });
 
     // 2. The prepared file against `carebot convert --quant q4_k_m` of the same checkpoint.
     step = "compare";
@@ -249,11 +249,7 @@ try {
     // 7. With no model named, the app prepares CareBot from its official repository (the hub is
     //    answered here, so nothing leaves this machine).
     step = "default source";
-    const hubRequests = [];
-    await context.route("https://huggingface.co/**", (route) => {
-        hubRequests.push(route.request().url());
-        return route.fulfill({ status: 503, body: "test" });
-    });
+    const hubRequests = route("https://huggingface.co/", { status: 503, body: "test" });
     page = await open("", { collectErrors: false });
     assert.equal(await waitState(page, ["failed", "probed"]), "failed");
     assert.deepEqual(hubRequests, ["https://huggingface.co/MonteXiaofeng/CareBot_Medical_multi-llama3-8b-instruct/resolve/main/config.json"]);
@@ -266,7 +262,7 @@ try {
     assert.deepEqual(offsite, [], "requests left 127.0.0.1");
     log("all preparation checks passed");
 } catch (e) {
-    await failed(e, step, { context, consoleErrors }, "prepare-failure.png");
+    await failed(e, step, { pages, consoleErrors }, "prepare-failure.png");
 } finally {
     await browser.close();
     server.close();

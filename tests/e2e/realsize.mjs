@@ -1,7 +1,8 @@
 // End-to-end test at CareBot's real size: a Llama-3-8B Q4_K_M GGUF past 4 GiB (random weights, but
 // the header, 128k-token vocabulary, chat template and type mix `carebot convert` writes for a real
 // Llama-3-8B; the `converted_gguf` example) is served with Range support from 127.0.0.1 and opened
-// in headless Chromium (WebGPU on SwiftShader: 1 GiB bindings, no shader-f16) as a user would:
+// in a headless browser as a user would: Chromium (WebGPU on SwiftShader: 1 GiB bindings, no
+// shader-f16) or Firefox (WebGPU on lavapipe: 128 MiB bindings, shader-f16; browser.mjs):
 //   1. through ?model=: downloaded into the Origin Private File System and loaded onto the GPU;
 //      the greedy answer equals `carebot generate` on lavapipe; the worker's wasm memory stays
 //      small; where the time to ready went is measured against a plain read of the file;
@@ -11,21 +12,25 @@
 //   node tests/e2e/realsize.mjs   (scripts/test-web.sh writes the model, and deletes it after)
 //
 // CAREBOT_E2E_BIG: the model; CAREBOT_BIN: the `carebot` binary (the reference answer);
-// CAREBOT_E2E_BIG_TOKENS: tokens to generate (default 2; 0 skips both answers and the reference,
-// as CI does: an 8B answer takes ≈ 8 min on lavapipe and far longer on SwiftShader, see
-// BENCHMARKS.md); CAREBOT_E2E_BIG_JSON: where to write the figures (default target/e2e/realsize.json).
+// CAREBOT_E2E_BIG_TOKENS: tokens to generate (default 8; 0 skips the answers and the reference:
+// an 8B answer takes ≈ 6 min on lavapipe, natively or in Firefox, and far longer on SwiftShader,
+// see BENCHMARKS.md); CAREBOT_E2E_BIG_ANSWERS: after which loads to answer, "download,file" (the
+// default) or one of them; CAREBOT_E2E_BIG_JSON: where to write the figures (default
+// target/e2e/realsize-ENGINE.json).
 
 import { createServer } from "node:http";
 import { statSync, openSync, readSync, closeSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { strict as assert } from "node:assert";
-import { OUT, launch, failed, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
+import { OUT, ENGINE, launch, failed, shot, waitState, ask, answer, generateNative, logger, serveApp, listen } from "./browser.mjs";
 
 const BIG = process.env.CAREBOT_E2E_BIG || join(OUT, "realsize.gguf");
 const SIZE = statSync(BIG).size;
-const TOKENS = Number(process.env.CAREBOT_E2E_BIG_TOKENS ?? 2);
-const REPORT = process.env.CAREBOT_E2E_BIG_JSON || join(OUT, "realsize.json");
+const TOKENS = Number(process.env.CAREBOT_E2E_BIG_TOKENS ?? 8);
+const ANSWERS = (process.env.CAREBOT_E2E_BIG_ANSWERS || "download,file").split(",");
+assert.ok(ANSWERS.every((a) => ["download", "file"].includes(a)), `CAREBOT_E2E_BIG_ANSWERS=${ANSWERS}`);
+const REPORT = process.env.CAREBOT_E2E_BIG_JSON || join(OUT, `realsize-${ENGINE}.json`);
 // SwiftShader reads ≈0.1 GB/s: an 8B forward pass takes minutes.
 const SLOW = Number(process.env.CAREBOT_E2E_BIG_TIMEOUT_MS || 1_800_000);
 const PIECE = 8 << 20;
@@ -73,7 +78,7 @@ const server = createServer((req, res) => {
 });
 const BASE = await listen(server);
 const log = logger();
-const report = { file_bytes: SIZE, tokens: TOKENS };
+const report = { engine: ENGINE, file_bytes: SIZE, tokens: TOKENS };
 
 // The yardstick: reading the whole file in 8 MiB pieces, as the app does, here and now.
 {
@@ -90,15 +95,18 @@ const QUESTION = "What should I do about a headache?";
 let want;
 if (TOKENS > 0) {
     const t0 = performance.now();
-    want = reference(QUESTION, TOKENS, BIG);
+    const native = generateNative(QUESTION, TOKENS, BIG);
+    want = native.text;
     report.native_seconds = (performance.now() - t0) / 1000;
-    log(`carebot generate (lavapipe, load + ${TOKENS} tokens): ${report.native_seconds.toFixed(1)} s: ${JSON.stringify(want)}`);
+    report.native_tokens_per_second = native.tokensPerSecond;
+    log(`carebot generate (lavapipe, load + ${TOKENS} tokens): ${report.native_seconds.toFixed(1)} s, ` +
+        `writing ${native.tokensPerSecond} tok/s: ${JSON.stringify(want)}`);
 } else {
     log("no answers asked for (CAREBOT_E2E_BIG_TOKENS=0): loading only");
 }
 
 const profile = mkdtempSync(join(tmpdir(), "carebot-realsize-"));
-const { browser, context, open, offsite, consoleErrors } = await launch(BASE, { userDataDir: profile });
+const { browser, open, pages, offsite, consoleErrors } = await launch(BASE, { userDataDir: profile });
 const query = `temperature=0&max_tokens=${TOKENS}&system=`;
 
 /// Loads what `page` has probed and returns the worker's figures.
@@ -107,11 +115,11 @@ async function loadAndMeasure(page, what) {
     assert.notEqual(s, "failed", await page.textContent('[data-testid="model-status"]'));
     if (s === "probed") await page.click('[data-testid="load-model"]');
     assert.equal(await waitState(page, ["ready", "failed"], SLOW), "ready", await page.textContent('[data-testid="model-status"]'));
-    const ready = page.locator('[data-testid="model-ready"]');
+    const ready = (name) => page.getAttribute('[data-testid="model-ready"]', name);
     const figures = {
-        load_seconds: Number(await ready.getAttribute("data-load-seconds")),
-        wasm_heap_bytes: Number(await ready.getAttribute("data-wasm-heap")),
-        times: JSON.parse(await ready.getAttribute("data-times")),
+        load_seconds: Number(await ready("data-load-seconds")),
+        wasm_heap_bytes: Number(await ready("data-wasm-heap")),
+        times: JSON.parse(await ready("data-times")),
     };
     log(`${what}: ready in ${figures.load_seconds.toFixed(1)} s ${JSON.stringify(figures.times)}; ` +
         `worker wasm memory ${(figures.wasm_heap_bytes / 2 ** 20).toFixed(1)} MiB`);
@@ -124,12 +132,13 @@ async function checkAnswer(page, what) {
     const t = performance.now();
     const i = await ask(page, QUESTION);
     const got = await answer(page, i, SLOW);
-    const stats = JSON.parse(await page.locator('[data-testid="answer-stats"]').last().getAttribute("data-stats"));
+    const stats = JSON.parse(await page.attributeOf('[data-testid="answer-stats"]', -1, "data-stats"));
     const seconds = (performance.now() - t) / 1000;
-    log(`${what}: ${JSON.stringify(got)} (${stats.generated} tokens after a ${stats.prompt_tokens}-token prompt, ${seconds.toFixed(1)} s)`);
+    log(`${what}: ${JSON.stringify(got)} (${stats.generated} tokens after a ${stats.prompt_tokens}-token prompt, ` +
+        `${seconds.toFixed(1)} s, writing ${stats.tokens_per_second.toFixed(3)} tok/s)`);
     assert.equal(got, want, `${what}: the answer differs from carebot generate's`);
     assert.equal(stats.generated, TOKENS, `${what}: ${stats.generated} tokens generated`);
-    return seconds;
+    return { answer_seconds: seconds, tokens_per_second: stats.tokens_per_second };
 }
 
 let step = "start";
@@ -164,8 +173,8 @@ try {
             places.forEach((at, k) => assert.equal(cached.pieces[k], [...readAt(fd, at, 65536)].join(","), `cached bytes at ${at}`));
         } finally { closeSync(fd); }
     }
-    if (TOKENS > 0) report.download.answer_seconds = await checkAnswer(page, "downloaded");
-    await page.screenshot({ path: join(OUT, "realsize.png"), fullPage: true });
+    if (TOKENS > 0 && ANSWERS.includes("download")) Object.assign(report.download, await checkAnswer(page, "downloaded"));
+    await page.screenshot({ path: shot("realsize.png"), fullPage: true });
     await page.close();
 
     // 2. Reload: from the Origin Private File System, no request at all.
@@ -182,7 +191,7 @@ try {
     assert.equal(await waitState(page, ["failed"], SLOW), "failed");
     await page.setInputFiles('[data-testid="model-file"]', BIG);
     report.file = await loadAndMeasure(page, "picked from disk");
-    if (TOKENS > 0) report.file.answer_seconds = await checkAnswer(page, "picked from disk");
+    if (TOKENS > 0 && ANSWERS.includes("file")) Object.assign(report.file, await checkAnswer(page, "picked from disk"));
     await page.close();
 
     assert.deepEqual(consoleErrors, [], "console errors");
@@ -191,10 +200,15 @@ try {
     log(`time to ready after a download: ${ratio.toFixed(1)}× a plain read; from the cache: ` +
         `${(report.cache.load_seconds / report.plain_read_seconds).toFixed(1)}×; from a picked file: ` +
         `${(report.file.load_seconds / report.plain_read_seconds).toFixed(1)}×`);
+    const browserSpeed = report.download.tokens_per_second ?? report.file?.tokens_per_second;
+    if (browserSpeed && report.native_tokens_per_second) {
+        report.writing_speed_ratio = browserSpeed / report.native_tokens_per_second;
+        log(`writing speed in ${ENGINE} / native on this machine: ${report.writing_speed_ratio.toFixed(2)}`);
+    }
     writeFileSync(REPORT, JSON.stringify(report, null, 1));
     log("all real-size checks passed");
 } catch (e) {
-    await failed(e, step, { context, consoleErrors }, "realsize-failure.png");
+    await failed(e, step, { pages, consoleErrors }, "realsize-failure.png");
 } finally {
     await browser.close();
     server.close();

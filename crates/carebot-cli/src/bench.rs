@@ -54,7 +54,8 @@ pub struct BenchArgs {
     pub matvec_rows: Option<MatvecRows>,
     /// Also time decode attention alone at these context lengths (every layer, random keys): how
     /// attention's share of a token grows with the context.
-    #[arg(long, value_delimiter = ',', default_value = "4096")]
+    // Checked when parsed: a zero would otherwise fail only after minutes of benchmark.
+    #[arg(long, value_delimiter = ',', default_value = "4096", value_parser = clap::value_parser!(u32).range(1..))]
     pub attention_keys: Vec<u32>,
     /// Never use subgroup operations (the decode products then reduce through workgroup memory).
     #[arg(long)]

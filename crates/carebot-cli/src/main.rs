@@ -439,7 +439,7 @@ fn generate_on(model: impl Backend, tok: &Tokenizer, ids: &[u32], args: &Generat
         stdout.flush()?;
     }
     let t1 = Instant::now();
-    let g = stream_answer(&mut session, tok, ids, &mut sampler, args.sampling.max_tokens)?;
+    let (g, first_token_at) = stream_answer(&mut session, tok, ids, &mut sampler, args.sampling.max_tokens)?;
     if args.print_ids {
         println!("ids: {}", g.tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
     }
@@ -450,8 +450,16 @@ fn generate_on(model: impl Backend, tok: &Tokenizer, ids: &[u32], args: &Generat
         StopReason::Cancelled => "cancelled".into(),
         StopReason::ContextFull => "context full".into(),
     };
+    // Writing speed as the browser worker measures it: the tokens after the first over the time
+    // since it (the first carries the prompt's prefill), so the two can be compared.
+    let writing = match first_token_at {
+        Some(first) if g.tokens.len() > 1 => {
+            format!(", writing {:.2} tok/s", (g.tokens.len() - 1) as f64 / first.elapsed().as_secs_f64().max(1e-9))
+        }
+        _ => String::new(),
+    };
     eprintln!(
-        "[{} prompt + {} generated tokens, load {:.1}s, {:.2} tok/s, ended by {why}]",
+        "[{} prompt + {} generated tokens, load {:.1}s, {:.2} tok/s{writing}, ended by {why}]",
         ids.len(),
         g.tokens.len(),
         load_s,
@@ -461,19 +469,21 @@ fn generate_on(model: impl Backend, tok: &Tokenizer, ids: &[u32], args: &Generat
 }
 
 /// Generates after `ids` (running only what the session's cache lacks), streaming the text to
-/// stdout as it is produced, and ends the line.
+/// stdout as it is produced, and ends the line. Also returns when the first token came.
 fn stream_answer<B: Backend>(
     session: &mut Session<B>,
     tok: &Tokenizer,
     ids: &[u32],
     sampler: &mut Sampler,
     max_tokens: usize,
-) -> Result<Generation> {
+) -> Result<(Generation, Option<Instant>)> {
     let stops = stop_token_ids(tok);
     let mut stream = tok.stream().skip_control(true);
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;
+    let mut first_token_at = None;
     let g = session.generate(ids, sampler, &stops, max_tokens, |id| {
+        first_token_at.get_or_insert_with(Instant::now);
         let text = stream.push(id);
         match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
             Ok(()) => ControlFlow::Continue(()),
@@ -488,7 +498,7 @@ fn stream_answer<B: Backend>(
     }
     writeln!(stdout, "{}", stream.flush())?;
     stdout.flush()?;
-    Ok(g)
+    Ok((g, first_token_at))
 }
 
 fn chat(args: &ChatArgs) -> Result<()> {
@@ -563,7 +573,7 @@ fn chat_on(model: impl Backend, tok: &Tokenizer, template: &ChatTemplate, args: 
         let ids = fitted.ids;
 
         let t0 = Instant::now();
-        let g = stream_answer(&mut session, tok, &ids, &mut sampler, max_tokens)?;
+        let (g, _) = stream_answer(&mut session, tok, &ids, &mut sampler, max_tokens)?;
         let secs = t0.elapsed().as_secs_f64();
         if g.stop == StopReason::ContextFull {
             eprintln!("[the context of {capacity} tokens is full: the answer was cut short]");

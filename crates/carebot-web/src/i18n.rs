@@ -116,8 +116,8 @@ texts! {
     Stopped => "stopped", "已停止";
     CutShort => "cut short: the context is full", "上下文已满，回答被截断";
     ErrNoWebGpu => "This browser cannot run CareBot: it has no WebGPU.", "此浏览器无法运行 CareBot：不支持 WebGPU。";
-    ErrNoWebGpuHelp => "Use a current Chrome or Edge (version 113 or later) on Windows, macOS or ChromeOS, Chrome on Android 12+, or Safari 26+. On Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu and chrome://flags/#enable-vulkan enabled. Firefox supports WebGPU on Windows from version 141. Make sure hardware acceleration is on in the browser's settings.",
-        "请使用新版 Chrome 或 Edge（113 或更高版本，Windows、macOS、ChromeOS）、Android 12 及以上的 Chrome，或 Safari 26 及以上版本。Linux 上的 Chrome 需要在 chrome://flags 中启用 #enable-unsafe-webgpu 和 #enable-vulkan。Windows 上的 Firefox 自 141 版起支持 WebGPU。请确认浏览器设置中已开启硬件加速。";
+    ErrNoWebGpuHelp => "Use a current Chrome or Edge (version 113 or later) on Windows, macOS or ChromeOS, Chrome on Android 12+, or Safari 26+. On Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu and chrome://flags/#enable-vulkan enabled. Firefox has WebGPU on by default on Windows from version 141 and on macOS (Apple silicon) from version 145; on Linux (tested: Firefox ESR 153) set dom.webgpu.enabled to true in about:config and restart. Make sure hardware acceleration is on in the browser's settings.",
+        "请使用新版 Chrome 或 Edge（113 或更高版本，Windows、macOS、ChromeOS）、Android 12 及以上的 Chrome，或 Safari 26 及以上版本。Linux 上的 Chrome 需要在 chrome://flags 中启用 #enable-unsafe-webgpu 和 #enable-vulkan。Firefox 在 Windows 上自 141 版、在 macOS（Apple 芯片）上自 145 版起默认开启 WebGPU；在 Linux 上（已测试 Firefox ESR 153）请在 about:config 中将 dom.webgpu.enabled 设为 true 并重启。请确认浏览器设置中已开启硬件加速。";
     ErrGpuTooSmall => "This GPU is too small for the model.", "此 GPU 无法容纳该模型。";
     ErrDeviceLost => "The GPU stopped working (device lost). Your conversation is kept.", "GPU 停止工作（设备丢失）。您的对话已保留。";
     ErrOutOfMemory => "The GPU ran out of memory. Your conversation is kept; close other tabs or apps using the GPU and load again.",
