@@ -13,9 +13,11 @@ TOOLS="$ROOT/target/web-tools"
 wbg=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print }' "$ROOT/Cargo.lock")
 have_version() { command -v "$1" >/dev/null 2>&1 && "$1" --version 2>/dev/null | grep -qF "$2"; }
 # trunk's own release profile links with fat LTO in one codegen unit: minutes of a cold CI run
-# for a tool whose work is running cargo and wasm-bindgen. Built without them.
+# for a tool whose work is running cargo and wasm-bindgen. Built without them, and without its
+# default features: TLS (for downloading tools from GitHub, which we never want) and the update
+# check (a request to crates.io at every start).
 have_version trunk 0.21.14 || CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    cargo install --locked trunk --version 0.21.14 >&2
+    cargo install --locked --no-default-features trunk --version 0.21.14 >&2
 # Without --locked: its lock file pins a crate version the registry no longer serves.
 have_version wasm-bindgen "$wbg" || cargo install wasm-bindgen-cli --version "$wbg" >&2
 have_version geckodriver 0.37.1 || cargo install --locked geckodriver --version 0.37.1 >&2
