@@ -189,6 +189,14 @@ export function generateNative(prompt, maxTokens, path) {
     return { text: run.stdout.toString("utf8").replace(/\n$/, ""), tokensPerSecond: writing ? Number(writing[1]) : null };
 }
 
+/// What `carebot info` read from `path` that changes the math (its "model" line): the page's
+/// model details must say the same.
+export function nativeSummary(path) {
+    const run = spawnSync(BIN, ["info", path, "--backend", "cpu"], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" } });
+    if (run.status !== 0) throw new Error(`carebot info failed: ${run.stderr}`);
+    return /^model {9}(.*)$/m.exec(run.stdout.toString("utf8"))?.[1];
+}
+
 /// `carebot generate --chat` greedy: the answer the page must give.
 export const reference = (prompt, maxTokens, path) => generateNative(prompt, maxTokens, path).text;
 

@@ -12,7 +12,7 @@ import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { strict as assert } from "node:assert";
-import { OUT, launch, failed, shot, waitState, ask, answer, reference as referenceOf, generateNative, logger, serveApp, listen } from "./browser.mjs";
+import { OUT, launch, failed, shot, waitState, ask, answer, reference as referenceOf, generateNative, nativeSummary, logger, serveApp, listen } from "./browser.mjs";
 
 // ---- the models the server offers -------------------------------------------------------------
 // The deterministic tiny Llama-3 of the Rust tests (byte vocabulary, Llama-3 chat format), written by
@@ -98,6 +98,9 @@ try {
     assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
     log(`model loaded: ${(await page.textContent('[data-testid="model-status"]')).trim()}`);
     assert.ok(Number(await page.getAttribute('[data-testid="model-ready"]', "data-wasm-heap")) <= 256 * 2 ** 20);
+    // The model details say what was read (RoPE, context, tied output...), as `carebot info` does.
+    const summary = await page.textContent('[data-testid="model-summary"]');
+    assert.equal(summary.replace(/^[^:]*: /, ""), nativeSummary(MODEL_PATH), "model details");
     const csp = await page.getAttribute('meta[http-equiv="Content-Security-Policy"]', "content");
     assert.ok(csp && csp.includes("connect-src 'self'") && csp.includes("default-src 'self'"), `CSP: ${csp}`);
 

@@ -17,7 +17,7 @@ import { readdirSync, statSync, writeFileSync, openSync, readSync, closeSync } f
 import { join, basename } from "node:path";
 import { execFileSync } from "node:child_process";
 import { strict as assert } from "node:assert";
-import { BIN, OUT, launch, failed, shot, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
+import { BIN, OUT, launch, failed, shot, nativeSummary, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
 
 const HUB_DIR = process.env.CAREBOT_E2E_HUB || join(OUT, "hub/test/tiny-carebot");
 const CLI_GGUF = process.env.CAREBOT_E2E_HUB_GGUF || join(OUT, "hub-cli.gguf");
@@ -175,6 +175,10 @@ try {
     assert.ok(past.length > 0, "no Range request past 4 GiB");
     log(`${past.length} Range requests past 4 GiB in ${shards[1]} (${(files[shards[1]].size / 2 ** 30).toFixed(2)} GiB)`);
     assert.ok(heap <= 256 * 2 ** 20, `wasm heap ${heap}`);
+    // What the page read from the hub's config.json is what `carebot convert`'s file says.
+    const summary = (await page.textContent('[data-testid="model-summary"]')).replace(/^[^:]*: /, "");
+    assert.equal(summary, nativeSummary(CLI_GGUF), "model details");
+    log(`model details: ${summary}`);
     await page.screenshot({ path: shot("prepare-ready.png"), fullPage: true });
 
     // 2. The prepared file against `carebot convert --quant q4_k_m` of the same checkpoint.

@@ -23,7 +23,7 @@ import { statSync, openSync, readSync, closeSync, mkdtempSync, rmSync, writeFile
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { strict as assert } from "node:assert";
-import { OUT, ENGINE, launch, failed, shot, waitState, ask, answer, generateNative, logger, serveApp, listen } from "./browser.mjs";
+import { OUT, ENGINE, launch, failed, shot, nativeSummary, waitState, ask, answer, generateNative, logger, serveApp, listen } from "./browser.mjs";
 
 const BIG = process.env.CAREBOT_E2E_BIG || join(OUT, "realsize.gguf");
 const SIZE = statSync(BIG).size;
@@ -149,6 +149,8 @@ try {
     await page.click('[data-testid="accept-disclaimer"]');
     assert.equal(await waitState(page, ["probed", "failed"], SLOW), "probed", await page.textContent('[data-testid="model-status"]'));
     report.download = await loadAndMeasure(page, "downloaded");
+    // The 8B shapes, 128k vocabulary, RoPE base 500000 and the untied output, read as natively.
+    assert.equal((await page.textContent('[data-testid="model-summary"]')).replace(/^[^:]*: /, ""), nativeSummary(BIG), "model details");
     const fetched = requests.filter(([p]) => p === "/models/big.gguf");
     assert.ok(fetched.some(([, start]) => start >= 2 ** 32), "no Range request past 4 GiB");
     // The cached copy holds the file's bytes, also past 4 GiB: 64 KiB at 40 places, the last ones

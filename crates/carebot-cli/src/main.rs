@@ -221,20 +221,7 @@ fn info(path: &Path, backend: BackendKind) -> Result<()> {
     println!("tensors       {} ({:.1} M parameters)", f.tensors.len(), params as f64 / 1e6);
     let cfg = LlamaConfig::from_gguf(&f);
     match &cfg {
-        Ok(c) => {
-            println!(
-                "model         {} layers, dim {}, {} heads ({} KV, head dim {}), FFN {}, vocab {}",
-                c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.vocab_size
-            );
-            println!(
-                "              context {}, RMS eps {:e}, RoPE base {}{}{}",
-                c.context_length,
-                c.rms_eps,
-                c.rope_theta,
-                if c.has_rope_freqs { ", Llama-3.1 rope_freqs scaling" } else { "" },
-                if c.tied_output { ", output tied to embeddings" } else { "" }
-            );
-        }
+        Ok(c) => println!("model         {}", c.summary()),
         Err(e) => println!("model         cannot run: {e}"),
     }
     let mut mix: Vec<(GgmlType, usize, u64)> = Vec::new();

@@ -71,6 +71,29 @@ pub fn block_tensor(i: usize, name: &str) -> String {
 }
 
 impl LlamaConfig {
+    /// Everything read that changes the math, in one line, so a person can see a misread: shapes,
+    /// the trained context, RMSNorm's epsilon, RoPE's base and scaling, and whether the output
+    /// projection is tied to the embeddings. `carebot info` and the page's model details both
+    /// show this line.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} layers, dim {}, {} heads ({} KV, head dim {}), FFN {}, vocab {}; trained context {}, \
+             RMS eps {:e}, RoPE base {}, RoPE scaling {}, output {}",
+            self.n_layers,
+            self.dim,
+            self.n_heads,
+            self.n_kv_heads,
+            self.head_dim,
+            self.ffn_dim,
+            self.vocab_size,
+            self.context_length,
+            self.rms_eps,
+            self.rope_theta,
+            if self.has_rope_freqs { "Llama-3.1 (rope_freqs)" } else { "none" },
+            if self.tied_output { "tied to the embeddings" } else { "its own matrix" },
+        )
+    }
+
     /// Reads `llama.*` keys and checks every tensor the model needs exists with the right shape.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ConfigError> {
         let arch = file.architecture().ok_or_else(|| ConfigError::MissingKey("general.architecture".into()))?;

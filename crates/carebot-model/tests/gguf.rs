@@ -305,6 +305,12 @@ fn wrong_architecture_and_missing_keys_name_the_problem() {
     let cfg = LlamaConfig::from_gguf(&f).unwrap();
     assert_eq!((cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size), (1, 4, 2, 64, 256));
     assert!(cfg.has_rope_freqs && !cfg.tied_output);
+    // What `carebot info` and the page show: every field that changes the math.
+    let summary = cfg.summary();
+    for part in ["1 layers", "4 heads (2 KV, head dim 64)", "vocab 256", "RoPE base 500000", "Llama-3.1", "own matrix"]
+    {
+        assert!(summary.contains(part), "{part:?} missing from {summary:?}");
+    }
 
     let mut g = f.clone();
     g.metadata.insert("general.architecture", Value::String("qwen2".into()));
@@ -362,4 +368,5 @@ fn wrong_architecture_and_missing_keys_name_the_problem() {
     let bytes = tied.to_gguf(GgmlType::F16);
     let cfg = LlamaConfig::from_gguf(&GgufFile::parse(&bytes, bytes.len() as u64).unwrap()).unwrap();
     assert!(cfg.tied_output && !cfg.has_rope_freqs);
+    assert!(cfg.summary().ends_with("RoPE scaling none, output tied to the embeddings"), "{}", cfg.summary());
 }

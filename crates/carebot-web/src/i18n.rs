@@ -88,6 +88,7 @@ texts! {
     ReadingFile => "Reading the file", "正在读取文件";
     TimeLeft => "left", "剩余";
     ModelReady => "Ready", "已就绪";
+    ModelRead => "Read from the file", "从文件读取的参数";
     FromCache => "loaded from this device, no network used", "从本设备加载，未使用网络";
     DeleteCache => "Delete the downloaded model", "删除已下载的模型";
     CacheDeleted => "The downloaded model was deleted from this device.", "已从本设备删除下载的模型。";

@@ -156,6 +156,9 @@ pub struct LoadTimes {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: String,
+    /// What the loader read that changes the math (`LlamaConfig::summary`, as `carebot info`
+    /// prints it).
+    pub summary: String,
     pub context: usize,
     pub adapter: String,
     pub software_adapter: bool,

@@ -376,6 +376,7 @@ fn ModelPanel() -> impl IntoView {
                     </p>
                 })}
                 {info.software_adapter.then(|| view! { <p class="hint">{Key::SoftwareGpu.text(lang)}</p> })}
+                <p class="hint" data-testid="model-summary">{Key::ModelRead.text(lang)}": "{info.summary.clone()}</p>
             }
             .into_any()
         }

@@ -320,6 +320,7 @@ impl Worker {
         let cached_at_start = probed.bytes.cached()?;
         let adapter = ctx.describe();
         let software_adapter = ctx.is_software();
+        let summary = cfg.summary();
         let options = EngineOptions { context: cfg.context_length.clamp(1, MAX_CONTEXT), ..EngineOptions::default() };
         let mut model = GpuModel::new(ctx, &probed.file, &options).await.map_err(gpu_failure)?;
 
@@ -360,6 +361,7 @@ impl Worker {
         post(&FromWorker::Loaded {
             info: ModelInfo {
                 name: probed.file.metadata.get_str("general.name").unwrap_or("model").to_string(),
+                summary,
                 context,
                 adapter,
                 software_adapter,
