@@ -129,13 +129,10 @@ export class Tab {
         const all = await this.page.$$(sel);
         await all.at(index).click();
     }
-    /// Clicks the first element matching `sel` whose text contains `text`.
+    /// Clicks the first element matching `sel` whose text contains `text`. A locator, so a list
+    /// drawn again between finding the element and clicking it is found again, not clicked detached.
     async clickText(sel, text) {
-        await this.page.waitForFunction((s, t) => [...document.querySelectorAll(s)].some((e) => e.textContent.includes(t)),
-            { polling: 100 }, sel, text);
-        for (const e of await this.page.$$(sel)) {
-            if (await e.evaluate((n, t) => n.textContent.includes(t), text)) return e.click();
-        }
+        await this.page.locator(`${sel}::-p-text(${JSON.stringify(text)})`).click();
     }
     async waitForSelector(sel, timeout) { await this.page.waitForSelector(sel, timeout ? { timeout } : {}); }
     /// Waits until `fn(arg)` is true in the page (checked every 100 ms: headless pages may not paint).

@@ -272,8 +272,12 @@ impl State {
         self.conversation.set(Conversation::new(now_ms()));
     }
 
-    pub fn open_conversation(&self, c: Conversation) {
-        if self.answering.get_untracked().is_none() {
+    /// Opens saved conversation `id` as it was last saved (a row's own copy may be older).
+    pub fn open_conversation(&self, id: &str) {
+        if self.answering.get_untracked().is_some() {
+            return;
+        }
+        if let Some(c) = self.saved.with_untracked(|all| all.iter().find(|c| c.id == id).cloned()) {
             self.conversation.set(c);
         }
     }

@@ -223,24 +223,24 @@ fn Sidebar() -> impl IntoView {
             <button class="primary" data-testid="new-chat" on:click=move |_| s.new_conversation()>{t(Key::NewChat)}</button>
             <h2>{t(Key::History)}</h2>
             <ul data-testid="history">
-                {move || {
-                    let current = s.conversation.with(|c| c.id.clone());
-                    let saved = s.saved.get();
-                    if saved.is_empty() {
-                        return view! { <li class="empty">{t(Key::NoConversations)}</li> }.into_any();
-                    }
-                    saved.into_iter().map(|c| {
-                        let id = c.id.clone();
-                        let active = c.id == current;
-                        let title = if c.title.is_empty() { "…".to_string() } else { c.title.clone() };
+                <Show when=move || s.saved.with(Vec::is_empty)>
+                    <li class="empty">{t(Key::NoConversations)}</li>
+                </Show>
+                // Keyed by id and title: a save redraws only the rows that changed, so a click
+                // during an answer's saves lands on the row it aimed at.
+                <For each=move || s.saved.get() key=|c| (c.id.clone(), c.title.clone()) let:c>
+                    {
+                        let (open_id, delete_id, active_id) = (c.id.clone(), c.id.clone(), c.id);
+                        let active = move || s.conversation.with(|open| open.id == active_id);
+                        let title = if c.title.is_empty() { "…".to_string() } else { c.title };
                         view! {
                             <li class:active=active>
-                                <button class="open" on:click=move |_| s.open_conversation(c.clone())>{title}</button>
-                                <button class="delete" title=t(Key::DeleteOne) on:click=move |_| s.delete_saved(id.clone())>"✕"</button>
+                                <button class="open" on:click=move |_| s.open_conversation(&open_id)>{title}</button>
+                                <button class="delete" title=t(Key::DeleteOne) on:click=move |_| s.delete_saved(delete_id.clone())>"✕"</button>
                             </li>
                         }
-                    }).collect_view().into_any()
-                }}
+                    }
+                </For>
             </ul>
             <div class="exports">
                 <button on:click=move |_| export(false)>{t(Key::ExportMarkdown)}</button>
