@@ -2,7 +2,7 @@
 # The browser tests, each in two engines: headless Chromium (WebGPU on SwiftShader) and headless
 # Firefox ESR (WebGPU on Mesa lavapipe). First the GPU kernel tests (wasm-bindgen-test), then the
 # app end to end (trunk build --release, a local server, puppeteer-core; screenshots land in
-# target/e2e/): chat with GGUF models, the zero-install preparation from a local "hub", and
+# target/e2e/): chat with GGUF models, faults (closed tabs, two tabs, crashes), the zero-install preparation from a local "hub", and
 # CareBot's real size. Needs chromium, chromium-driver and firefox-esr (apt) and
 # scripts/install-web-tools.sh. CAREBOT_BROWSERS="chromium firefox" (the default) picks the engines.
 set -euo pipefail
@@ -25,6 +25,11 @@ target/release/examples/synthetic_gguf target/e2e/tiny.gguf q4_k
 target/release/examples/synthetic_gguf target/e2e/tiny-f16.gguf f16
 for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do
     CAREBOT_BROWSER=$engine CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/chat.mjs
+done
+
+echo "== faults: a closed tab, a reload, two tabs, an old schema, a full quota, crashes"
+for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do
+    CAREBOT_BROWSER=$engine CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/faults.mjs
 done
 
 echo "== zero-install: a tiny bf16 checkpoint prepared from a local hub (a shard past 4 GiB, sparse)"

@@ -44,7 +44,12 @@ function engineOptions() {
     if (ENGINE === "firefox") {
         return {
             browser: "firefox", executablePath: process.env.FIREFOX || "/usr/bin/firefox-esr", env,
-            extraPrefsFirefox: { "dom.webgpu.enabled": true, "gfx.webgpu.ignore-blocklist": true },
+            extraPrefsFirefox: {
+                "dom.webgpu.enabled": true, "gfx.webgpu.ignore-blocklist": true,
+                // navigator.storage.persist() asks the user in Firefox; headless, nobody answers.
+                // These answer "Allow", as a user would.
+                "dom.storageManager.prompt.testing": true, "dom.storageManager.prompt.testing.allow": true,
+            },
         };
     }
     return {
@@ -106,11 +111,13 @@ export async function launch(base, { userDataDir } = {}) {
 }
 
 /// A page, with the few Playwright-style steps the tests take. Every step waits for its element.
+/// Clicks and typing first bring the tab to the front, as a user's hand would: a background tab
+/// gets no animation frames, which the locators wait for.
 export class Tab {
     constructor(page) { this.page = page; }
     async element(sel) { return this.page.waitForSelector(sel); }
-    async click(sel) { await this.page.locator(sel).click(); }
-    async fill(sel, text) { await this.page.locator(sel).fill(text); }
+    async click(sel) { await this.page.bringToFront(); await this.page.locator(sel).click(); }
+    async fill(sel, text) { await this.page.bringToFront(); await this.page.locator(sel).fill(text); }
     async textContent(sel) { return (await this.element(sel)).evaluate((e) => e.textContent); }
     async getAttribute(sel, name) { return (await this.element(sel)).evaluate((e, n) => e.getAttribute(n), name); }
     async inputValue(sel) { return (await this.element(sel)).evaluate((e) => e.value); }
@@ -126,12 +133,14 @@ export class Tab {
     }
     async textOf(sel, index) { return this.page.$$eval(sel, (all, i) => all.at(i)?.textContent ?? null, index); }
     async clickOf(sel, index) {
+        await this.page.bringToFront();
         const all = await this.page.$$(sel);
         await all.at(index).click();
     }
     /// Clicks the first element matching `sel` whose text contains `text`. A locator, so a list
     /// drawn again between finding the element and clicking it is found again, not clicked detached.
     async clickText(sel, text) {
+        await this.page.bringToFront();
         await this.page.locator(`${sel}::-p-text(${JSON.stringify(text)})`).click();
     }
     async waitForSelector(sel, timeout) { await this.page.waitForSelector(sel, timeout ? { timeout } : {}); }
@@ -208,7 +217,11 @@ export const shot = (name) => join(OUT, name.replace(/\.png$/, `-${ENGINE}.png`)
 /// After a failed step: says which, keeps a screenshot of every open page, fails the run.
 export async function failed(e, step, { pages, consoleErrors }, name) {
     console.error(`e2e (${ENGINE}) failed during "${step}": ${e.stack || e}`);
-    for (const p of pages()) await p.screenshot({ path: shot(name), fullPage: true }).catch(() => {});
+    // One screenshot per open tab: name.png, name-2.png, ...
+    for (const [i, p] of pages().entries()) {
+        const each = i === 0 ? name : name.replace(/\.png$/, `-${i + 1}.png`);
+        await p.screenshot({ path: shot(each), fullPage: true }).catch(() => {});
+    }
     console.error(`console errors: ${JSON.stringify(consoleErrors, null, 1)}`);
     process.exitCode = 1;
 }

@@ -161,7 +161,7 @@ try {
     // 4. Untrusted model output never becomes markup: a saved answer full of HTML and script links.
     step = "markdown safety";
     await page.evaluate(() => new Promise((ok, fail) => {
-        const r = indexedDB.open("carebot", 1);
+        const r = indexedDB.open("carebot");
         r.onerror = () => fail(r.error);
         r.onsuccess = () => {
             const evil = "**bold** advice\n\n<script>window.__pwned = 1</script>\n\ntext <img src=x onerror=\"window.__pwned = 2\"> and [click](javascript:window.__pwned=3)";

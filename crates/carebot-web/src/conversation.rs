@@ -15,15 +15,20 @@ pub struct Turn {
     /// Why the answer failed, if it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// Saved while it was still being written: if no page is writing it any more, the answer was
+    /// interrupted (a closed tab, a crash) and is shown as such, and not sent back to the model.
+    #[serde(default)]
+    pub unfinished: bool,
 }
 
 impl Turn {
     pub fn user(content: impl Into<String>) -> Self {
-        Turn { role: "user".into(), content: content.into(), stats: None, error: None }
+        Turn { role: "user".into(), content: content.into(), stats: None, error: None, unfinished: false }
     }
 
+    /// The empty answer that tokens fill, unfinished until the worker says it is done.
     pub fn assistant() -> Self {
-        Turn { role: "assistant".into(), content: String::new(), stats: None, error: None }
+        Turn { role: "assistant".into(), content: String::new(), stats: None, error: None, unfinished: true }
     }
 }
 
@@ -35,17 +40,39 @@ pub struct Conversation {
     pub created: f64,
     pub updated: f64,
     pub turns: Vec<Turn>,
+    /// How many times this conversation has been saved: a save replaces the stored record only
+    /// when the stored `rev` is the one this copy was read at (compare-and-swap across tabs).
+    #[serde(default)]
+    pub rev: u64,
 }
 
 impl Conversation {
-    pub fn new(now_ms: f64) -> Self {
+    /// A new, empty conversation. `nonce` is random (from `crypto.getRandomValues`): two tabs
+    /// starting a conversation in the same millisecond still get different ids.
+    pub fn new(now_ms: f64, nonce: u64) -> Self {
         Conversation {
-            id: format!("c{now_ms:.0}"),
+            id: Self::new_id(now_ms, nonce),
             title: String::new(),
             created: now_ms,
             updated: now_ms,
             turns: Vec::new(),
+            rev: 0,
         }
+    }
+
+    pub fn new_id(now_ms: f64, nonce: u64) -> String {
+        format!("c{now_ms:.0}-{nonce:016x}")
+    }
+
+    /// Whether this copy holds everything `stored` holds: the same turns, each at least as long
+    /// (a later point of the same answers). Only then may it replace `stored` without losing a word.
+    pub fn contains(&self, stored: &Conversation) -> bool {
+        self.id == stored.id
+            && self.turns.len() >= stored.turns.len()
+            && self.turns.iter().zip(&stored.turns).all(|(mine, theirs)| {
+                mine.role == theirs.role && mine.content.starts_with(&theirs.content) && theirs.error.is_none()
+                    || mine == theirs
+            })
     }
 
     /// The first user message, shortened, names the conversation.
@@ -60,11 +87,12 @@ impl Conversation {
         }
     }
 
-    /// What the model is asked to continue: every turn with text, failed answers left out.
+    /// What the model is asked to continue: every turn with text, failed and interrupted answers
+    /// left out.
     pub fn messages(&self) -> Vec<ChatMessage> {
         self.turns
             .iter()
-            .filter(|t| t.error.is_none() && !(t.role == "assistant" && t.content.is_empty()))
+            .filter(|t| t.error.is_none() && !t.unfinished && !(t.role == "assistant" && t.content.is_empty()))
             .map(|t| ChatMessage::new(&t.role, &t.content))
             .collect()
     }
@@ -89,20 +117,53 @@ mod tests {
 
     #[test]
     fn title_messages_and_exports() {
-        let mut c = Conversation::new(1.0e12);
+        let mut c = Conversation::new(1.0e12, 7);
         c.turns.push(Turn::user(
             "头痛三天了，该怎么办？这是一个很长很长很长很长很长很长很长很长很长很长很长很长很长很长很长很长很长很长的问题",
         ));
-        c.turns.push(Turn { content: "Rest and **fluids**.".into(), ..Turn::assistant() });
+        c.turns.push(Turn { content: "Rest and **fluids**.".into(), unfinished: false, ..Turn::assistant() });
         c.turns.push(Turn::user("Thanks"));
-        c.turns.push(Turn { error: Some("device lost".into()), ..Turn::assistant() });
+        c.turns.push(Turn { error: Some("device lost".into()), unfinished: false, ..Turn::assistant() });
+        c.turns.push(Turn::user("And?"));
+        c.turns.push(Turn { content: "Half an ans".into(), ..Turn::assistant() });
         c.retitle();
         assert!(c.title.starts_with("头痛三天了") && c.title.ends_with('…') && c.title.chars().count() == 49);
         let m = c.messages();
-        assert_eq!(m.len(), 3, "the failed answer is not sent back to the model");
+        assert_eq!(m.len(), 4, "failed and interrupted answers are not sent back to the model");
         assert_eq!(m[1], ChatMessage::assistant("Rest and **fluids**."));
         assert!(c.to_markdown().contains("**CareBot:**\n\nRest and **fluids**."));
         let back: Conversation = serde_json::from_str(&c.to_json()).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn ids_differ_within_one_millisecond() {
+        assert_ne!(Conversation::new(1.0e12, 1).id, Conversation::new(1.0e12, 2).id);
+    }
+
+    /// A record saved by the first version (no `rev`, no `unfinished`) still reads.
+    #[test]
+    fn version_one_records_read() {
+        let v1 = r#"{"id":"c1","title":"t","created":1.0,"updated":2.0,
+            "turns":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello","stats":null,"error":null}]}"#;
+        let c: Conversation = serde_json::from_str(v1).unwrap();
+        assert_eq!((c.rev, c.turns[1].unfinished), (0, false));
+    }
+
+    #[test]
+    fn a_copy_replaces_only_what_it_contains() {
+        let mut stored = Conversation::new(1.0, 1);
+        stored.turns = vec![Turn::user("q"), Turn { content: "half".into(), ..Turn::assistant() }];
+        let mut later = stored.clone();
+        later.turns[1].content.push_str(" and the rest");
+        later.turns[1].unfinished = false;
+        assert!(later.contains(&stored), "a later point of the same answer");
+        assert!(!stored.contains(&later), "an earlier point would lose words");
+        let mut other_tab = stored.clone();
+        other_tab.turns[1].content = "another answer".into();
+        assert!(!other_tab.contains(&stored));
+        let mut elsewhere = stored.clone();
+        elsewhere.id = "c2".into();
+        assert!(!elsewhere.contains(&stored));
     }
 }

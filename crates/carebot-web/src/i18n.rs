@@ -58,6 +58,19 @@ texts! {
     ExportMarkdown => "Export Markdown", "导出 Markdown";
     ExportJson => "Export JSON", "导出 JSON";
     NoConversations => "No saved conversations yet.", "还没有保存的对话。";
+    SetAside => "Some saved conversations could not be read; they are kept aside in this browser, not deleted. Number:",
+        "部分已保存的对话无法读取，已单独保留在本浏览器中，未被删除。数量：";
+    ChangedElsewhere => "This conversation was changed in another tab, so this tab's version was saved as a separate conversation. Nothing was overwritten.",
+        "此对话已在另一个标签页中被修改，因此本标签页的版本已另存为一个新对话，没有内容被覆盖。";
+    HistoryFull => "The browser's storage for this site is full: this conversation could not be saved. Export it (Markdown or JSON, at the left) and free some space.",
+        "本站点的浏览器存储已满，此对话无法保存。请导出（左侧的 Markdown 或 JSON）并释放一些空间。";
+    Interrupted => "This answer did not finish: its page was closed or stopped while writing it. Regenerate to answer again.",
+        "此回答未完成：撰写时页面被关闭或中断。可点击“重新生成”重新回答。";
+    WrittenElsewhere => "Another tab is writing this answer…", "另一个标签页正在撰写此回答……";
+    PersistGranted => "This browser keeps the model and your conversations until you delete them.",
+        "本浏览器会保留模型和您的对话，直到您将其删除。";
+    PersistRefused => "This browser may delete the downloaded model and your saved conversations when the disk runs low. Export conversations you want to keep.",
+        "磁盘空间不足时，本浏览器可能会删除已下载的模型和已保存的对话。请导出需要保留的对话。";
     Settings => "Settings", "设置";
     SystemPrompt => "System prompt (empty: none)", "系统提示词（留空则不使用）";
     Temperature => "Temperature (0 = most likely answer)", "温度（0 = 总是选最可能的词）";

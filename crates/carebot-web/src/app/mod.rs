@@ -8,6 +8,7 @@ use crate::conversation::{Conversation, Turn};
 use crate::i18n::Lang;
 use crate::params::{LinkParams, default_model_url};
 use crate::protocol::{Failure, FromWorker, HubRepo, ModelInfo, ModelSource, Phase, ProbeInfo, Settings, ToWorker};
+use history::StoreError;
 use leptos::prelude::*;
 use std::cell::RefCell;
 use wasm_bindgen::JsCast;
@@ -67,10 +68,78 @@ pub struct State {
     pub notice: RwSignal<Option<String>>,
     pub show_disclaimer: RwSignal<bool>,
     pub show_settings: RwSignal<bool>,
+    /// Whether the browser granted persistent storage (asked before a download or preparation).
+    pub persisted: RwSignal<Option<bool>>,
+    /// A conversation another tab is writing an answer in: its unfinished answer is not shown
+    /// as interrupted.
+    pub written_elsewhere: RwSignal<Option<String>>,
 }
 
 thread_local! {
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+    static SAVER: RefCell<Saver> = RefCell::default();
+    static CHANNEL: RefCell<Option<web_sys::BroadcastChannel>> = const { RefCell::new(None) };
+    /// When the worker last crashed, and whether its replacement waits for the user instead of
+    /// loading the model by itself (a second crash within a minute: no crash loop).
+    static CRASHED_AT: std::cell::Cell<f64> = const { std::cell::Cell::new(f64::NEG_INFINITY) };
+    static HOLD_AFTER_CRASH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How often a streaming answer is saved: a crash loses at most this much of it (a closed tab
+/// loses nothing: `pagehide` writes a rescue copy).
+const SAVE_EVERY_MS: f64 = 1000.0;
+/// `localStorage` keys of rescue copies written on `pagehide`, one per conversation.
+const RESCUE_PREFIX: &str = "carebot.rescue.";
+
+/// Saves run one at a time, so each compares against the `rev` the one before it wrote.
+#[derive(Default)]
+struct Saver {
+    busy: bool,
+    /// Another save was asked for while one ran.
+    again: bool,
+    last_ms: f64,
+}
+
+/// 64 random bits from `crypto.getRandomValues` (conversation ids).
+fn nonce() -> u64 {
+    let mut bytes = [0u8; 8];
+    let crypto = web_sys::window().and_then(|w| w.crypto().ok());
+    if crypto.is_none_or(|c| c.get_random_values_with_u8_array(&mut bytes).is_err()) {
+        // No Web Crypto: still random enough that two tabs' ids differ.
+        bytes = (js_sys::Math::random() * 9_007_199_254_740_992.0).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes)
+}
+
+fn new_conversation() -> Conversation {
+    Conversation::new(now_ms(), nonce())
+}
+
+/// What one tab tells the others on the `carebot` BroadcastChannel.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    /// The conversation that changed in storage ("" for all of them).
+    id: String,
+    /// Whether that tab is still writing an answer in it.
+    writing: bool,
+}
+
+/// Writes `c` where the next start finds and saves it (see [`State::recover_rescues`]).
+fn keep_rescue_copy(c: &Conversation) {
+    if let (Some(storage), Ok(json)) = (local_storage(), serde_json::to_string(c)) {
+        let _ = storage.set_item(&format!("{RESCUE_PREFIX}{}", c.id), &json);
+    }
+}
+
+/// Tells other tabs that conversation `id` changed in storage.
+fn announce(id: &str, writing: bool) {
+    CHANNEL.with(|c| {
+        if let (Some(channel), Ok(json)) =
+            (c.borrow().as_ref(), serde_json::to_string(&Saved { id: id.into(), writing }))
+        {
+            let _ = channel.post_message(&JsValue::from_str(&json));
+        }
+    });
 }
 
 fn now_ms() -> f64 {
@@ -164,13 +233,15 @@ impl State {
             model: RwSignal::new(ModelState::Starting),
             source: RwSignal::new(ModelSource::Url { url: String::new() }),
             settings: RwSignal::new(Settings::default()),
-            conversation: RwSignal::new(Conversation::new(now_ms())),
+            conversation: RwSignal::new(new_conversation()),
             saved: RwSignal::new(Vec::new()),
             answering: RwSignal::new(None),
             draft: RwSignal::new(String::new()),
             notice: RwSignal::new(None),
             show_disclaimer: RwSignal::new(!accepted),
             show_settings: RwSignal::new(false),
+            persisted: RwSignal::new(None),
+            written_elsewhere: RwSignal::new(None),
         }
     }
 
@@ -202,7 +273,21 @@ impl State {
             ModelSource::Hub(_) => Phase::Prepare,
         };
         self.model.set(ModelState::Loading { phase, done: 0, total: 0, bytes_per_second: 0.0, prepare: None });
+        if phase != Phase::LocalFile {
+            self.request_persistence();
+        }
         send(&ToWorker::Load { source: self.source.get_untracked() }, None);
+    }
+
+    /// Asks the browser not to evict this site's storage (the model, the conversations) under
+    /// storage pressure, before gigabytes are written; the answer is shown beside the model.
+    fn request_persistence(&self) {
+        let state = *self;
+        let Some(promise) = web_sys::window().and_then(|w| w.navigator().storage().persist().ok()) else { return };
+        wasm_bindgen_futures::spawn_local(async move {
+            let granted = wasm_bindgen_futures::JsFuture::from(promise).await.ok().and_then(|v| v.as_bool());
+            state.persisted.set(Some(granted.unwrap_or(false)));
+        });
     }
 
     pub fn open_local_file(&self, file: web_sys::File) {
@@ -228,6 +313,8 @@ impl State {
             c.updated = now_ms();
         });
         self.answering.set(Some(id));
+        // The question is kept from the moment it is sent, whatever happens to the answer.
+        self.save();
         send(&ToWorker::Generate { id, messages, settings: self.settings.get_untracked() }, None);
     }
 
@@ -269,7 +356,7 @@ impl State {
         if self.answering.get_untracked().is_some() {
             return;
         }
-        self.conversation.set(Conversation::new(now_ms()));
+        self.conversation.set(new_conversation());
     }
 
     /// Opens saved conversation `id` as it was last saved (a row's own copy may be older).
@@ -284,36 +371,175 @@ impl State {
 
     pub fn refresh_saved(&self) {
         let state = *self;
-        wasm_bindgen_futures::spawn_local(async move {
-            match history::list().await {
-                Ok(list) => state.saved.set(list),
-                Err(e) => state.notice.set(Some(e)),
+        wasm_bindgen_futures::spawn_local(async move { state.reload_saved().await });
+    }
+
+    async fn reload_saved(&self) {
+        match history::list().await {
+            Ok(listing) => {
+                if listing.set_aside > 0 {
+                    let lang = self.lang.get_untracked();
+                    self.notice.set(Some(format!("{} {}", crate::i18n::Key::SetAside.text(lang), listing.set_aside)));
+                }
+                self.saved.set(listing.conversations);
             }
+            Err(e) => self.notice.set(Some(e.to_string())),
+        }
+    }
+
+    /// Saves the open conversation now, or right after the save in flight.
+    fn save(&self) {
+        let start = SAVER.with(|s| {
+            let mut s = s.borrow_mut();
+            s.again = true;
+            s.last_ms = now_ms();
+            !std::mem::replace(&mut s.busy, true)
+        });
+        if !start {
+            return;
+        }
+        let state = *self;
+        wasm_bindgen_futures::spawn_local(async move {
+            while SAVER.with(|s| std::mem::take(&mut s.borrow_mut().again)) {
+                state.save_once().await;
+            }
+            SAVER.with(|s| s.borrow_mut().busy = false);
+            state.reload_saved().await;
         });
     }
 
-    fn save(&self) {
-        let state = *self;
+    /// One compare-and-swap save. When another tab saved the conversation in between: if this
+    /// copy holds everything stored, it is saved over it; otherwise it is saved as a new
+    /// conversation, so neither tab's turns are erased.
+    async fn save_once(&self) {
         let c = self.conversation.get_untracked();
         if c.turns.is_empty() {
             return;
         }
-        wasm_bindgen_futures::spawn_local(async move {
-            if let Err(e) = history::put(&c).await {
-                state.notice.set(Some(e));
+        let lang = self.lang.get_untracked();
+        match history::put(&c).await {
+            Ok(rev) => {
+                self.conversation.update_untracked(|open| {
+                    if open.id == c.id {
+                        open.rev = rev;
+                    }
+                });
+                announce(&c.id, self.answering.get_untracked().is_some());
             }
-            state.refresh_saved();
+            Err(StoreError::Conflict(stored)) => {
+                let base = match stored {
+                    None => Some(0),
+                    Some(stored) => c.contains(&stored).then_some(stored.rev),
+                };
+                let id = new_conversation().id;
+                self.conversation.update(|open| {
+                    if open.id != c.id {
+                        return;
+                    }
+                    match base {
+                        Some(rev) => open.rev = rev,
+                        None => {
+                            open.id.clone_from(&id);
+                            open.rev = 0;
+                        }
+                    }
+                });
+                if base.is_none() {
+                    self.notice.set(Some(crate::i18n::Key::ChangedElsewhere.text(lang).into()));
+                }
+                SAVER.with(|s| s.borrow_mut().again = true);
+            }
+            Err(StoreError::Quota(detail)) => {
+                // localStorage has its own small allowance: the next start saves this copy.
+                keep_rescue_copy(&c);
+                self.notice.set(Some(format!("{} ({detail})", crate::i18n::Key::HistoryFull.text(lang))));
+            }
+            Err(StoreError::Other(e)) => self.notice.set(Some(e)),
+        }
+    }
+
+    /// Another tab saved conversation `id`: show the new list, and the new turns if it is open
+    /// here and idle (only when the stored copy holds all of this one's).
+    fn on_saved_elsewhere(&self, id: String) {
+        let state = *self;
+        wasm_bindgen_futures::spawn_local(async move {
+            state.reload_saved().await;
+            let idle = state.answering.get_untracked().is_none() && !SAVER.with(|s| s.borrow().busy);
+            if !idle || !state.conversation.with_untracked(|c| c.id == id) {
+                return;
+            }
+            if let Ok(Some(stored)) = history::get(&id).await
+                && state.conversation.with_untracked(|open| stored.rev > open.rev && stored.contains(open))
+            {
+                state.conversation.set(stored);
+            }
         });
+    }
+
+    /// On `pagehide`: IndexedDB is asynchronous and a closing tab may not finish a transaction,
+    /// but `localStorage` is written before this returns. The next start saves the copy.
+    fn write_rescue(&self) {
+        let unsaved = self.answering.get_untracked().is_some() || SAVER.with(|s| s.borrow().busy);
+        let c = self.conversation.get_untracked();
+        if self.answering.get_untracked().is_some() {
+            announce(&c.id, false);
+        }
+        if unsaved && !c.turns.is_empty() {
+            keep_rescue_copy(&c);
+        }
+    }
+
+    /// Saves the rescue copies a closed tab left: over the stored record when it holds all of
+    /// it, as its own conversation when the two differ, not at all when storage already has it.
+    async fn recover_rescues(&self) {
+        let Some(storage) = local_storage() else { return };
+        let keys: Vec<String> = (0..storage.length().unwrap_or(0))
+            .filter_map(|i| storage.key(i).ok().flatten())
+            .filter(|k| k.starts_with(RESCUE_PREFIX))
+            .collect();
+        for key in keys {
+            let rescued =
+                storage.get_item(&key).ok().flatten().and_then(|j| serde_json::from_str::<Conversation>(&j).ok());
+            let Some(mut rescued) = rescued else {
+                let _ = storage.remove_item(&key);
+                continue;
+            };
+            let saved = match history::get(&rescued.id).await {
+                Ok(None) => {
+                    rescued.rev = 0;
+                    history::put(&rescued).await
+                }
+                Ok(Some(stored)) if stored.contains(&rescued) => Ok(stored.rev),
+                Ok(Some(stored)) if rescued.contains(&stored) => {
+                    rescued.rev = stored.rev;
+                    history::put(&rescued).await
+                }
+                Ok(Some(_)) => {
+                    rescued.id = new_conversation().id;
+                    rescued.rev = 0;
+                    history::put(&rescued).await
+                }
+                Err(e) => Err(e),
+            };
+            match saved {
+                Ok(_) => {
+                    let _ = storage.remove_item(&key);
+                }
+                // Kept in localStorage for the next start.
+                Err(e) => self.notice.set(Some(e.to_string())),
+            }
+        }
     }
 
     pub fn delete_saved(&self, id: String) {
         let state = *self;
         wasm_bindgen_futures::spawn_local(async move {
-            if let Err(e) = history::delete(&id).await {
-                state.notice.set(Some(e));
+            match history::delete(&id).await {
+                Ok(()) => announce(&id, false),
+                Err(e) => state.notice.set(Some(e.to_string())),
             }
             if state.conversation.with_untracked(|c| c.id == id) && state.answering.get_untracked().is_none() {
-                state.conversation.set(Conversation::new(now_ms()));
+                state.conversation.set(new_conversation());
             }
             state.refresh_saved();
         });
@@ -322,19 +548,37 @@ impl State {
     pub fn delete_all_saved(&self) {
         let state = *self;
         wasm_bindgen_futures::spawn_local(async move {
-            if let Err(e) = history::clear().await {
-                state.notice.set(Some(e));
+            match history::clear().await {
+                Ok(()) => announce("", false),
+                Err(e) => state.notice.set(Some(e.to_string())),
             }
             if state.answering.get_untracked().is_none() {
-                state.conversation.set(Conversation::new(now_ms()));
+                state.conversation.set(new_conversation());
             }
             state.refresh_saved();
         });
     }
 
+    /// The answer being written failed: what it had written stays, with why it stopped.
+    fn answer_failed(&self, detail: String) {
+        self.conversation.update(|c| {
+            if let Some(t) = c.turns.last_mut() {
+                t.error = Some(detail);
+                t.unfinished = false;
+            }
+            c.updated = now_ms();
+        });
+        self.answering.set(None);
+        self.save();
+    }
+
     fn on_worker_message(&self, msg: FromWorker) {
         match msg {
-            FromWorker::Started => self.probe(None),
+            FromWorker::Started => {
+                if !HOLD_AFTER_CRASH.take() {
+                    self.probe(None)
+                }
+            }
             FromWorker::Probed { info } => {
                 let complete = info.cached == info.size;
                 let local = matches!(self.source.get_untracked(), ModelSource::File { .. });
@@ -355,6 +599,9 @@ impl State {
                             t.content.push_str(&text)
                         }
                     });
+                    if now_ms() - SAVER.with(|s| s.borrow().last_ms) >= SAVE_EVERY_MS {
+                        self.save();
+                    }
                 }
             }
             FromWorker::Done { id, stats } => {
@@ -362,6 +609,7 @@ impl State {
                     self.conversation.update(|c| {
                         if let Some(t) = c.turns.last_mut() {
                             t.stats = Some(stats);
+                            t.unfinished = false;
                         }
                         c.updated = now_ms();
                     });
@@ -375,13 +623,7 @@ impl State {
             }
             FromWorker::Failed { id: Some(id), failure } => {
                 if self.answering.get_untracked() == Some(id) {
-                    self.conversation.update(|c| {
-                        if let Some(t) = c.turns.last_mut() {
-                            t.error = Some(failure.detail.clone());
-                        }
-                    });
-                    self.answering.set(None);
-                    self.save();
+                    self.answer_failed(failure.detail.clone());
                 }
                 if failure.kind.needs_reload() {
                     self.model.set(ModelState::Failed(failure));
@@ -444,49 +686,96 @@ pub fn start() {
     }
 
     if has_webgpu() {
-        match spawn_worker() {
-            Ok(worker) => {
-                let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |e: MessageEvent| {
-                    if let Some(msg) = e.data().as_string().and_then(|s| serde_json::from_str::<FromWorker>(&s).ok()) {
-                        state.on_worker_message(msg);
-                    }
-                });
-                worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-                on_message.forget();
-                let on_error = Closure::<dyn Fn(web_sys::ErrorEvent)>::new(move |e: web_sys::ErrorEvent| {
-                    state.model.set(ModelState::Failed(Failure {
-                        kind: crate::protocol::ErrorKind::Internal,
-                        detail: format!("the inference worker failed: {}", e.message()),
-                    }));
-                });
-                worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-                on_error.forget();
-                WORKER.with(|w| *w.borrow_mut() = Some(worker));
-            }
-            Err(e) => state.model.set(ModelState::Failed(Failure {
-                kind: crate::protocol::ErrorKind::Internal,
-                detail: format!("could not start the inference worker: {e:?}"),
-            })),
-        }
+        start_worker(state);
     } else {
         state.model.set(ModelState::NoWebGpu);
     }
-    // A reload continues the most recent conversation.
+    listen_for_other_tabs(state);
+    keep_on_leaving(state);
+    // A reload continues the most recent conversation, with what a closed tab left saved first.
     wasm_bindgen_futures::spawn_local(async move {
-        match history::list().await {
-            Ok(list) => {
-                if let Some(latest) = list.first()
-                    && state.conversation.with_untracked(|c| c.turns.is_empty())
-                {
-                    state.conversation.set(latest.clone());
-                }
-                state.saved.set(list);
-            }
-            Err(e) => state.notice.set(Some(e)),
+        state.recover_rescues().await;
+        state.reload_saved().await;
+        if let Some(latest) = state.saved.with_untracked(|l| l.first().cloned())
+            && state.conversation.with_untracked(|c| c.turns.is_empty())
+        {
+            state.conversation.set(latest);
         }
     });
     leptos::mount::mount_to_body(move || {
         provide_context(state);
         view::App()
     });
+}
+
+/// Other tabs announce each save on the `carebot` BroadcastChannel.
+fn listen_for_other_tabs(state: State) {
+    let Ok(channel) = web_sys::BroadcastChannel::new("carebot") else { return };
+    let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |e: MessageEvent| {
+        let Some(saved) = e.data().as_string().and_then(|s| serde_json::from_str::<Saved>(&s).ok()) else { return };
+        if saved.writing {
+            state.written_elsewhere.set(Some(saved.id.clone()));
+        } else if state.written_elsewhere.with_untracked(|w| w.as_ref() == Some(&saved.id)) {
+            state.written_elsewhere.set(None);
+        }
+        state.on_saved_elsewhere(saved.id);
+    });
+    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    CHANNEL.with(|c| *c.borrow_mut() = Some(channel));
+}
+
+/// Saves when the tab is hidden (it may never come back) and writes a rescue copy when it closes.
+fn keep_on_leaving(state: State) {
+    let Some(window) = web_sys::window() else { return };
+    let on_hide = Closure::<dyn Fn()>::new(move || state.write_rescue());
+    let _ = window.add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
+    on_hide.forget();
+    let on_visibility = Closure::<dyn Fn()>::new(move || {
+        let hidden = web_sys::window().and_then(|w| w.document()).is_some_and(|d| d.hidden());
+        if hidden && state.conversation.with_untracked(|c| !c.turns.is_empty()) {
+            state.save();
+        }
+    });
+    let _ = window.add_event_listener_with_callback("visibilitychange", on_visibility.as_ref().unchecked_ref());
+    on_visibility.forget();
+}
+
+/// Starts the inference worker, or a fresh one in place of one that crashed. A crashed worker's
+/// answer keeps what it wrote, with the reason; the new worker looks at the model again (from the
+/// cache, with no download) so the user can go on.
+fn start_worker(state: State) {
+    let worker = match spawn_worker() {
+        Ok(worker) => worker,
+        Err(e) => {
+            return state.model.set(ModelState::Failed(Failure {
+                kind: crate::protocol::ErrorKind::Internal,
+                detail: format!("could not start the inference worker: {e:?}"),
+            }));
+        }
+    };
+    let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |e: MessageEvent| {
+        if let Some(msg) = e.data().as_string().and_then(|s| serde_json::from_str::<FromWorker>(&s).ok()) {
+            state.on_worker_message(msg);
+        }
+    });
+    worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    let on_error = Closure::<dyn Fn(web_sys::ErrorEvent)>::new(move |e: web_sys::ErrorEvent| {
+        // An uncaught error (a wasm trap, a panic) leaves the worker in an unknown state: replace it.
+        let detail = format!("the inference worker failed: {}", e.message());
+        if state.answering.get_untracked().is_some() {
+            state.answer_failed(detail.clone());
+        }
+        if let Some(old) = WORKER.with(|w| w.borrow_mut().take()) {
+            old.terminate();
+        }
+        let now = now_ms();
+        HOLD_AFTER_CRASH.set(now - CRASHED_AT.replace(now) < 60_000.0);
+        state.model.set(ModelState::Failed(Failure { kind: crate::protocol::ErrorKind::Internal, detail }));
+        start_worker(state);
+    });
+    worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    on_error.forget();
+    WORKER.with(|w| *w.borrow_mut() = Some(worker));
 }

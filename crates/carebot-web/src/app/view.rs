@@ -398,6 +398,11 @@ fn ModelPanel() -> impl IntoView {
             on:dragover=|ev: leptos::ev::DragEvent| ev.prevent_default() on:drop=on_drop>
             <p class="source">{t(Key::Model)}": "<code>{source_text}</code></p>
             {body}
+            {move || s.persisted.get().map(|kept| view! {
+                <p class=if kept { "hint" } else { "warning" } data-testid="storage-persisted" data-persisted=kept.to_string()>
+                    {t(if kept { Key::PersistGranted } else { Key::PersistRefused })}
+                </p>
+            })}
             <details>
                 <summary>{t(Key::DropHere)}</summary>
                 <p>{t(Key::OpenLocal)}" "<input type="file" accept=".gguf" data-testid="model-file" on:change=on_pick/></p>
@@ -415,15 +420,22 @@ fn Messages() -> impl IntoView {
         <div class="messages" data-testid="messages">
             {move || {
                 let answering = s.answering.get().is_some();
-                let turns = s.conversation.with(|c| c.turns.clone());
+                let (turns, id) = s.conversation.with(|c| (c.turns.clone(), c.id.clone()));
+                let elsewhere = s.written_elsewhere.with(|w| w.as_ref() == Some(&id));
                 let last = turns.len().saturating_sub(1);
-                turns.into_iter().enumerate().map(|(i, turn)| message(turn, i, i == last && answering)).collect_view()
+                turns
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, turn)| message(turn, i, i == last && answering, elsewhere))
+                    .collect_view()
             }}
         </div>
     }
 }
 
-fn message(turn: Turn, index: usize, writing: bool) -> impl IntoView {
+/// Turn `index`; `writing`: this page is writing it now; `elsewhere`: another tab is writing an
+/// answer in this conversation.
+fn message(turn: Turn, index: usize, writing: bool, elsewhere: bool) -> impl IntoView {
     let s = state();
     let lang = s.lang.get_untracked();
     if turn.role == "user" {
@@ -458,7 +470,13 @@ fn message(turn: Turn, index: usize, writing: bool) -> impl IntoView {
         <div class="msg assistant" data-testid="assistant-message" data-done=done.to_string() data-text=turn.content.clone()>
             <div class="who">{Key::Assistant.text(lang)}</div>
             <div class="text markdown" inner_html=html></div>
-            {turn.error.clone().map(|e| view! { <p class="error">{e}</p> })}
+            {turn.error.clone().map(|e| view! { <p class="error" data-testid="answer-error">{e}</p> })}
+            {(turn.unfinished && !writing && elsewhere).then(|| view! {
+                <p class="hint" data-testid="written-elsewhere">{Key::WrittenElsewhere.text(lang)}</p>
+            })}
+            {(turn.unfinished && !writing && !elsewhere).then(|| view! {
+                <p class="interrupted" data-testid="interrupted">{Key::Interrupted.text(lang)}</p>
+            })}
             {stats}
         </div>
     }
