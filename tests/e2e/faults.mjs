@@ -5,7 +5,8 @@
 //
 // CAREBOT_BIN: the `carebot` binary (the reference answer); CAREBOT_E2E_MODEL: the tiny model;
 // CAREBOT_BROWSER: chromium or firefox. Steps that need the DevTools protocol (a storage quota
-// override, a GPU process crash, a worker's console) run in Chromium only, and say so.
+// override, a GPU process crash, reaching into the worker to crash or pause it) run in Chromium
+// only, and say so.
 
 import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
@@ -54,6 +55,14 @@ const stored = (page) => page.evaluate(() => new Promise((ok, fail) => {
     };
 }));
 const conversations = async (page) => (await stored(page)).records.conversations.map((r) => JSON.parse(r.json));
+/// Waits until `test(conversations)` holds for what this profile stores; returns them.
+async function untilStored(page, test, what) {
+    for (const end = Date.now() + 60_000; Date.now() < end; await new Promise((ok) => setTimeout(ok, 200))) {
+        const all = await conversations(page);
+        if (test(all)) return all;
+    }
+    throw new Error(`never stored: ${what}`);
+}
 
 async function ready(page) {
     const s = await waitState(page, ["probed", "loading", "ready", "failed"]);
@@ -73,6 +82,10 @@ async function askAndWaitForWords(page, question) {
 /// After a fault: the question is there, the answer holds at least what was on screen and
 /// is a beginning of the full greedy answer, and it is marked as not finished.
 async function checkKept(page, question, shown, full, what) {
+    if (process.env.CAREBOT_E2E_DEBUG) {
+        console.log(what, JSON.stringify(await conversations(page)).slice(0, 1500));
+        console.log(what, await page.evaluate(() => JSON.stringify(Object.keys(localStorage))));
+    }
     await page.clickText('[data-testid="history"] li button.open', question.slice(0, 20));
     await page.waitForFunction((q) => [...document.querySelectorAll('[data-testid="user-message"]')].some((m) => m.textContent.includes(q)), question);
     const text = await page.attributeOf('[data-testid="assistant-message"]', -1, "data-text");
@@ -180,20 +193,10 @@ try {
     assert.ok(wantA.length > 0 && wantB.length > 0);
     step = "two tabs: both saved";
     // Both saves settle (one after the conflict, as a new conversation).
-    await page.waitForFunction(async ([a, b]) => {
-        const all = await new Promise((ok) => {
-            const r = indexedDB.open("carebot");
-            r.onsuccess = () => { const g = r.result.transaction("conversations").objectStore("conversations").getAll(); g.onsuccess = () => { r.result.close(); ok(g.result); }; };
-        });
-        const texts = all.map((x) => JSON.parse(x.json).turns.map((t) => t.content).join("\n"));
-        return texts.some((t) => t.includes(a)) && texts.some((t) => t.includes(b));
-    }, [qa, qb]);
-    // Tab A followed B's save before it sent, so A's question may follow B's unfinished answer in
-    // one conversation while B's finished answer went to its own; either way each question is
-    // stored with its tab's whole answer right after it, behind the shared turns.
-    const all = await conversations(page);
     const kept = (q, want) => all.find((c) => c.turns[0].content === question1 &&
         c.turns.some((t, i) => t.content === q && c.turns[i + 1]?.content === want && !c.turns[i + 1].unfinished));
+    const all = await untilStored(page, (all) => all.some((c) => c.turns.some((t) => t.content === wantA)) &&
+        all.some((c) => c.turns.some((t) => t.content === wantB)), "both answers");
     const [withA, withB] = [kept(qa, wantA), kept(qb, wantB)];
     assert.ok(withA && withB, `stored: ${JSON.stringify(all.map((c) => c.turns.map((t) => [t.content.slice(0, 12), t.content.length, t.unfinished])))}; want ${wantA.length} ${wantB.length}`);
     const notices = [await page.evaluate(() => document.querySelector(".notice")?.textContent ?? ""),
@@ -230,8 +233,8 @@ try {
         assert.ok(!(await conversations(page)).some((c) => c.title === question), "saved despite a full quota?");
         await cdp.send("Storage.overrideQuotaForOrigin", { origin: BASE });
         await reopen();
-        const saved = (await conversations(page)).find((c) => c.title === question);
-        assert.ok(saved, "the conversation was not saved once there was room");
+        // The start saves what was kept aside while the storage was full.
+        const saved = (await untilStored(page, (all) => all.some((c) => c.title === question), question)).find((c) => c.title === question);
         assert.deepEqual(saved.turns.map((t) => t.content), [question, full]);
         log("a full quota is reported, and the conversation is saved at the next start with room");
         await holder.close();
@@ -261,7 +264,31 @@ try {
         log("worker crash: skipped (reaching into the worker needs the DevTools protocol, Chromium only)");
     }
 
-    // 6. A real device loss mid-answer (Chromium: the GPU process crashes). The written part
+    // 6. The worker hangs mid-answer (its JavaScript paused through the DevTools protocol, as a
+    //    readback that never returns leaves it): Stop still works. After the grace period the
+    //    page replaces the worker, keeps what was written, and the model is ready again.
+    if (CDP) {
+        step = "hung worker";
+        const question = "Does the worker hang?";
+        const full = reference(question, 100, MODEL_PATH);
+        const { k, shown } = await askAndWaitForWords(page, question);
+        const [worker] = page.page.workers();
+        await worker.client.send("Debugger.enable");
+        await worker.client.send("Debugger.pause");
+        const t0 = Date.now();
+        await page.click('[data-testid="stop"]');
+        await page.waitForFunction((i) => document.querySelectorAll('[data-testid="assistant-message"]')[i]?.querySelector('[data-testid="answer-error"]'), k, { timeout: 30_000 });
+        const waited = (Date.now() - t0) / 1000;
+        assert.match(await page.textOf('[data-testid="answer-error"]', -1), /did not stop within/);
+        const text = await page.attributeOf('[data-testid="assistant-message"]', k, "data-text");
+        assert.ok(text.startsWith(shown) && full.startsWith(text), `hang kept ${JSON.stringify(text)}`);
+        assert.equal(await waitState(page, ["ready"]), "ready");
+        await page.click('[data-testid="regenerate"]');
+        assert.equal(await answer(page, k), full);
+        log(`hung worker: Stop ended the answer after ${waited.toFixed(1)} s, ${text.length} chars kept; a new worker answered`);
+    }
+
+    // 7. A real device loss mid-answer (Chromium: the GPU process crashes). The written part
     //    stays, the page says what happened and offers to load the model again.
     if (CDP) {
         step = "device lost";

@@ -13,9 +13,26 @@ pub fn js_u64(x: f64) -> Option<u64> {
     n
 }
 
+/// Milliseconds for a timer (`setTimeout` takes a u32): rounded up, and at most about 49 days.
+pub fn js_u32_ms(ms: f64) -> u32 {
+    let ms = if ms.is_nan() { 0.0 } else { ms.ceil().clamp(0.0, f64::from(u32::MAX)) };
+    // Clamped just above to 0..=u32::MAX and whole: the cast is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let whole = ms as u32;
+    whole
+}
+
 #[cfg(test)]
 mod tests {
-    use super::js_u64;
+    use super::{js_u32_ms, js_u64};
+
+    #[test]
+    fn timer_milliseconds_round_up_and_stay_in_range() {
+        assert_eq!(js_u32_ms(10_000.2), 10_001);
+        assert_eq!(js_u32_ms(-5.0), 0);
+        assert_eq!(js_u32_ms(f64::NAN), 0);
+        assert_eq!(js_u32_ms(1e300), u32::MAX);
+    }
 
     #[test]
     fn sizes_past_four_gib_cross_exactly_and_nonsense_does_not() {

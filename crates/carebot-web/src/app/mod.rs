@@ -83,10 +83,17 @@ thread_local! {
     /// loading the model by itself (a second crash within a minute: no crash loop).
     static CRASHED_AT: std::cell::Cell<f64> = const { std::cell::Cell::new(f64::NEG_INFINITY) };
     static HOLD_AFTER_CRASH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The answer being written: when its last token came, and the longest wait between two.
+    static PACE: std::cell::Cell<(f64, f64)> = const { std::cell::Cell::new((0.0, 0.0)) };
 }
 
-/// How often a streaming answer is saved: a crash loses at most this much of it (a closed tab
-/// loses nothing: `pagehide` writes a rescue copy).
+/// How long Stop waits for the worker at least: the worker reads Stop between tokens, so a
+/// worker that has not stopped after this (and after twice its slowest token) is hung, on a GPU
+/// that never returns or in its own code, and is replaced.
+const STOP_GRACE_MS: f64 = 10_000.0;
+
+/// How often a streaming answer is saved to IndexedDB. Each token also goes to a rescue copy in
+/// `localStorage`, which the next start saves: a closed tab or a crash loses no word shown.
 const SAVE_EVERY_MS: f64 = 1000.0;
 /// `localStorage` keys of rescue copies written on `pagehide`, one per conversation.
 const RESCUE_PREFIX: &str = "carebot.rescue.";
@@ -128,6 +135,13 @@ struct Saved {
 fn keep_rescue_copy(c: &Conversation) {
     if let (Some(storage), Ok(json)) = (local_storage(), serde_json::to_string(c)) {
         let _ = storage.set_item(&format!("{RESCUE_PREFIX}{}", c.id), &json);
+    }
+}
+
+/// The rescue copy of `id` is no longer needed: a finished version is saved.
+fn forget_rescue_copy(id: &str) {
+    if let Some(storage) = local_storage() {
+        let _ = storage.remove_item(&format!("{RESCUE_PREFIX}{id}"));
     }
 }
 
@@ -313,6 +327,7 @@ impl State {
             c.updated = now_ms();
         });
         self.answering.set(Some(id));
+        PACE.set((now_ms(), 0.0));
         // The question is kept from the moment it is sent, whatever happens to the answer.
         self.save();
         send(&ToWorker::Generate { id, messages, settings: self.settings.get_untracked() }, None);
@@ -419,6 +434,9 @@ impl State {
         let lang = self.lang.get_untracked();
         match history::put(&c).await {
             Ok(rev) => {
+                if !c.turns.iter().any(|t| t.unfinished) {
+                    forget_rescue_copy(&c.id);
+                }
                 self.conversation.update_untracked(|open| {
                     if open.id == c.id {
                         open.rev = rev;
@@ -477,7 +495,8 @@ impl State {
     }
 
     /// On `pagehide`: IndexedDB is asynchronous and a closing tab may not finish a transaction,
-    /// but `localStorage` is written before this returns. The next start saves the copy.
+    /// but `localStorage` is written before this returns. The next start saves the copy. (Each
+    /// token already wrote one; this also covers a user's turn not yet saved.)
     fn write_rescue(&self) {
         let unsaved = self.answering.get_untracked().is_some() || SAVER.with(|s| s.borrow().busy);
         let c = self.conversation.get_untracked();
@@ -559,6 +578,26 @@ impl State {
         });
     }
 
+    /// Stops the answer being written. Stop always works: if the worker has not stopped within
+    /// the grace period, it is replaced (what was written stays, with why it stopped).
+    pub fn stop(&self) {
+        let Some(id) = self.answering.get_untracked() else { return };
+        send(&ToWorker::Stop, None);
+        let grace = STOP_GRACE_MS.max(2.0 * PACE.get().1);
+        let state = *self;
+        // gloo's timer: a one-shot setTimeout owning its closure.
+        gloo_timers::callback::Timeout::new(crate::numbers::js_u32_ms(grace), move || {
+            if state.answering.get_untracked() == Some(id) {
+                let detail = format!(
+                    "stopped: the inference worker did not stop within {:.0} s (a hung GPU?), so it was restarted",
+                    grace / 1000.0
+                );
+                restart_worker(state, detail, false);
+            }
+        })
+        .forget();
+    }
+
     /// The answer being written failed: what it had written stays, with why it stopped.
     fn answer_failed(&self, detail: String) {
         self.conversation.update(|c| {
@@ -599,6 +638,11 @@ impl State {
                             t.content.push_str(&text)
                         }
                     });
+                    // Every word on screen is also in localStorage at once (synchronous, unlike
+                    // IndexedDB, and not dependent on `pagehide` reaching us as the tab closes).
+                    self.conversation.with_untracked(keep_rescue_copy);
+                    let (last, longest) = PACE.get();
+                    PACE.set((now_ms(), longest.max(now_ms() - last)));
                     if now_ms() - SAVER.with(|s| s.borrow().last_ms) >= SAVE_EVERY_MS {
                         self.save();
                     }
@@ -763,19 +807,30 @@ fn start_worker(state: State) {
     on_message.forget();
     let on_error = Closure::<dyn Fn(web_sys::ErrorEvent)>::new(move |e: web_sys::ErrorEvent| {
         // An uncaught error (a wasm trap, a panic) leaves the worker in an unknown state: replace it.
-        let detail = format!("the inference worker failed: {}", e.message());
-        if state.answering.get_untracked().is_some() {
-            state.answer_failed(detail.clone());
-        }
-        if let Some(old) = WORKER.with(|w| w.borrow_mut().take()) {
-            old.terminate();
-        }
-        let now = now_ms();
-        HOLD_AFTER_CRASH.set(now - CRASHED_AT.replace(now) < 60_000.0);
-        state.model.set(ModelState::Failed(Failure { kind: crate::protocol::ErrorKind::Internal, detail }));
-        start_worker(state);
+        restart_worker(state, format!("the inference worker failed: {}", e.message()), true);
     });
     worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();
     WORKER.with(|w| *w.borrow_mut() = Some(worker));
+}
+
+/// Ends the worker (crashed or hung) and starts a new one; the answer it was writing keeps its
+/// words, with `detail` as the reason. `crashed`: the worker failed by itself (not stopped by
+/// the user), which counts towards the crash-loop guard.
+fn restart_worker(state: State, detail: String, crashed: bool) {
+    if state.answering.get_untracked().is_some() {
+        state.answer_failed(detail.clone());
+    }
+    if let Some(old) = WORKER.with(|w| w.borrow_mut().take()) {
+        // Whatever the old worker still says while it is torn down is not about the new one.
+        old.set_onmessage(None);
+        old.set_onerror(None);
+        old.terminate();
+    }
+    if crashed {
+        let now = now_ms();
+        HOLD_AFTER_CRASH.set(now - CRASHED_AT.replace(now) < 60_000.0);
+    }
+    state.model.set(ModelState::Failed(Failure { kind: crate::protocol::ErrorKind::Internal, detail }));
+    start_worker(state);
 }

@@ -520,7 +520,7 @@ fn Composer() -> impl IntoView {
                 }></textarea>
             <div class="buttons">
                 <button class="primary" data-testid="send" disabled=move || !ready() || answering() on:click=move |_| send()>{t(Key::Send)}</button>
-                <button data-testid="stop" disabled=move || !answering() on:click=move |_| super::send(&ToWorker::Stop, None)>{t(Key::Stop)}</button>
+                <button data-testid="stop" disabled=move || !answering() on:click=move |_| s.stop()>{t(Key::Stop)}</button>
                 <button data-testid="regenerate" disabled=move || !can_regenerate() on:click=move |_| s.regenerate()>{t(Key::Regenerate)}</button>
                 {meter}
             </div>
