@@ -4,6 +4,7 @@
 //   node tests/e2e/faults.mjs   (scripts/test-web.sh sets the environment below)
 //
 // CAREBOT_BIN: the `carebot` binary (the reference answer); CAREBOT_E2E_MODEL: the tiny model;
+// CAREBOT_E2E_DEBUG=1 prints what is stored before each closed-tab check.
 // CAREBOT_BROWSER: chromium or firefox. Steps that need the DevTools protocol (a storage quota
 // override, a GPU process crash, reaching into the worker to crash or pause it) run in Chromium
 // only, and say so.
