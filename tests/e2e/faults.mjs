@@ -95,6 +95,29 @@ async function checkKept(page, question, shown, full, what) {
     return text;
 }
 
+/// Asks `question`, brings on `fault` once the first words are on screen, and checks what the
+/// user sees: the answer ends with `reason` beside the words written (each on screen before is
+/// kept, and they begin the full answer); after `recover` (the user's part, if any) the model is
+/// ready again and Regenerate gives the CLI's answer. Returns the kept length and the seconds
+/// from the fault to the answer's end.
+async function faultMidAnswer(page, question, reason, fault, recover = async () => {}) {
+    const full = reference(question, 100, MODEL_PATH);
+    const { k, shown } = await askAndWaitForWords(page, question);
+    const t0 = Date.now();
+    await fault();
+    await page.waitForFunction((i) => document.querySelectorAll('[data-testid="assistant-message"]')[i]?.querySelector('[data-testid="answer-error"]'), k, { timeout: 30_000 });
+    const seconds = (Date.now() - t0) / 1000;
+    assert.match(await page.textOf('[data-testid="answer-error"]', -1), reason);
+    const text = await page.attributeOf('[data-testid="assistant-message"]', k, "data-text");
+    assert.ok(text.startsWith(shown) && full.startsWith(text), `${question} kept ${JSON.stringify(text)} of ${JSON.stringify(shown)}`);
+    await recover();
+    // A replaced worker shows "failed" until it has loaded again: wait for ready.
+    assert.equal(await waitState(page, ["ready"]), "ready");
+    await page.click('[data-testid="regenerate"]');
+    assert.equal(await answer(page, k), full);
+    return { kept: text.length, seconds };
+}
+
 let step = "start";
 try {
     // 1. A profile from the first version of the app (schema 1, one record that no longer
@@ -243,71 +266,40 @@ try {
         log("quota: skipped (the storage quota override is a DevTools protocol command, Chromium only)");
     }
 
-    // 5. The worker crashes mid-answer (an uncaught error in it, as a wasm trap would be). The
-    //    page keeps what was written with the reason, starts a new worker, and the model is ready
-    //    again from the cache.
+    // 5-7. Faults mid-answer, from outside through the DevTools protocol (Chromium only): the
+    //    answer ends with the reason beside every word written, the model is ready again, and
+    //    Regenerate gives the CLI's answer.
     if (CDP) {
+        // An uncaught error in the worker, as a wasm trap would be: a new worker is started and
+        // loads the model from the cache.
         step = "worker crash";
-        const question = "Does the worker crash?";
-        const full = reference(question, 100, MODEL_PATH);
-        const { k, shown } = await askAndWaitForWords(page, question);
-        const [worker] = page.page.workers();
-        await worker.evaluate(() => { setTimeout(() => { throw new Error("injected crash"); }); });
-        await page.waitForFunction((i) => document.querySelectorAll('[data-testid="assistant-message"]')[i]?.querySelector('[data-testid="answer-error"]'), k);
-        assert.match(await page.textContent('[data-testid="answer-error"]'), /inference worker failed/);
-        const text = await page.attributeOf('[data-testid="assistant-message"]', k, "data-text");
-        assert.ok(text.startsWith(shown) && full.startsWith(text), `crash kept ${JSON.stringify(text)}`);
-        assert.equal(await waitState(page, ["ready"]), "ready");
-        await page.click('[data-testid="regenerate"]');
-        assert.equal(await answer(page, k), full);
-        log(`worker crash: ${text.length} chars kept with the reason; a new worker answered`);
-    } else {
-        log("worker crash: skipped (reaching into the worker needs the DevTools protocol, Chromium only)");
-    }
-
-    // 6. The worker hangs mid-answer (its JavaScript paused through the DevTools protocol, as a
-    //    readback that never returns leaves it): Stop still works. After the grace period the
-    //    page replaces the worker, keeps what was written, and the model is ready again.
-    if (CDP) {
+        let r = await faultMidAnswer(page, "Does the worker crash?", /inference worker failed/, async () => {
+            const [worker] = page.page.workers();
+            await worker.evaluate(() => { setTimeout(() => { throw new Error("injected crash"); }); });
+        });
+        log(`worker crash: ${r.kept} chars kept with the reason; a new worker answered`);
+        // The worker hangs (its JavaScript paused by the debugger, as a readback that never
+        // returns leaves it): Stop still works, replacing the worker after the grace period.
         step = "hung worker";
-        const question = "Does the worker hang?";
-        const full = reference(question, 100, MODEL_PATH);
-        const { k, shown } = await askAndWaitForWords(page, question);
-        const [worker] = page.page.workers();
-        await worker.client.send("Debugger.enable");
-        await worker.client.send("Debugger.pause");
-        const t0 = Date.now();
-        await page.click('[data-testid="stop"]');
-        await page.waitForFunction((i) => document.querySelectorAll('[data-testid="assistant-message"]')[i]?.querySelector('[data-testid="answer-error"]'), k, { timeout: 30_000 });
-        const waited = (Date.now() - t0) / 1000;
-        assert.match(await page.textOf('[data-testid="answer-error"]', -1), /did not stop within/);
-        const text = await page.attributeOf('[data-testid="assistant-message"]', k, "data-text");
-        assert.ok(text.startsWith(shown) && full.startsWith(text), `hang kept ${JSON.stringify(text)}`);
-        assert.equal(await waitState(page, ["ready"]), "ready");
-        await page.click('[data-testid="regenerate"]');
-        assert.equal(await answer(page, k), full);
-        log(`hung worker: Stop ended the answer after ${waited.toFixed(1)} s, ${text.length} chars kept; a new worker answered`);
-    }
-
-    // 7. A real device loss mid-answer (Chromium: the GPU process crashes). The written part
-    //    stays, the page says what happened and offers to load the model again.
-    if (CDP) {
+        r = await faultMidAnswer(page, "Does the worker hang?", /did not stop within/, async () => {
+            const [worker] = page.page.workers();
+            await worker.client.send("Debugger.enable");
+            await worker.client.send("Debugger.pause");
+            await page.click('[data-testid="stop"]');
+        });
+        log(`hung worker: Stop ended the answer after ${r.seconds.toFixed(1)} s, ${r.kept} chars kept; a new worker answered`);
+        // A real device loss (the GPU process crashes): the page says so and offers to load again.
         step = "device lost";
-        const question = "Is the GPU lost?";
-        const full = reference(question, 100, MODEL_PATH);
-        const { k, shown } = await askAndWaitForWords(page, question);
-        const session = await browser.target().createCDPSession();
-        await session.send("Browser.crashGpuProcess");
-        assert.equal(await waitState(page, ["failed"]), "failed");
-        assert.equal(await page.getAttribute('[data-testid="model-error"]', "data-kind"), "DeviceLost");
-        await answer(page, k);
-        const text = await page.attributeOf('[data-testid="assistant-message"]', k, "data-text");
-        assert.ok(text.startsWith(shown) && full.startsWith(text), `device loss kept ${JSON.stringify(text)}`);
-        await page.click('[data-testid="retry"]');
-        assert.equal(await waitState(page, ["ready", "failed"]), "ready");
-        await page.click('[data-testid="regenerate"]');
-        assert.equal(await answer(page, k), full);
-        log(`device lost: ${text.length} chars kept; loaded again and regenerated`);
+        r = await faultMidAnswer(page, "Is the GPU lost?", /lost/i, async () => {
+            await (await browser.target().createCDPSession()).send("Browser.crashGpuProcess");
+        }, async () => {
+            assert.equal(await waitState(page, ["failed"]), "failed");
+            assert.equal(await page.getAttribute('[data-testid="model-error"]', "data-kind"), "DeviceLost");
+            await page.click('[data-testid="retry"]');
+        });
+        log(`device lost: ${r.kept} chars kept; loaded again and regenerated`);
+    } else {
+        log("crash, hang, device loss: skipped (they are injected through the DevTools protocol, Chromium only)");
     }
 
     const expected = (e) => /injected crash|inference worker failed|device|lost|GPU|QuotaExceeded|quota/i.test(e);

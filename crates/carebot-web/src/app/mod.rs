@@ -600,9 +600,14 @@ impl State {
 
     /// The answer being written failed: what it had written stays, with why it stopped.
     fn answer_failed(&self, detail: String) {
+        self.finish_answer(|t| t.error = Some(detail));
+    }
+
+    /// Ends the answer being written (`mark` adds its numbers or its error) and saves it.
+    fn finish_answer(&self, mark: impl FnOnce(&mut Turn)) {
         self.conversation.update(|c| {
             if let Some(t) = c.turns.last_mut() {
-                t.error = Some(detail);
+                mark(t);
                 t.unfinished = false;
             }
             c.updated = now_ms();
@@ -650,15 +655,7 @@ impl State {
             }
             FromWorker::Done { id, stats } => {
                 if self.answering.get_untracked() == Some(id) {
-                    self.conversation.update(|c| {
-                        if let Some(t) = c.turns.last_mut() {
-                            t.stats = Some(stats);
-                            t.unfinished = false;
-                        }
-                        c.updated = now_ms();
-                    });
-                    self.answering.set(None);
-                    self.save();
+                    self.finish_answer(|t| t.stats = Some(stats));
                 }
             }
             FromWorker::CacheDeleted { .. } => {
