@@ -88,7 +88,7 @@ fn converted_files_run_in_the_reference() {
         assert!(ok, "{quant}: {err}");
         let (ok, info, err) = carebot(&["info", out.to_str().unwrap(), "--backend", "cpu"]);
         assert!(ok, "{err}");
-        assert!(info.contains("Llama-3.1 rope_freqs"), "{info}");
+        assert!(info.contains("RoPE scaling Llama-3.1 (rope_freqs)"), "{info}");
         assert!(info.contains("stop tokens   128001 128009") || info.contains("128009"), "{info}");
         let (ok, out_text, err) = carebot(&[
             "generate",
