@@ -87,6 +87,17 @@ impl Conversation {
         }
     }
 
+    /// How this copy settles with `stored`, what is under its id now that a compare-and-swap save
+    /// failed: the `rev` to save it at over the stored record (it was deleted, or this copy holds
+    /// all of it), or `None` when the two differ and this copy must become a conversation of its
+    /// own, so that neither loses a turn.
+    pub fn rebase_onto(&self, stored: Option<&Conversation>) -> Option<u64> {
+        match stored {
+            None => Some(0),
+            Some(stored) => self.contains(stored).then_some(stored.rev),
+        }
+    }
+
     /// What the model is asked to continue: every turn with text, failed and interrupted answers
     /// left out.
     pub fn messages(&self) -> Vec<ChatMessage> {
@@ -165,5 +176,10 @@ mod tests {
         let mut elsewhere = stored.clone();
         elsewhere.id = "c2".into();
         assert!(!elsewhere.contains(&stored));
+
+        stored.rev = 5;
+        assert_eq!(later.rebase_onto(Some(&stored)), Some(5), "saved over the record it holds");
+        assert_eq!(other_tab.rebase_onto(Some(&stored)), None, "saved as its own conversation");
+        assert_eq!(other_tab.rebase_onto(None), Some(0), "deleted elsewhere: saved anew");
     }
 }

@@ -122,6 +122,18 @@ fn new_conversation() -> Conversation {
     Conversation::new(now_ms(), nonce())
 }
 
+/// Applies the outcome of [`Conversation::rebase_onto`] to `c`: the `rev` to save at, or
+/// (`None`) a fresh id, as a conversation of its own.
+fn settle(c: &mut Conversation, base: Option<u64>) {
+    match base {
+        Some(rev) => c.rev = rev,
+        None => {
+            c.id = Conversation::new_id(now_ms(), nonce());
+            c.rev = 0;
+        }
+    }
+}
+
 /// What one tab tells the others on the `carebot` BroadcastChannel.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Saved {
@@ -445,21 +457,10 @@ impl State {
                 announce(&c.id, self.answering.get_untracked().is_some());
             }
             Err(StoreError::Conflict(stored)) => {
-                let base = match stored {
-                    None => Some(0),
-                    Some(stored) => c.contains(&stored).then_some(stored.rev),
-                };
-                let id = new_conversation().id;
+                let base = c.rebase_onto(stored.as_deref());
                 self.conversation.update(|open| {
-                    if open.id != c.id {
-                        return;
-                    }
-                    match base {
-                        Some(rev) => open.rev = rev,
-                        None => {
-                            open.id.clone_from(&id);
-                            open.rev = 0;
-                        }
+                    if open.id == c.id {
+                        settle(open, base);
                     }
                 });
                 if base.is_none() {
@@ -498,18 +499,18 @@ impl State {
     /// but `localStorage` is written before this returns. The next start saves the copy. (Each
     /// token already wrote one; this also covers a user's turn not yet saved.)
     fn write_rescue(&self) {
-        let unsaved = self.answering.get_untracked().is_some() || SAVER.with(|s| s.borrow().busy);
+        let answering = self.answering.get_untracked().is_some();
         let c = self.conversation.get_untracked();
-        if self.answering.get_untracked().is_some() {
+        if answering {
             announce(&c.id, false);
         }
-        if unsaved && !c.turns.is_empty() {
+        if (answering || SAVER.with(|s| s.borrow().busy)) && !c.turns.is_empty() {
             keep_rescue_copy(&c);
         }
     }
 
-    /// Saves the rescue copies a closed tab left: over the stored record when it holds all of
-    /// it, as its own conversation when the two differ, not at all when storage already has it.
+    /// Saves the rescue copies a closed tab left, settled as a save's conflict is
+    /// ([`Conversation::rebase_onto`]); not at all when storage already has all of one.
     async fn recover_rescues(&self) {
         let Some(storage) = local_storage() else { return };
         let keys: Vec<String> = (0..storage.length().unwrap_or(0))
@@ -524,18 +525,10 @@ impl State {
                 continue;
             };
             let saved = match history::get(&rescued.id).await {
-                Ok(None) => {
-                    rescued.rev = 0;
-                    history::put(&rescued).await
-                }
                 Ok(Some(stored)) if stored.contains(&rescued) => Ok(stored.rev),
-                Ok(Some(stored)) if rescued.contains(&stored) => {
-                    rescued.rev = stored.rev;
-                    history::put(&rescued).await
-                }
-                Ok(Some(_)) => {
-                    rescued.id = new_conversation().id;
-                    rescued.rev = 0;
+                Ok(stored) => {
+                    let base = rescued.rebase_onto(stored.as_ref());
+                    settle(&mut rescued, base);
                     history::put(&rescued).await
                 }
                 Err(e) => Err(e),

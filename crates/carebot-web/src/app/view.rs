@@ -471,11 +471,10 @@ fn message(turn: Turn, index: usize, writing: bool, elsewhere: bool) -> impl Int
             <div class="who">{Key::Assistant.text(lang)}</div>
             <div class="text markdown" inner_html=html></div>
             {turn.error.clone().map(|e| view! { <p class="error" data-testid="answer-error">{e}</p> })}
-            {(turn.unfinished && !writing && elsewhere).then(|| view! {
-                <p class="hint" data-testid="written-elsewhere">{Key::WrittenElsewhere.text(lang)}</p>
-            })}
-            {(turn.unfinished && !writing && !elsewhere).then(|| view! {
-                <p class="interrupted" data-testid="interrupted">{Key::Interrupted.text(lang)}</p>
+            {(turn.unfinished && !writing).then(|| if elsewhere {
+                view! { <p class="hint" data-testid="written-elsewhere">{Key::WrittenElsewhere.text(lang)}</p> }.into_any()
+            } else {
+                view! { <p class="interrupted" data-testid="interrupted">{Key::Interrupted.text(lang)}</p> }.into_any()
             })}
             {stats}
         </div>
