@@ -10,6 +10,7 @@
 
 import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { strict as assert } from "node:assert";
 import { OUT, launch, failed, shot, waitState, ask, answer, reference as referenceOf, generateNative, nativeSummary, logger, serveApp, listen } from "./browser.mjs";
@@ -41,6 +42,18 @@ if (SMOLLM) MODELS["/models/smollm.gguf"] = { body: readFileSync(SMOLLM), range:
 // after that first read, to check that a reload resumes it.
 const RESUME_PATH = process.env.CAREBOT_E2E_MODEL_F16 || join(OUT, "tiny-f16.gguf");
 MODELS["/models/resume.gguf"] = { body: readFileSync(RESUME_PATH), range: true, failOnce: true };
+// A model whose file changes on its server: between two visits, and in the middle of a download.
+// Version k is the f16 model with its bytes past the header (64 KiB) moved by 2k: the same size and
+// header, other weights, so only a version check can tell them.
+const resumeBody = readFileSync(RESUME_PATH);
+const versionOf = (k) => {
+    const [head, rest] = [resumeBody.subarray(0, 64 << 10), resumeBody.subarray(64 << 10)];
+    return Buffer.concat([head, rest.subarray(2 * k), rest.subarray(0, 2 * k)]);
+};
+MODELS["/models/changing.gguf"] = { body: resumeBody, range: true, failOnce: true };
+const sha256 = (b) => createHash("sha256").update(b).digest("hex");
+// Real servers name a file's version (nginx, S3, the hub: a strong ETag); so does this one.
+const etag = (body) => `"${sha256(body).slice(0, 32)}"`;
 const ranges = [];
 
 const requests = [];
@@ -65,8 +78,11 @@ const server = createServer((req, res) => {
                 res.writeHead(416, { "Content-Range": `bytes */${size}` });
                 return res.end();
             }
-            res.writeHead(206, { "Content-Range": `bytes ${start}-${end}/${size}`, "Content-Length": end - start + 1, "Accept-Ranges": "bytes" });
-            return res.end(m.body.subarray(start, end + 1));
+            res.writeHead(206, { "Content-Range": `bytes ${start}-${end}/${size}`, "Content-Length": end - start + 1, "Accept-Ranges": "bytes", ETag: etag(m.body) });
+            const body = m.body.subarray(start, end + 1);
+            // A new version is published right after this answer left.
+            if (m.changeAfter) [m.body, m.changeAfter] = [m.changeAfter, null];
+            return res.end(body);
         }
         res.writeHead(200, { "Content-Length": size });
         return res.end(m.body);
@@ -245,6 +261,66 @@ try {
     const after = ranges.slice(mark).filter(([p]) => p === "/models/resume.gguf").map(([, start]) => start);
     assert.deepEqual(after, [0, 1 << 20], `ranges after the reload: ${after}`);
     log(`resumed at byte ${after[1]} of ${MODELS["/models/resume.gguf"].body.length}`);
+    await page.close();
+
+    // 7b. The file changes on the server. Between two visits: the download cut short is not
+    //     resumed but started over, and the cache holds the new version, byte for byte. In the
+    //     middle of a download: it stops with a clear message and drops what it had, and the next
+    //     try downloads the newest version whole. Never a file of two versions: the old code kept
+    //     the first visit's bytes and appended the new version's rest, which the hash tells.
+    step = "changed upstream";
+    const changing = MODELS["/models/changing.gguf"];
+    const cachedSha = (p) => p.evaluate(async (url) => {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("carebot-models");
+        for await (const [entry, handle] of dir.entries()) {
+            if (!entry.endsWith(".json")) continue;
+            // A record being written by the worker, or of a file just created, may be empty.
+            let meta = null;
+            try { meta = JSON.parse(await (await handle.getFile()).text()); } catch { continue; }
+            if (meta.url !== url) continue;
+            const gguf = await (await dir.getFileHandle(entry.replace(/\.json$/, ".gguf"))).getFile();
+            const hex = [...new Uint8Array(await crypto.subtle.digest("SHA-256", await gguf.arrayBuffer()))];
+            return { meta, sha: hex.map((b) => b.toString(16).padStart(2, "0")).join("") };
+        }
+        return null;
+    }, new URL("/models/changing.gguf", BASE).href);
+    page = await open("?model=/models/changing.gguf&system=", { collectErrors: false });
+    s1 = await waitState(page, ["probed", "loading", "failed"]);
+    if (s1 === "probed") await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["failed", "ready"]), "failed");
+    await page.close();
+    const v2 = versionOf(1);
+    assert.equal(v2.length, resumeBody.length);
+    changing.body = v2;
+    page = await open("?model=/models/changing.gguf&system=");
+    assert.equal(await waitState(page, ["probed", "failed"]), "probed");
+    await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
+    let cachedNow = await cachedSha(page);
+    assert.ok(cachedNow.meta.complete, JSON.stringify(cachedNow.meta));
+    assert.equal(cachedNow.sha, sha256(v2), "the cache does not hold the new version");
+    log(`changed between visits: started over, the cache holds the new version (${cachedNow.meta.version})`);
+    await page.click('[data-testid="model-status"] summary');
+    await page.click('[data-testid="delete-cache"]');
+    await page.waitForFunction(() => document.querySelector(".notice"));
+    await page.close();
+    // Mid-download: version 3 is published just after the first answer of a fresh download.
+    const v3 = versionOf(2);
+    changing.changeAfter = v3;
+    page = await open("?model=/models/changing.gguf&system=", { collectErrors: false });
+    s1 = await waitState(page, ["probed", "loading", "failed"]);
+    if (s1 === "probed") await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["failed", "ready"]), "failed");
+    assert.equal(await page.getAttribute('[data-testid="model-error"]', "data-kind"), "SourceChanged");
+    log(`changed mid-download: ${(await page.textContent('[data-testid="model-error"]')).trim()}`);
+    cachedNow = await cachedSha(page);
+    assert.ok(cachedNow && !cachedNow.meta.complete && cachedNow.meta.version === "", JSON.stringify(cachedNow?.meta));
+    await page.click('[data-testid="retry"]');
+    s1 = await waitState(page, ["probed", "ready", "failed"]);
+    if (s1 === "probed") await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
+    assert.equal((await cachedSha(page)).sha, sha256(v3), "the cache does not hold the newest version");
+    log("changed mid-download: the partial download was dropped, and the retry holds the new version whole");
     await page.close();
 
     // 8. The cached model can be deleted; the next visit would download it again.

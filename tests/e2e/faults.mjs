@@ -100,12 +100,12 @@ async function checkKept(page, question, shown, full, what) {
 /// kept, and they begin the full answer); after `recover` (the user's part, if any) the model is
 /// ready again and Regenerate gives the CLI's answer. Returns the kept length and the seconds
 /// from the fault to the answer's end.
-async function faultMidAnswer(page, question, reason, fault, recover = async () => {}) {
+async function faultMidAnswer(page, question, reason, fault, recover = async () => {}, within = 30_000) {
     const full = reference(question, 100, MODEL_PATH);
     const { k, shown } = await askAndWaitForWords(page, question);
     const t0 = Date.now();
     await fault();
-    await page.waitForFunction((i) => document.querySelectorAll('[data-testid="assistant-message"]')[i]?.querySelector('[data-testid="answer-error"]'), k, { timeout: 30_000 });
+    await page.waitForFunction((i) => document.querySelectorAll('[data-testid="assistant-message"]')[i]?.querySelector('[data-testid="answer-error"]'), k, { timeout: within });
     const seconds = (Date.now() - t0) / 1000;
     assert.match(await page.textOf('[data-testid="answer-error"]', -1), reason);
     const text = await page.attributeOf('[data-testid="assistant-message"]', k, "data-text");
@@ -288,6 +288,21 @@ try {
             await page.click('[data-testid="stop"]');
         });
         log(`hung worker: Stop ended the answer after ${r.seconds.toFixed(1)} s, ${r.kept} chars kept; a new worker answered`);
+        // The same hang with nobody pressing Stop: the page hears no heartbeat from the busy
+        // worker for 30 s (SILENCE_LIMIT_MS) and replaces it by itself.
+        step = "silent worker";
+        r = await faultMidAnswer(page, "Does a silent worker get replaced?", /stopped responding/, async () => {
+            const [worker] = page.page.workers();
+            await worker.client.send("Debugger.enable");
+            await worker.client.send("Debugger.pause");
+        }, async () => {
+            // A second crash within a minute of the first (above) holds the new worker until the
+            // user asks (no crash loop): then it is the user's click that loads again.
+            const s = await waitState(page, ["ready"], 20_000).catch(() => "held");
+            if (s === "held") await page.click('[data-testid="retry"]');
+        }, 60_000);
+        assert.ok(r.seconds >= 29 && r.seconds <= 45, `replaced after ${r.seconds} s`);
+        log(`silent worker: replaced after ${r.seconds.toFixed(1)} s without a heartbeat, ${r.kept} chars kept; a new worker answered`);
         // A real device loss (the GPU process crashes): the page says so and offers to load again.
         step = "device lost";
         r = await faultMidAnswer(page, "Is the GPU lost?", /lost/i, async () => {

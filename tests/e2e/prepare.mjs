@@ -13,11 +13,11 @@
 // CAREBOT_E2E_HUB_GGUF: `carebot convert`'s output for it.
 
 import { createServer } from "node:http";
-import { readdirSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
-import { join, basename } from "node:path";
+import { readdirSync, statSync, writeFileSync, openSync, readSync, closeSync, readFileSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { join, basename, resolve } from "node:path";
 import { execFileSync } from "node:child_process";
 import { strict as assert } from "node:assert";
-import { BIN, OUT, launch, failed, shot, nativeSummary, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
+import { BIN, OUT, ENGINE, launch, failed, shot, nativeSummary, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
 
 const HUB_DIR = process.env.CAREBOT_E2E_HUB || join(OUT, "hub/test/tiny-carebot");
 const CLI_GGUF = process.env.CAREBOT_E2E_HUB_GGUF || join(OUT, "hub-cli.gguf");
@@ -51,6 +51,26 @@ function shardInfo(file) {
     return { headerLen: n, weights, first };
 }
 const FOUR_GIB = 2 ** 32;
+
+// The same repository at a later commit: the first shard's weights changed (their bf16 mantissas;
+// exponents kept, so still finite), the config, tokenizer and so the GGUF header the same. Written
+// beside the first (the other files linked), and converted by `carebot convert` as the reference.
+const COMMIT_B = "fedcba9876543210fedcba9876543210fedcba98";
+const HUB_B = join(OUT, "hub-b", "test", NAME);
+rmSync(HUB_B, { recursive: true, force: true });
+mkdirSync(HUB_B, { recursive: true });
+for (const f of Object.keys(files)) {
+    if (f !== shards[0]) {
+        symlinkSync(resolve(HUB_DIR, f), join(HUB_B, f));
+        continue;
+    }
+    const shard = readFileSync(join(HUB_DIR, f));
+    for (let i = 8 + shardInfo(f).headerLen; i < shard.length; i += 2) shard[i] ^= 0x7f;
+    writeFileSync(join(HUB_B, f), shard);
+}
+const filesB = Object.fromEntries(readdirSync(HUB_B).map((f) => [f, onDisk(join(HUB_B, f))]));
+const CLI_GGUF_B = join(OUT, "hub-cli-b.gguf");
+execFileSync(BIN, ["convert", "--hf", HUB_B, "--out", CLI_GGUF_B, "--quant", "q4_k_m"], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" }, stdio: "ignore" });
 assert.ok(files[shards[1]].size > FOUR_GIB && shardInfo(shards[1]).first > FOUR_GIB,
     `${shards[1]} (${files[shards[1]].size} bytes) should be over 4 GiB with its weights past 4 GiB`);
 
@@ -61,6 +81,10 @@ const REPOS = {
     [`other/${NAME}`]: { files, failOnce: shards[1] },
     "test/not-llama": { files: { ...files, "config.json": mistral } },
     "test/no-tokenizer": { files: Object.fromEntries(Object.entries(files).filter(([f]) => f !== "tokenizer.json")) },
+    // Its GPU is lost mid-preparation.
+    [`lost/${NAME}`]: { files },
+    // Cut short at the first commit, then moved on to COMMIT_B before the next visit.
+    [`moved/${NAME}`]: { files, failOnce: shards[1] },
 };
 const requests = []; // [path, range start or null]
 
@@ -87,12 +111,13 @@ const server = createServer((req, res) => {
             res.writeHead(401, { "X-Error-Code": "RepoNotFound" });
             return res.end("Repository not found");
         }
-        const body = [COMMIT, "main"].includes(revision) ? r.files[file] : undefined;
+        const commit = r.commit || COMMIT;
+        const body = [commit, "main"].includes(revision) ? r.files[file] : undefined;
         if (!body) {
             res.writeHead(404, { "X-Error-Code": "EntryNotFound" });
             return res.end("Entry not found");
         }
-        const headers = { "X-Repo-Commit": COMMIT, "Accept-Ranges": "bytes" };
+        const headers = { "X-Repo-Commit": commit, "Accept-Ranges": "bytes" };
         if (!range) {
             // Whole files: the JSON ones (the client reads shards only by Range).
             assert.ok(body.size < 64 << 20, `a whole ${body.size}-byte ${file} was asked for`);
@@ -138,9 +163,21 @@ async function uploadPrepared(page, repo, name) {
     return join(OUT, name);
 }
 
-function compare(path) {
-    const out = execFileSync(BIN, ["compare", CLI_GGUF, path], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" } });
+function compare(path, reference = CLI_GGUF) {
+    const out = execFileSync(BIN, ["compare", reference, path], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" } });
     return JSON.parse(out.toString());
+}
+
+/// Starts preparing `repo`, whose server fails once mid-way: the page says why; returns its words.
+async function cutShort(repo) {
+    const page = await open(query(repo), { collectErrors: false });
+    assert.equal(await waitState(page, ["probed", "failed"]), "probed");
+    await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT), "failed");
+    assert.equal(await page.getAttribute('[data-testid="model-error"]', "data-kind"), "Http");
+    const words = (await page.textContent('[data-testid="model-error"]')).trim();
+    await page.close();
+    return words;
 }
 
 const query = (repo, extra = "") => `?hf=${repo}&endpoint=${encodeURIComponent(BASE)}&temperature=0&max_tokens=16&system=${extra}`;
@@ -211,13 +248,7 @@ try {
     //    made, and continues after a reload from where it stopped.
     step = "resume";
     const repo2 = `other/${NAME}`;
-    page = await open(query(repo2), { collectErrors: false });
-    assert.equal(await waitState(page, ["probed", "failed"]), "probed");
-    await page.click('[data-testid="load-model"]');
-    assert.equal(await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT), "failed");
-    assert.equal(await page.getAttribute('[data-testid="model-error"]', "data-kind"), "Http");
-    log(`cut short: ${(await page.textContent('[data-testid="model-error"]')).trim()}`);
-    await page.close();
+    log(`cut short: ${await cutShort(repo2)}`);
     mark = requests.length;
     page = await open(query(repo2));
     assert.equal(await waitState(page, ["probed", "failed"]), "probed");
@@ -232,6 +263,59 @@ try {
     log(`resumed preparation vs carebot convert: ${JSON.stringify(resumed)}`);
     assert.ok(resumed.header_equal && resumed.differing_blocks === diff.differing_blocks);
     await page.close();
+
+    // 5b. A repository that moved to another commit between two visits: the preparation cut short
+    //     at the first commit is not resumed but started over, so the file is the new commit's
+    //     conversion and holds nothing of the old one.
+    step = "moved commit";
+    const repo3 = `moved/${NAME}`;
+    await cutShort(repo3);
+    REPOS[repo3] = { files: filesB, commit: COMMIT_B };
+    page = await open(query(repo3));
+    assert.equal(await waitState(page, ["probed", "failed"]), "probed");
+    const info = await page.textContent('[data-testid="prepare-info"]');
+    assert.doesNotMatch(info, /already done/, info);
+    assert.match(info, new RegExp(COMMIT_B), info);
+    await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT), "ready", await page.textContent('[data-testid="model-status"]'));
+    const movedFile = await uploadPrepared(page, repo3, "hub-moved.gguf");
+    const vsB = compare(movedFile, CLI_GGUF_B);
+    const vsA = compare(movedFile, CLI_GGUF);
+    log(`moved commit: vs the new commit's conversion ${JSON.stringify(vsB)}; vs the old one's: ${vsA.differing_blocks} blocks differ`);
+    assert.ok(vsB.header_equal && vsB.differing_blocks <= vsB.blocks / 1000 && vsB.max_logit_diff <= 1e-3, JSON.stringify(vsB));
+    assert.ok(vsA.differing_blocks > vsB.blocks / 100, "the two commits' conversions hardly differ: the test tells nothing");
+    await page.close();
+
+    // 5c. The GPU is lost mid-preparation (Chromium: the GPU process crashes, through the DevTools
+    //     protocol): the page says so and offers to load again, which continues the preparation
+    //     from what was stored, and the file is still `carebot convert`'s.
+    if (ENGINE === "chromium") {
+        step = "device lost mid-preparation";
+        const repo4 = `lost/${NAME}`;
+        page = await open(query(repo4), { collectErrors: false });
+        assert.equal(await waitState(page, ["probed", "failed"]), "probed");
+        await page.click('[data-testid="load-model"]');
+        // Once the first pieces are written, not the last.
+        await page.waitForFunction(() => {
+            const bar = document.querySelector('[data-testid="prepare-quantize"]');
+            return bar && Number(bar.getAttribute("value")) > 0.1 * Number(bar.getAttribute("max"));
+        });
+        await (await browser.target().createCDPSession()).send("Browser.crashGpuProcess");
+        assert.equal(await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT), "failed");
+        assert.equal(await page.getAttribute('[data-testid="model-error"]', "data-kind"), "DeviceLost");
+        log(`device lost mid-preparation: ${(await page.textContent('[data-testid="model-error"]')).trim()}`);
+        await page.click('[data-testid="retry"]');
+        let s = await waitState(page, ["probed", "ready", "failed"], PREPARE_TIMEOUT);
+        if (s === "probed") {
+            await page.click('[data-testid="load-model"]');
+            s = await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT);
+        }
+        assert.equal(s, "ready", await page.textContent('[data-testid="model-status"]'));
+        const afterLoss = compare(await uploadPrepared(page, repo4, "hub-lost.gguf"));
+        log(`after the loss, loaded again: vs carebot convert ${JSON.stringify(afterLoss)}`);
+        assert.ok(afterLoss.header_equal && afterLoss.differing_blocks === diff.differing_blocks, JSON.stringify(afterLoss));
+        await page.close();
+    }
 
     // 6. Repositories that cannot be prepared say why.
     step = "bad repositories";

@@ -4,12 +4,13 @@ use crate::shader::Variant;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GpuError {
     #[cfg_attr(
         not(target_arch = "wasm32"),
@@ -39,10 +40,42 @@ pub enum GpuError {
     MissingFeature(String),
     #[error("the GPU device was lost: {0}")]
     DeviceLost(String),
+    /// A readback did not finish within its deadline ([`ReadPace`]): the GPU hangs without being
+    /// lost, or never calls back.
+    #[error("the GPU did not finish {what} within {waited_s:.0} s: it stopped responding")]
+    Timeout { what: String, waited_s: f64 },
+    #[error("the GPU refused an operation (validation error): {0}")]
+    Validation(String),
+    #[error("the GPU failed internally: {0}")]
+    Internal(String),
+    /// Out of memory after loading, in an operation the device reported on its own (the load's
+    /// allocations are [`GpuError::OutOfMemory`]).
+    #[error("the GPU ran out of memory while running: {0}")]
+    RanOutOfMemory(String),
+    /// The GPU computed something a CPU check found wrong.
+    #[error("the GPU computed a wrong result: {0}")]
+    WrongResult(String),
     #[error("GPU error: {0}")]
     Wgpu(String),
     #[error("{0}")]
     Model(String),
+}
+
+impl GpuError {
+    /// After this error the device's results cannot be trusted and it is not used again: every
+    /// later call on the same context fails with the same error ([`GpuContext::check`]), and the
+    /// model must be loaded again on a new device.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            GpuError::DeviceLost(_)
+                | GpuError::Timeout { .. }
+                | GpuError::Validation(_)
+                | GpuError::Internal(_)
+                | GpuError::RanOutOfMemory(_)
+                | GpuError::WrongResult(_)
+        )
+    }
 }
 
 /// How to pick and set up the device.
@@ -93,8 +126,7 @@ pub struct GpuContext {
     /// The prefill products run on cooperative matrices of this side, 16 (GPUs) or 8 (lavapipe)
     /// ([`GpuOptions::coop_matrix`], and the adapter has them).
     pub coop_matrix: Option<u32>,
-    lost: Arc<Mutex<Option<String>>>,
-    errors: Arc<Mutex<Vec<String>>>,
+    health: Arc<Mutex<Health>>,
     /// Behind a mutex so that a context can be shared with the thread that uploads weights while
     /// this one compiles ([`crate::GpuModel::load_file`]).
     pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
@@ -178,14 +210,29 @@ impl GpuContext {
             .await
             .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
 
-        let lost = Arc::new(Mutex::new(None));
-        let lost_flag = lost.clone();
+        // Every error no narrower scope caught (the load pushes its own for out-of-memory) lands
+        // here, classified: this is the scope around every submission of every token, without a
+        // round trip per token to pop one. A lost device wakes every readback waiting on it.
+        let health = Arc::new(Mutex::new(Health::default()));
+        let on_lost = health.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *lost_flag.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+            let mut h = lock(&on_lost);
+            h.lost = Some(format!("{reason:?}: {message}"));
+            h.waiting.drain(..).for_each(Waker::wake);
         });
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let sink = errors.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().unwrap().push(e.to_string())));
+        let on_error = health.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let fault = match e {
+                wgpu::Error::OutOfMemory { source } => GpuError::RanOutOfMemory(source.to_string()),
+                wgpu::Error::Validation { description, .. } => GpuError::Validation(description),
+                wgpu::Error::Internal { description, .. } => GpuError::Internal(description),
+            };
+            // Only the first faults are worth reporting; a broken device may raise one per call.
+            let mut h = lock(&on_error);
+            if h.errors.len() < 8 {
+                h.errors.push(fault);
+            }
+        }));
 
         let device_binding = limits.max_storage_buffer_binding_size;
         let binding_limit = options.max_binding.map_or(device_binding, |cap| cap.min(device_binding));
@@ -199,8 +246,7 @@ impl GpuContext {
             subgroups,
             int8_dot,
             coop_matrix,
-            lost,
-            errors,
+            health,
             pipelines: Mutex::new(HashMap::new()),
         })
     }
@@ -233,18 +279,43 @@ impl GpuContext {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
-    /// Fails if the device was lost or an operation raised an error since the last check.
+    /// Fails if the device was lost, an operation raised an error, or a readback timed out, now
+    /// or ever before: the first such fault sticks, so a model is never run again on a device
+    /// whose results can no longer be trusted.
     pub fn check(&self) -> Result<(), GpuError> {
-        if let Some(reason) = self.lost.lock().unwrap().clone() {
-            return Err(GpuError::DeviceLost(reason));
+        let mut h = lock(&self.health);
+        if h.fault.is_none() {
+            h.fault = match h.lost.clone() {
+                Some(reason) => Some(GpuError::DeviceLost(reason)),
+                None if h.errors.is_empty() => None,
+                // The first error, classified; the rest (often its consequences) by their words.
+                None => {
+                    let mut errors = std::mem::take(&mut h.errors).into_iter();
+                    let first = errors.next().expect("not empty");
+                    let rest: Vec<String> = errors.map(|e| e.to_string()).collect();
+                    Some(match rest.is_empty() {
+                        true => first,
+                        false => with_detail(first, &format!(" (then: {})", rest.join("; "))),
+                    })
+                }
+            };
         }
-        let mut errors = self.errors.lock().unwrap();
-        if !errors.is_empty() {
-            let all = errors.join("; ");
-            errors.clear();
-            return Err(GpuError::Wgpu(all));
-        }
-        Ok(())
+        h.fault.clone().map_or(Ok(()), Err)
+    }
+
+    /// Marks the device as failed with `fault` (unless it already failed) and returns the fault
+    /// that sticks.
+    pub(crate) fn fail(&self, fault: GpuError) -> GpuError {
+        let _ = self.check();
+        lock(&self.health).fault.get_or_insert(fault).clone()
+    }
+
+    /// For fault tests only (never called by the app): the map callbacks of later readbacks are
+    /// dropped, as a GPU that never finishes would, so a readback ends by its deadline or by a
+    /// lost device.
+    #[doc(hidden)]
+    pub fn withhold_readbacks_for_tests(&self) {
+        lock(&self.health).withhold_readbacks = true;
     }
 
     /// The compiled pipeline for a kernel variant (compiled on first use, then cached).
@@ -315,27 +386,135 @@ impl GpuContext {
 
     /// Waits (asynchronously on wasm, where blocking would deadlock the page) until `buffer`, a
     /// MAP_READ buffer whose copy was already submitted, can be read, and returns its first
-    /// `len` bytes.
-    pub async fn read(&self, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>, GpuError> {
+    /// `len` bytes. Always ends: with the bytes, with [`GpuError::DeviceLost`] as soon as the
+    /// device is lost, or with [`GpuError::Timeout`] after `within` (which then sticks, as every
+    /// fault does: [`GpuContext::check`]).
+    pub async fn read(&self, buffer: &wgpu::Buffer, len: u64, within: Duration) -> Result<Vec<u8>, GpuError> {
+        self.check()?;
         let state = Arc::new(Mutex::new(MapState::default()));
         let callback_state = state.clone();
+        let withhold = lock(&self.health).withhold_readbacks;
         let len = len.max(4).next_multiple_of(4);
         buffer.map_async(wgpu::MapMode::Read, 0..len, move |result| {
-            let mut s = callback_state.lock().unwrap();
+            if withhold {
+                return;
+            }
+            let mut s = lock(&callback_state);
             s.result = Some(result.map_err(|e| e.to_string()));
             if let Some(w) = s.waker.take() {
                 w.wake();
             }
         });
+        let timeout = || GpuError::Timeout { what: "reading results back".into(), waited_s: within.as_secs_f64() };
+        // Natively the wait blocks here, bounded; once it returns the callback has run, or never
+        // will (so the future below sees a result, a lost device or an expired deadline).
         #[cfg(not(target_arch = "wasm32"))]
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Wgpu(e.to_string()))?;
-        MapFuture { state }.await.map_err(|e| {
-            self.check().err().unwrap_or(GpuError::Wgpu(format!("reading results back from the GPU failed: {e}")))
-        })?;
+        let expired = match self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(within) }) {
+            Ok(_) => DeadlineFuture::Expired,
+            Err(wgpu::PollError::Timeout) => return Err(self.fail(timeout())),
+            Err(e) => return Err(self.fail(GpuError::Internal(format!("waiting for the GPU: {e}")))),
+        };
+        // In the browser the page's event loop delivers the callback; a timer bounds the wait.
+        #[cfg(target_arch = "wasm32")]
+        let expired = DeadlineFuture::Timer(gloo_timers::future::TimeoutFuture::new(
+            within.as_millis().min(u32::MAX as u128) as u32,
+        ));
+        let mapped = MapFuture { state, health: self.health.clone(), expired, registered: None }.await;
+        match mapped {
+            MapOutcome::Mapped => {}
+            MapOutcome::Failed(e) => {
+                // A map fails when the device goes (destroyed or lost) or by our own mistake.
+                self.check()?;
+                return Err(self.fail(GpuError::Internal(format!("reading results back from the GPU failed: {e}"))));
+            }
+            MapOutcome::Lost => return Err(self.check().expect_err("lost")),
+            MapOutcome::Expired => return Err(self.fail(timeout())),
+        }
         let bytes = buffer.get_mapped_range(0..len).map_err(|e| GpuError::Wgpu(e.to_string()))?.to_vec();
         buffer.unmap();
         self.check()?;
         Ok(bytes)
+    }
+}
+
+/// What the device has reported, and the readbacks waiting on it.
+#[derive(Default)]
+struct Health {
+    lost: Option<String>,
+    errors: Vec<GpuError>,
+    /// The first fault, returned by every later [`GpuContext::check`].
+    fault: Option<GpuError>,
+    /// Wakers of readbacks in flight, woken when the device is lost.
+    waiting: Vec<Waker>,
+    withhold_readbacks: bool,
+}
+
+/// A poisoned lock here only means a panic elsewhere while it was held; the flags stay valid.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `fault` with `more` appended to its words (the kind stays).
+fn with_detail(fault: GpuError, more: &str) -> GpuError {
+    match fault {
+        GpuError::Validation(d) => GpuError::Validation(d + more),
+        GpuError::Internal(d) => GpuError::Internal(d + more),
+        GpuError::RanOutOfMemory(d) => GpuError::RanOutOfMemory(d + more),
+        other => other,
+    }
+}
+
+/// How long a readback may take before the GPU counts as hung: never less than a floor (a real
+/// GPU resets a hung queue itself within seconds, and the browser then reports the device
+/// lost), and otherwise many times the slowest rate seen so far for the work submitted, so that
+/// a software adapter at tens of seconds per token of an 8B model is never cut off. Before any
+/// measurement the rate is a generous guess.
+#[derive(Clone, Debug)]
+pub struct ReadPace {
+    /// Slowest seconds per unit of work (a token, a block) seen so far.
+    slowest: Option<f64>,
+}
+
+impl ReadPace {
+    const FLOOR_S: f64 = 120.0;
+    const MARGIN: f64 = 10.0;
+    /// A minute per unit before anything was measured: three times the slowest rate measured
+    /// anywhere (an 8B decode step on lavapipe, 21 s, BENCHMARKS.md).
+    const FIRST_GUESS_S: f64 = 60.0;
+
+    pub fn new() -> Self {
+        ReadPace { slowest: None }
+    }
+
+    /// The deadline for a readback of `units` of work.
+    pub fn deadline(&self, units: usize) -> Duration {
+        let rate = self.slowest.map_or(Self::FIRST_GUESS_S, |r| Self::MARGIN * r);
+        Duration::from_secs_f64(Self::FLOOR_S + rate * units.max(1) as f64)
+    }
+
+    /// Records that `units` took `seconds` (submission to readback).
+    pub fn record(&mut self, units: usize, seconds: f64) {
+        let rate = seconds / units.max(1) as f64;
+        self.slowest = Some(self.slowest.map_or(rate, |r| r.max(rate)));
+    }
+}
+
+impl Default for ReadPace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Seconds on a monotonic clock (the page's clock in the browser, where `Instant` is missing).
+pub fn now_s() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() / 1000.0
     }
 }
 
@@ -345,21 +524,82 @@ struct MapState {
     waker: Option<Waker>,
 }
 
+enum MapOutcome {
+    Mapped,
+    Failed(String),
+    Lost,
+    Expired,
+}
+
+/// When a readback stops waiting.
+enum DeadlineFuture {
+    /// Natively: the bounded poll already returned, so whatever has not happened never will.
+    #[cfg(not(target_arch = "wasm32"))]
+    Expired,
+    #[cfg(target_arch = "wasm32")]
+    Timer(gloo_timers::future::TimeoutFuture),
+}
+
+impl DeadlineFuture {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            DeadlineFuture::Expired => {
+                let _ = cx;
+                true
+            }
+            #[cfg(target_arch = "wasm32")]
+            DeadlineFuture::Timer(t) => Pin::new(t).poll(cx).is_ready(),
+        }
+    }
+}
+
+/// A map callback, a lost device or the deadline, whichever comes first.
 struct MapFuture {
     state: Arc<Mutex<MapState>>,
+    health: Arc<Mutex<Health>>,
+    expired: DeadlineFuture,
+    /// Its waker in [`Health::waiting`], taken out again when it ends.
+    registered: Option<Waker>,
+}
+
+impl Drop for MapFuture {
+    fn drop(&mut self) {
+        if let Some(w) = self.registered.take() {
+            lock(&self.health).waiting.retain(|other| !other.will_wake(&w));
+        }
+    }
 }
 
 impl Future for MapFuture {
-    type Output = Result<(), String>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut s = self.state.lock().unwrap();
-        match s.result.take() {
-            Some(r) => Poll::Ready(r),
-            None => {
-                s.waker = Some(cx.waker().clone());
-                Poll::Pending
+    type Output = MapOutcome;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        {
+            let mut s = lock(&self.state);
+            match s.result.take() {
+                Some(Ok(())) => return Poll::Ready(MapOutcome::Mapped),
+                Some(Err(e)) => return Poll::Ready(MapOutcome::Failed(e)),
+                None => s.waker = Some(cx.waker().clone()),
             }
         }
+        let this = &mut *self;
+        {
+            let mut h = lock(&this.health);
+            if h.lost.is_some() {
+                return Poll::Ready(MapOutcome::Lost);
+            }
+            if !this.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                if let Some(old) = this.registered.take() {
+                    h.waiting.retain(|other| !other.will_wake(&old));
+                }
+                h.waiting.push(cx.waker().clone());
+                this.registered = Some(cx.waker().clone());
+            }
+        }
+        if this.expired.expired(cx) {
+            return Poll::Ready(MapOutcome::Expired);
+        }
+        Poll::Pending
     }
 }
 
@@ -385,4 +625,25 @@ fn f16_coop_matrix(adapter: &wgpu::Adapter) -> Option<u32> {
     // 512 / side² subgroups, so of at most side² / 4 invocations.
     let max_subgroup = adapter.get_info().subgroup_max_size;
     sides.filter(|&side| (side == 8 || side == 16) && max_subgroup <= side * side / 4).max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadPace;
+
+    #[test]
+    fn read_deadlines_follow_the_slowest_pace_seen_with_a_floor() {
+        let mut pace = ReadPace::new();
+        // Before any measurement: the floor and a minute per token.
+        assert_eq!(pace.deadline(3).as_secs(), 120 + 3 * 60);
+        // A fast GPU: the floor dominates.
+        pace.record(100, 0.05);
+        assert_eq!(pace.deadline(1).as_secs(), 120);
+        // An 8B decode step on lavapipe (21 s): ten times that per token, and it stays the slowest.
+        pace.record(1, 21.0);
+        pace.record(50, 1.0);
+        assert_eq!(pace.deadline(2).as_secs(), 120 + 2 * 210);
+        // No tokens counts as one.
+        assert_eq!(pace.deadline(0), pace.deadline(1));
+    }
 }

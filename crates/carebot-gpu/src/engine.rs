@@ -4,7 +4,7 @@
 //! submits once. Decode is fused to eight dispatches per block, six with folded norms (see
 //! [`GpuModel::plan_decode`]).
 
-use crate::context::{GpuContext, GpuError};
+use crate::context::{GpuContext, GpuError, ReadPace, now_s};
 use crate::ops::attention::{self, AttentionProbe, attention};
 use crate::ops::embed::embed;
 use crate::ops::matmul::{
@@ -162,6 +162,10 @@ pub struct GpuModel {
     /// The next decode step's commands, recorded while the GPU runs the step before.
     ahead: Option<RecordedStep>,
     stats: RunStats,
+    /// Deadlines for readbacks, from the slowest seconds per token so far.
+    pace: ReadPace,
+    /// Tokens submitted since the last readback, and when the first of them was.
+    unread: (usize, f64),
 }
 
 /// One decode step's commands, recorded ahead of its token ([`GpuModel::run`]): they depend on
@@ -322,6 +326,8 @@ impl GpuModel {
             record_ahead: options.record_ahead,
             ahead: None,
             stats: RunStats::default(),
+            pace: ReadPace::new(),
+            unread: (0, 0.0),
         })
     }
 
@@ -559,8 +565,16 @@ impl GpuModel {
     pub async fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GpuError> {
         self.run(tokens, Output::Logits)?;
         let size = self.cfg.vocab_size as u64 * 4;
-        let bytes = self.ctx.read(&self.act.logits_readback, size).await?;
+        let within = self.pace.deadline(self.unread.0);
+        let bytes = self.ctx.read(&self.act.logits_readback, size, within).await?;
+        self.record_pace();
         Ok(bytemuck::pod_collect_to_vec(&bytes[..size as usize]))
+    }
+
+    /// Counts the readback that just ended towards the deadlines of later ones.
+    fn record_pace(&mut self) {
+        let (tokens, since) = std::mem::replace(&mut self.unread, (0, 0.0));
+        self.pace.record(tokens, now_s() - since);
     }
 
     /// Runs `tokens` and returns what the sampler asked for: the top candidates and softmax
@@ -571,7 +585,9 @@ impl GpuModel {
             return Ok(StepLogits::Full(self.forward(tokens).await?));
         }
         self.run(tokens, Output::Candidates)?;
-        Ok(StepLogits::Candidates(self.select.read(&self.ctx).await?))
+        let candidates = self.select.read(&self.ctx, self.pace.deadline(self.unread.0)).await?;
+        self.record_pace();
+        Ok(StepLogits::Candidates(candidates))
     }
 
     /// The raw logits of the last token run (still on the GPU after a `forward_select`).
@@ -583,7 +599,7 @@ impl GpuModel {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.act.logits, 0, &self.act.logits_readback, 0, size);
         self.ctx.queue.submit([encoder.finish()]);
-        let bytes = self.ctx.read(&self.act.logits_readback, size).await?;
+        let bytes = self.ctx.read(&self.act.logits_readback, size, self.pace.deadline(1)).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes[..size as usize]))
     }
 
@@ -610,6 +626,10 @@ impl GpuModel {
             )));
         }
         self.ctx.check()?;
+        if self.unread.0 == 0 {
+            self.unread.1 = now_s();
+        }
+        self.unread.0 += tokens.len();
         let mut ahead = self.ahead.take();
         let batches = tokens.len().div_ceil(self.max_batch);
         for (i, batch) in tokens.chunks(self.max_batch).enumerate() {

@@ -513,6 +513,72 @@ async fn dropping_a_model_destroys_its_device() {
     assert_eq!(reason, wgpu::DeviceLostReason::Destroyed);
 }
 
+/// A copy of 16 bytes into a fresh readback buffer, submitted: what every readback waits on.
+fn submit_copy(ctx: &carebot_gpu::GpuContext, copy_len: u64) -> wgpu::Buffer {
+    let src = ctx.storage("fault source", 16).unwrap();
+    let rb = ctx.readback("fault readback", 16);
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(&src, 0, &rb, 0, copy_len);
+    ctx.queue.submit([encoder.finish()]);
+    rb
+}
+
+/// A GPU that never finishes (its map callback withheld, as a hung queue would): the readback ends
+/// by its deadline with a typed timeout, not never, and the device is not used again: the model
+/// fails at once with the same error.
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn a_readback_that_never_returns_ends_by_its_deadline() {
+    let bytes = SyntheticSpec::tiny_llama3().to_gguf(GgmlType::Q4_0);
+    let Some(mut m) = gpu_model(&bytes).await else { return };
+    m.forward(&[1, 2, 3]).await.unwrap();
+    m.ctx.withhold_readbacks_for_tests();
+    let rb = submit_copy(&m.ctx, 16);
+    let t0 = carebot_gpu::context::now_s();
+    let e = m.ctx.read(&rb, 16, std::time::Duration::from_millis(700)).await.unwrap_err();
+    let waited = carebot_gpu::context::now_s() - t0;
+    note(&format!("withheld readback: {e} after {waited:.2} s"));
+    assert!(matches!(e, GpuError::Timeout { .. }) && e.is_fatal(), "{e}");
+    // In the browser the wait is the timer's; natively the bounded poll returns once the copy is
+    // done, and a callback that did not come with it never will.
+    assert!(waited < 30.0 && (!WEB || waited >= 0.6), "waited {waited} s");
+    let again = m.forward(&[4]).await.unwrap_err();
+    assert!(matches!(again, GpuError::Timeout { .. }), "the model ran on after a timeout: {again}");
+}
+
+/// A device lost while a readback waits (its callback withheld, so only the loss can end it)
+/// wakes the readback with `DeviceLost`, within its deadline of an hour.
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn a_lost_device_wakes_the_readback_waiting_on_it() {
+    let bytes = SyntheticSpec::tiny_llama3().to_gguf(GgmlType::Q4_0);
+    let Some(mut m) = gpu_model(&bytes).await else { return };
+    m.ctx.withhold_readbacks_for_tests();
+    let rb = submit_copy(&m.ctx, 16);
+    // wgpu-core loses a destroyed device when its queue is next polled, the browser when its
+    // `lost` promise settles: both after the readback below has started waiting.
+    m.ctx.device.destroy();
+    let e = m.ctx.read(&rb, 16, std::time::Duration::from_secs(3600)).await.unwrap_err();
+    assert!(matches!(e, GpuError::DeviceLost(_)) && e.is_fatal(), "{e}");
+    let again = m.forward(&[4]).await.unwrap_err();
+    assert!(matches!(again, GpuError::DeviceLost(_)), "the model ran on a lost device: {again}");
+}
+
+/// An operation the GPU refuses (a copy past the end of its source) is reported as a
+/// validation error by the next step, and the model is not used again.
+#[cfg_attr(not(target_arch = "wasm32"), pollster::test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+async fn a_refused_operation_is_a_typed_validation_error_and_sticks() {
+    let bytes = SyntheticSpec::tiny_llama3().to_gguf(GgmlType::Q4_0);
+    let Some(mut m) = gpu_model(&bytes).await else { return };
+    m.forward(&[1]).await.unwrap();
+    let _ = submit_copy(&m.ctx, 64);
+    let e = m.forward(&[2]).await.unwrap_err();
+    assert!(matches!(e, GpuError::Validation(_)) && e.is_fatal(), "{e}");
+    let again = m.forward(&[3]).await.unwrap_err();
+    assert!(matches!(again, GpuError::Validation(_)), "the model ran on after a validation error: {again}");
+}
+
 /// `load_file` reads on a thread of its own and uploads (repacking) on another while it compiles
 /// the kernels: the model it loads (Q4_0 and Q6_K, both repacked) must give the same logits as
 /// one streamed from memory, and a missing or truncated file a typed error.

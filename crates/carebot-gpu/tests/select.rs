@@ -48,7 +48,7 @@ impl Selector<'_> {
         }
         self.topk.copy_result(&mut encoder);
         self.ctx.queue.submit([encoder.finish()]);
-        let c = self.topk.read(self.ctx).await.unwrap();
+        let c = self.topk.read(self.ctx, carebot_gpu::context::ReadPace::new().deadline(1)).await.unwrap();
         self.ctx.check().unwrap();
         Some(c)
     }

@@ -134,6 +134,10 @@ texts! {
         "请使用新版 Chrome 或 Edge（113 或更高版本，Windows、macOS、ChromeOS）、Android 12 及以上的 Chrome，或 Safari 26 及以上版本。Linux 上的 Chrome 需要在 chrome://flags 中启用 #enable-unsafe-webgpu 和 #enable-vulkan。Firefox 在 Windows 上自 141 版、在 macOS（Apple 芯片）上自 145 版起默认开启 WebGPU；在 Linux 上（已测试 Firefox ESR 153）请在 about:config 中将 dom.webgpu.enabled 设为 true 并重启。请确认浏览器设置中已开启硬件加速。";
     ErrGpuTooSmall => "This GPU is too small for the model.", "此 GPU 无法容纳该模型。";
     ErrDeviceLost => "The GPU stopped working (device lost). Your conversation is kept.", "GPU 停止工作（设备丢失）。您的对话已保留。";
+    ErrGpuHung => "The GPU stopped responding, so the answer was stopped. What was written and your conversation are kept; load the model again to go on.",
+        "GPU 停止响应，回答已中止。已写出的内容和您的对话均已保留；请重新加载模型以继续。";
+    ErrGpuFault => "The GPU reported an error, so its results are no longer trusted. Your conversation is kept; load the model again to go on.",
+        "GPU 报告了错误，其计算结果已不可信。您的对话已保留；请重新加载模型以继续。";
     ErrOutOfMemory => "The GPU ran out of memory. Your conversation is kept; close other tabs or apps using the GPU and load again.",
         "GPU 内存不足。您的对话已保留；请关闭其他使用 GPU 的标签页或程序后重新加载。";
     ErrNotFound => "There is no model file at this address.", "此地址没有模型文件。";
@@ -141,6 +145,8 @@ texts! {
     ErrNoRange => "The server cannot send the file in parts (HTTP Range requests), which CareBot needs to download big models safely.",
         "服务器不支持分段传输（HTTP Range 请求），CareBot 需要它来安全下载大模型。";
     ErrNetwork => "The download failed. What was downloaded is kept; try again to continue.", "下载失败。已下载的部分已保留，重试即可继续。";
+    ErrSourceChanged => "The model file changed on its server while it was being downloaded. The part already downloaded was dropped, so that the two versions never mix; load again to download the new version.",
+        "模型文件在下载过程中于服务器上发生了变化。为避免两个版本混在一起，已下载的部分已被丢弃；请重新加载以下载新版本。";
     ErrNotGguf => "This file is not a GGUF model.", "此文件不是 GGUF 模型。";
     ErrWrongArchitecture => "This model's architecture is not supported: CareBot runs llama-architecture models.",
         "不支持此模型的架构：CareBot 只能运行 llama 架构的模型。";

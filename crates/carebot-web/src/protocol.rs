@@ -199,6 +199,14 @@ pub struct AnswerStats {
     pub dropped_turns: usize,
 }
 
+/// How often the worker says it is alive.
+pub const HEARTBEAT_MS: u32 = 2_000;
+/// A busy worker (loading, or writing an answer) silent this long is stuck in its own code
+/// (a GPU that never returns ends its readback with a typed timeout instead) and is replaced.
+/// Far above the longest step a worker takes without yielding (a piece of an 8B model handed to
+/// the GPU: well under a second, BENCHMARKS.md).
+pub const SILENCE_LIMIT_MS: f64 = 30_000.0;
+
 /// Kinds of failure the page explains in the user's language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -206,12 +214,19 @@ pub enum ErrorKind {
     NoWebGpu,
     GpuTooSmall,
     DeviceLost,
+    /// A GPU operation did not finish within its deadline (the GPU hangs without being lost).
+    GpuHung,
+    /// The GPU reported a validation or internal error while running: its results are not
+    /// trusted.
+    GpuFault,
     OutOfMemory,
     NotFound,
     Http,
     NoRange,
     Network,
     NotGguf,
+    /// The file changed on its server mid-download; what was downloaded was dropped.
+    SourceChanged,
     WrongArchitecture,
     StorageFull,
     Model,
@@ -220,9 +235,10 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Failures after which the model must be loaded again (the conversation is kept).
+    /// Failures after which the model must be loaded again (the conversation is kept): the
+    /// worker has dropped the model and its device (`GpuError::is_fatal`).
     pub fn needs_reload(self) -> bool {
-        matches!(self, ErrorKind::DeviceLost | ErrorKind::OutOfMemory)
+        matches!(self, ErrorKind::DeviceLost | ErrorKind::GpuHung | ErrorKind::GpuFault | ErrorKind::OutOfMemory)
     }
 }
 
@@ -238,6 +254,8 @@ pub struct Failure {
 pub enum FromWorker {
     /// The worker's wasm is running and listening.
     Started,
+    /// Sent every [`HEARTBEAT_MS`]: the worker's event loop runs (while it awaits the GPU too).
+    Alive,
     Probed {
         info: ProbeInfo,
     },

@@ -3,10 +3,10 @@
 //! super-block, so the bytes are the model crate's `quant::quantize` bytes.
 
 use super::Params;
-use crate::context::{GpuContext, GpuError, spread};
+use crate::context::{GpuContext, GpuError, ReadPace, now_s, spread};
 use crate::shader::{Kernel, Variant};
 use carebot_model::quant::{GgmlType, QK_K};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 /// Invocations per workgroup (`@workgroup_size` in the WGSL), one super-block each.
 const WORKGROUP: u32 = 64;
@@ -29,7 +29,17 @@ pub struct GpuQuantizer {
     busy: Cell<bool>,
     /// The readback buffer is being mapped by the call under way.
     mapping: Cell<bool>,
+    /// Deadlines for readbacks, from the slowest call so far (a unit is one call).
+    pace: RefCell<ReadPace>,
+    /// Picks the blocks each call checks on the CPU.
+    sampler: Cell<u64>,
+    /// For fault tests: the next call's first block comes back wrong.
+    corrupt_next: Cell<bool>,
 }
+
+/// Blocks of every call checked on the CPU (`quant::check_k_block`): the first, the last and
+/// this many others at random. The CPU quantizes them again: ≈ 0.05 % of a full piece's work.
+const CHECKED_AT_RANDOM: usize = 6;
 
 impl GpuQuantizer {
     /// Types the GPU can produce (Q4_K, Q6_K).
@@ -81,6 +91,9 @@ impl GpuQuantizer {
             q6_k,
             busy: Cell::new(false),
             mapping: Cell::new(false),
+            pace: RefCell::new(ReadPace::new()),
+            sampler: Cell::new(0x5eed_b10c),
+            corrupt_next: Cell::new(false),
         })
     }
 
@@ -136,11 +149,44 @@ impl GpuQuantizer {
         ctx.queue.submit([encoder.finish()]);
         ctx.check()?;
         self.mapping.set(true);
-        let read = ctx.read(&self.readback, padded).await;
+        let (within, t0) = (self.pace.borrow().deadline(1), now_s());
+        let read = ctx.read(&self.readback, padded, within).await;
         self.mapping.set(false);
+        self.pace.borrow_mut().record(1, now_s() - t0);
         let mut bytes = read?;
         bytes.truncate(len as usize);
+        if self.corrupt_next.take() {
+            bytes[20] ^= 0xff;
+        }
+        self.check_sample(ctx, ty, values, &bytes)?;
         Ok(bytes)
+    }
+
+    /// Checks a sample of the blocks against the CPU's quantizer: a driver that miscomputes
+    /// fails the call (and the device is not trusted again) before its bytes are stored anywhere.
+    fn check_sample(&self, ctx: &GpuContext, ty: GgmlType, values: &[f32], bytes: &[u8]) -> Result<(), GpuError> {
+        let blocks = values.len() / QK_K;
+        let bb = ty.block_bytes();
+        let mut rng = carebot_model::rng::SplitMix64::new(self.sampler.get());
+        self.sampler.set(rng.next_u64());
+        let random = (0..CHECKED_AT_RANDOM).map(|_| (rng.next_u64() % blocks as u64) as usize);
+        for b in [0, blocks - 1].into_iter().chain(random) {
+            let x = &values[b * QK_K..(b + 1) * QK_K];
+            if let Err(e) = carebot_model::quant::check_k_block(ty, x, &bytes[b * bb..(b + 1) * bb]) {
+                return Err(ctx.fail(GpuError::WrongResult(format!(
+                    "the GPU quantized block {b} of {blocks} to {} wrongly: {e}",
+                    ty.name()
+                ))));
+            }
+        }
+        Ok(())
+    }
+
+    /// For fault tests only (never called by the app): the next call's first block comes back
+    /// with a byte flipped, as a miscomputing driver would write it.
+    #[doc(hidden)]
+    pub fn corrupt_next_block_for_tests(&self) {
+        self.corrupt_next.set(true);
     }
 }
 

@@ -154,8 +154,8 @@ impl TopK {
     }
 
     /// The candidates, once the commands of `encode` and `copy_result` are submitted.
-    pub async fn read(&self, ctx: &GpuContext) -> Result<Candidates, GpuError> {
-        let bytes = ctx.read(&self.readback, REC * 4).await?;
+    pub async fn read(&self, ctx: &GpuContext, within: std::time::Duration) -> Result<Candidates, GpuError> {
+        let bytes = ctx.read(&self.readback, REC * 4, within).await?;
         let w: Vec<u32> = bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let (k, normalizer) = self.asked.get();
         let (k, kmax) = (k as usize, KMAX as usize);

@@ -133,7 +133,7 @@ pub async fn download(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Ve
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     encoder.copy_buffer_to_buffer(buffer, 0, &rb, 0, len as u64 * 4);
     ctx.queue.submit([encoder.finish()]);
-    let bytes = ctx.read(&rb, len as u64 * 4).await.unwrap();
+    let bytes = ctx.read(&rb, len as u64 * 4, carebot_gpu::context::ReadPace::new().deadline(1)).await.unwrap();
     bytemuck::cast_slice(&bytes[..len * 4]).to_vec()
 }
 

@@ -3,7 +3,7 @@
 //! scales). Quantizers are llama.cpp's `quantize_row_q*_K_ref`, which is also what `llama-quantize`
 //! runs when no importance matrix is given.
 
-use super::{QK_K, f16_at, nearest_int, put_f16};
+use super::{GgmlType, QK_K, f16_at, nearest_int, put_f16};
 
 const Q4_K_BYTES: usize = 144;
 const Q5_K_BYTES: usize = 176;
@@ -354,4 +354,55 @@ pub fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
             }
         }
     }
+}
+
+/// The quantization step of every value of a Q4_K or Q6_K block: its sub-block's `d · scale`.
+fn k_steps(ty: GgmlType, block: &[u8]) -> [f32; QK_K] {
+    let mut steps = [0f32; QK_K];
+    for (i, step) in steps.iter_mut().enumerate() {
+        *step = match ty {
+            GgmlType::Q4_K => f16_at(&block[0..2]) * f32::from(scale_min_k4(i / 32, &block[4..16]).0),
+            _ => (f16_at(&block[208..210]) * f32::from(block[192 + i / 16] as i8)).abs(),
+        };
+    }
+    steps
+}
+
+/// Checks that `block`, a Q4_K or Q6_K block made by another quantizer (the GPU's) from the
+/// super-block `x`, is this crate's block or as faithful: every value within the worst error of
+/// the CPU's block in its sub-block plus one quantization step. Another float rounding may pick
+/// other levels now and then; a wrong block (a driver's miscomputation) is far outside.
+pub fn check_k_block(ty: GgmlType, x: &[f32], block: &[u8]) -> Result<(), String> {
+    let sub = match ty {
+        GgmlType::Q4_K => 32,
+        GgmlType::Q6_K => 16,
+        _ => return Err(format!("{} blocks are not checked here", ty.name())),
+    };
+    if x.len() != QK_K || block.len() != ty.block_bytes() {
+        return Err(format!("a {} block is {} values in {} bytes", ty.name(), QK_K, ty.block_bytes()));
+    }
+    let cpu = super::quantize(ty, x).map_err(|e| e.to_string())?;
+    if block == &cpu[..] {
+        return Ok(());
+    }
+    let (mut got, mut want) = ([0f32; QK_K], [0f32; QK_K]);
+    super::dequantize(ty, block, &mut got).map_err(|e| e.to_string())?;
+    super::dequantize(ty, &cpu, &mut want).map_err(|e| e.to_string())?;
+    let steps = k_steps(ty, &cpu);
+    for s in (0..QK_K).step_by(sub) {
+        let cpu_err = (s..s + sub).map(|i| (want[i] - x[i]).abs()).fold(0f32, f32::max);
+        for i in s..s + sub {
+            let err = (got[i] - x[i]).abs();
+            let tolerance = cpu_err + steps[i] + 1e-6 * x[i].abs();
+            // A NaN error fails too.
+            if err.is_nan() || err > tolerance {
+                return Err(format!(
+                    "value {i} is {} but the block gives {} (error {err}); the CPU's gives {} (worst error {cpu_err} in \
+                     its sub-block, step {})",
+                    x[i], got[i], want[i], steps[i]
+                ));
+            }
+        }
+    }
+    Ok(())
 }

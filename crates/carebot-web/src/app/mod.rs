@@ -83,6 +83,8 @@ thread_local! {
     /// loading the model by itself (a second crash within a minute: no crash loop).
     static CRASHED_AT: std::cell::Cell<f64> = const { std::cell::Cell::new(f64::NEG_INFINITY) };
     static HOLD_AFTER_CRASH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// When the worker last said anything (a heartbeat at least every `HEARTBEAT_MS`).
+    static HEARD_AT: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
     /// The answer being written: when its last token came, and the longest wait between two.
     static PACE: std::cell::Cell<(f64, f64)> = const { std::cell::Cell::new((0.0, 0.0)) };
 }
@@ -611,6 +613,7 @@ impl State {
 
     fn on_worker_message(&self, msg: FromWorker) {
         match msg {
+            FromWorker::Alive => {}
             FromWorker::Started => {
                 if !HOLD_AFTER_CRASH.take() {
                     self.probe(None)
@@ -726,6 +729,7 @@ pub fn start() {
     }
     listen_for_other_tabs(state);
     keep_on_leaving(state);
+    watch_worker(state);
     // A reload continues the most recent conversation, with what a closed tab left saved first.
     wasm_bindgen_futures::spawn_local(async move {
         state.recover_rescues().await;
@@ -788,7 +792,9 @@ fn start_worker(state: State) {
             }));
         }
     };
+    HEARD_AT.set(now_ms());
     let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |e: MessageEvent| {
+        HEARD_AT.set(now_ms());
         if let Some(msg) = e.data().as_string().and_then(|s| serde_json::from_str::<FromWorker>(&s).ok()) {
             state.on_worker_message(msg);
         }
@@ -802,6 +808,28 @@ fn start_worker(state: State) {
     worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();
     WORKER.with(|w| *w.borrow_mut() = Some(worker));
+}
+
+/// Replaces a worker that is busy (loading, or writing an answer) but has said nothing, not even
+/// its heartbeat, for `SILENCE_LIMIT_MS`: it is stuck in its own code. While the tab is hidden
+/// the browser may slow the worker's timers, so silence counts only while it is shown.
+fn watch_worker(state: State) {
+    use crate::protocol::SILENCE_LIMIT_MS;
+    gloo_timers::callback::Interval::new(crate::numbers::js_u32_ms(SILENCE_LIMIT_MS / 6.0), move || {
+        let hidden = web_sys::window().and_then(|w| w.document()).is_none_or(|d| d.hidden());
+        let busy = state.answering.get_untracked().is_some()
+            || state.model.with_untracked(|m| matches!(m, ModelState::Loading { .. }));
+        if hidden || !busy {
+            return HEARD_AT.set(now_ms());
+        }
+        let silent = now_ms() - HEARD_AT.get();
+        if silent >= SILENCE_LIMIT_MS {
+            let detail =
+                format!("the inference worker stopped responding for {:.0} s, so it was restarted", silent / 1000.0);
+            restart_worker(state, detail, true);
+        }
+    })
+    .forget();
 }
 
 /// Ends the worker (crashed or hung) and starts a new one; the answer it was writing keeps its

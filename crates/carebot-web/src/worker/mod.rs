@@ -102,7 +102,10 @@ fn gpu_failure(e: GpuError) -> Failure {
         // A device without a feature the engine needs is as unusable as one too small.
         GpuError::TooSmall { .. } | GpuError::MissingFeature(_) => ErrorKind::GpuTooSmall,
         GpuError::OutOfMemory { .. } => ErrorKind::OutOfMemory,
+        GpuError::RanOutOfMemory(_) => ErrorKind::OutOfMemory,
         GpuError::DeviceLost(_) => ErrorKind::DeviceLost,
+        GpuError::Timeout { .. } => ErrorKind::GpuHung,
+        GpuError::Validation(_) | GpuError::Internal(_) | GpuError::WrongResult(_) => ErrorKind::GpuFault,
         GpuError::Wgpu(_) | GpuError::Model(_) => ErrorKind::Model,
     };
     failure(kind, e.to_string())
@@ -140,6 +143,8 @@ pub fn start() {
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
     post(&FromWorker::Started);
+    // gloo's timer: a setInterval owning its closure, for the worker's whole life.
+    gloo_timers::callback::Interval::new(crate::protocol::HEARTBEAT_MS, || post(&FromWorker::Alive)).forget();
 }
 
 impl Worker {
@@ -192,12 +197,13 @@ impl Worker {
             ModelSource::Hub(repo) => {
                 let key = repo.cache_key();
                 match CachedFile::peek(&key).await {
-                    Some((size, cached)) if cached == size => {
-                        (None, Some(CachedFile::open(&key, size).await?), size, false)
+                    Some(p) if p.complete => {
+                        (None, Some(CachedFile::open(&key, p.size, &p.version).await?), p.size, false)
                     }
                     _ => {
+                        // Resumed only from the same commit: one that moved on starts over.
                         let p = prepare::Plan::fetch(repo).await?;
-                        let cache = CachedFile::open(&key, p.size).await?;
+                        let cache = CachedFile::open(&key, p.size, p.version()).await?;
                         let size = p.size;
                         plan = Some(p);
                         (None, Some(cache), size, true)
@@ -213,12 +219,13 @@ impl Worker {
                 (Some(Remote::File(file)), None, *size, false)
             }
             ModelSource::Url { url } => match CachedFile::peek(url).await {
-                Some((size, cached)) if cached == size => (None, Some(CachedFile::open(url, size).await?), size, false),
+                Some(p) if p.complete => (None, Some(CachedFile::open(url, p.size, &p.version).await?), p.size, false),
                 _ => {
-                    let remote = Remote::Url(url.clone());
+                    // Resumed only from the version the server names now (its ETag or date).
+                    let remote = Remote::url(url.clone());
                     let mut first = vec![0; PROBE_BYTES];
                     let size = remote.read(0, &mut first).await?;
-                    let cache = CachedFile::open(url, size).await?;
+                    let cache = CachedFile::open(url, size, &remote.version().unwrap_or_default()).await?;
                     if cache.cached()? == 0 {
                         cache.append(0, &first[..piece_len(size, PROBE_BYTES)])?;
                     }
@@ -314,6 +321,7 @@ impl Worker {
                     }
                 })
                 .await?;
+            cache.finish().await?;
             probed.bytes.fetched.set(true);
             prepared = Some(stats);
         }
@@ -351,6 +359,9 @@ impl Worker {
                 post(&FromWorker::Progress { phase, done: at, total: size, bytes_per_second: rate, prepare: None });
                 (last_report, last_done) = (now, at);
             }
+        }
+        if let Some(cache) = &probed.bytes.cache {
+            cache.finish().await?;
         }
         let t = now_ms();
         model.finish_upload().map_err(gpu_failure)?;
@@ -533,11 +544,18 @@ impl Bytes {
                 cache.read(at, &mut buf[..split])?;
                 timed(|t, s| t.cache_read_seconds += s, t);
                 let t = now_ms();
-                remote.read(cached, &mut buf[split..]).await?;
+                if let Err(e) = remote.read(cached, &mut buf[split..]).await {
+                    // Never a file of two versions: what came before the change goes.
+                    if e.kind == ErrorKind::SourceChanged {
+                        cache.restart().await?;
+                    }
+                    return Err(e);
+                }
                 timed(|t, s| t.source_seconds += s, t);
                 self.fetched.set(true);
                 let t = now_ms();
                 cache.append(cached, &buf[split..])?;
+                cache.finish().await?;
                 timed(|t, s| t.cache_write_seconds += s, t);
                 Ok(())
             }

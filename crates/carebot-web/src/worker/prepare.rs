@@ -107,7 +107,7 @@ impl Plan {
         let mut tensors: BTreeMap<String, (String, SourceTensor)> = BTreeMap::new();
         for shard in &shards {
             let url = repo.file_url(&commit, shard);
-            let remote = Remote::Url(url.clone());
+            let remote = Remote::url(url.clone());
             let mut prefix = [0u8; SAFETENSORS_PREFIX];
             let size = remote.read(0, &mut prefix).await.map_err(|f| match f.kind {
                 ErrorKind::NotFound => missing(&url, shard),
@@ -161,6 +161,12 @@ impl Plan {
         }
         let size = layout.last().map_or(header.len() as u64, |&(start, _, padded)| start + padded);
         Ok(Plan { repo: repo.clone(), commit, conversion, header, out, sources, size, download })
+    }
+
+    /// The version the prepared file comes from, for the cache: the commit, or nothing when the
+    /// hub named none (a branch name moves, so such a preparation is never resumed).
+    pub fn version(&self) -> &str {
+        if is_commit(&self.commit) { &self.commit } else { "" }
     }
 
     /// Source bytes of tensor `i`'s rows before `row`.
@@ -224,7 +230,7 @@ impl Plan {
                 failure(ErrorKind::Model, format!("a piece of {len} bytes of {url} does not fit in memory here"))
             })?
         ];
-        Remote::Url(url.clone()).read(t.start + piece.rows.0 * row_bytes, &mut bytes).await?;
+        Remote::url(url.clone()).read(t.start + piece.rows.0 * row_bytes, &mut bytes).await?;
         Ok((bytes, (now_ms() - t0) / 1000.0))
     }
 

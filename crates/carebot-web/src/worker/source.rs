@@ -5,11 +5,17 @@ use super::js::{await_promise, js_error};
 use crate::numbers::js_u64;
 use crate::protocol::{ErrorKind, Failure};
 use carebot_model::offsets::piece_len;
+use std::cell::RefCell;
 use wasm_bindgen::JsCast;
 use web_sys::{File, Headers, RequestCache, RequestInit, Response, WorkerGlobalScope};
 
 pub enum Remote {
-    Url(String),
+    /// `version`: the validator (ETag or Last-Modified) of the first answer; every later one
+    /// must name the same, or the file changed on the server mid-download.
+    Url {
+        url: String,
+        version: RefCell<Option<String>>,
+    },
     File(File),
 }
 
@@ -19,10 +25,39 @@ fn content_range_total(header: &str) -> Option<u64> {
 }
 
 impl Remote {
+    pub fn url(url: impl Into<String>) -> Self {
+        Remote::Url { url: url.into(), version: RefCell::new(None) }
+    }
+
+    /// Which version of the file the reads so far came from (`None`: the server names none).
+    pub fn version(&self) -> Option<String> {
+        match self {
+            Remote::Url { version, .. } => version.borrow().clone(),
+            Remote::File(_) => None,
+        }
+    }
+
     /// Reads `out.len()` bytes at `at`; returns the whole file's size as the source reports it.
     pub async fn read(&self, at: u64, out: &mut [u8]) -> Result<u64, Failure> {
         match self {
-            Remote::Url(url) => fetch_range(url, at, out).await,
+            Remote::Url { url, version } => {
+                let (total, now) = fetch_range(url, at, out).await?;
+                let mut known = version.borrow_mut();
+                match (&*known, now) {
+                    (None, now) => *known = now,
+                    (Some(before), now) if now.as_deref() != Some(before.as_str()) => {
+                        return Err(failure(
+                            ErrorKind::SourceChanged,
+                            format!(
+                                "{url} changed on the server while it was being read (version {before:?}, now {})",
+                                now.map_or("not named".into(), |v| format!("{v:?}"))
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+                Ok(total)
+            }
             Remote::File(file) => {
                 let end = at + out.len() as u64;
                 // Offsets as doubles (exact below 2^53): `Blob.slice` takes any size of file.
@@ -100,7 +135,21 @@ pub async fn fetch_file(url: &str) -> Result<Option<(Vec<u8>, Option<String>)>, 
     Ok(Some((js_sys::Uint8Array::new(&body).to_vec(), commit)))
 }
 
-async fn fetch_range(url: &str, at: u64, out: &mut [u8]) -> Result<u64, Failure> {
+/// The version a response names: its strong ETag, else its Last-Modified date. A weak ETag
+/// (`W/…`) promises equivalent content, not equal bytes, so it names no version of the bytes.
+/// The validator is compared with every later answer's rather than sent as `If-Range`: that header
+/// would make every cross-origin Range request a preflighted one, which servers of model files
+/// need not answer, and the comparison checks every piece, not only a resume's first.
+fn version_of(response: &Response) -> Option<String> {
+    let header = |name: &str| response.headers().get(name).ok().flatten().filter(|v| !v.trim().is_empty());
+    header("ETag")
+        .filter(|e| !e.starts_with("W/"))
+        .map(|e| format!("etag {e}"))
+        .or_else(|| header("Last-Modified").map(|d| format!("last-modified {d}")))
+}
+
+/// `out.len()` bytes at `at`: the file's total size, and the version the answer names.
+async fn fetch_range(url: &str, at: u64, out: &mut [u8]) -> Result<(u64, Option<String>), Failure> {
     let end = at + out.len() as u64 - 1;
     let headers = Headers::new().map_err(|e| failure(ErrorKind::Internal, js_error(&e)))?;
     headers.set("Range", &format!("bytes={at}-{end}")).map_err(|e| failure(ErrorKind::Internal, js_error(&e)))?;
@@ -145,5 +194,5 @@ async fn fetch_range(url: &str, at: u64, out: &mut [u8]) -> Result<u64, Failure>
         ));
     }
     bytes.copy_to(&mut out[..expected]);
-    Ok(total)
+    Ok((total, version_of(&response)))
 }

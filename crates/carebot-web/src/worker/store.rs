@@ -1,6 +1,9 @@
 //! The model cache in the Origin Private File System: one `<key>.gguf` per model URL, written in
-//! order through a synchronous access handle (workers only), plus `<key>.json` saying which URL
-//! and how many bytes the whole file has. A partial file is a download to resume.
+//! order through a synchronous access handle (workers only), plus `<key>.json` saying which URL,
+//! which version of it (the hub's commit, the server's ETag or Last-Modified), how many bytes the
+//! whole file has, and whether all of them were written. A file not marked complete is a download
+//! to resume, from the same version only: another version starts the file over, so no file ever
+//! mixes two.
 
 use super::js::{await_promise, dom_error_name, js_error};
 use crate::numbers::js_u64;
@@ -16,16 +19,33 @@ use web_sys::{
 
 const DIR: &str = "carebot-models";
 
+/// The record beside a cached file. Records of earlier versions of the app (without a version)
+/// do not parse, so their files start over: nothing says which version their bytes came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Meta {
     url: String,
     size: u64,
+    /// The source's version; empty when it names none (such a file is never resumed).
+    version: String,
+    /// Every byte was written, all from `version`: the file is a model, not a download to resume.
+    complete: bool,
+}
+
+/// What the cache holds for a URL.
+#[derive(Clone, Debug)]
+pub struct Peek {
+    pub size: u64,
+    pub cached: u64,
+    pub version: String,
+    pub complete: bool,
 }
 
 /// One URL's cached file, open for reading and appending.
 pub struct CachedFile {
     handle: FileSystemSyncAccessHandle,
     pub size: u64,
+    key: String,
+    meta: std::cell::RefCell<Meta>,
 }
 
 fn key(url: &str) -> String {
@@ -82,6 +102,12 @@ fn read_all(handle: &FileSystemSyncAccessHandle) -> Result<Vec<u8>, Failure> {
     Ok(bytes)
 }
 
+/// Replaces the record beside a cached file.
+fn write_meta(handle: &FileSystemSyncAccessHandle, meta: &Meta) -> Result<(), Failure> {
+    handle.truncate_with_f64(0.0).map_err(storage_failure)?;
+    write_all(handle, 0, &serde_json::to_vec(meta).expect("meta serializes"))
+}
+
 fn write_all(handle: &FileSystemSyncAccessHandle, at: u64, bytes: &[u8]) -> Result<(), Failure> {
     let options = FileSystemReadWriteOptions::new();
     // Offsets as doubles, exact below 2^53: a model file passes 4 GiB.
@@ -97,9 +123,10 @@ fn write_all(handle: &FileSystemSyncAccessHandle, at: u64, bytes: &[u8]) -> Resu
 }
 
 impl CachedFile {
-    /// Opens the cache of `url` for a file of `size` bytes. A cached file of another size (the
-    /// model at that URL changed) is started over.
-    pub async fn open(url: &str, size: u64) -> Result<Self, Failure> {
+    /// Opens the cache of `url` for a file of `size` bytes from `version` of the source. A cached
+    /// file of another size or version (the model there changed), or a partial one of no known
+    /// version, is started over.
+    pub async fn open(url: &str, size: u64, version: &str) -> Result<Self, Failure> {
         let dir = dir().await?;
         let k = key(url);
         let meta_handle = open_handle(&dir, &format!("{k}.json")).await?;
@@ -111,26 +138,32 @@ impl CachedFile {
                 return Err(e);
             }
         };
-        let fresh = Meta { url: url.into(), size };
-        if meta.as_ref() != Some(&fresh) {
-            let result = handle
-                .truncate_with_f64(0.0)
-                .map_err(storage_failure)
-                .and_then(|_| meta_handle.truncate_with_f64(0.0).map_err(storage_failure))
-                .and_then(|_| write_all(&meta_handle, 0, &serde_json::to_vec(&fresh).expect("meta serializes")));
-            if let Err(e) = result {
-                meta_handle.close();
-                handle.close();
-                return Err(e);
+        // A complete file is opened with the version it recorded; a partial one is resumed only
+        // from a version the source names.
+        let same =
+            |m: &Meta| m.url == url && m.size == size && m.version == version && (m.complete || !version.is_empty());
+        let meta = match meta.filter(same) {
+            Some(meta) => meta,
+            None => {
+                let fresh = Meta { url: url.into(), size, version: version.into(), complete: false };
+                let result = handle
+                    .truncate_with_f64(0.0)
+                    .map_err(storage_failure)
+                    .and_then(|_| write_meta(&meta_handle, &fresh));
+                if let Err(e) = result {
+                    meta_handle.close();
+                    handle.close();
+                    return Err(e);
+                }
+                fresh
             }
-        }
+        };
         meta_handle.close();
-        Ok(CachedFile { handle, size })
+        Ok(CachedFile { handle, size, key: k, meta: meta.into() })
     }
 
-    /// The size recorded for `url`'s cached file, and how many bytes of it are cached; None when
-    /// nothing is (so a visit can decide without the network).
-    pub async fn peek(url: &str) -> Option<(u64, u64)> {
+    /// What is cached for `url`, None when nothing is (so a visit can decide without the network).
+    pub async fn peek(url: &str) -> Option<Peek> {
         let dir = dir().await.ok()?;
         let k = key(url);
         let meta_handle = open_handle(&dir, &format!("{k}.json")).await.ok()?;
@@ -140,7 +173,36 @@ impl CachedFile {
         let handle = open_handle(&dir, &format!("{k}.gguf")).await.ok()?;
         let len = size_of(&handle).ok();
         handle.close();
-        Some((meta.size, len?.min(meta.size)))
+        let cached = len?.min(meta.size);
+        Some(Peek { size: meta.size, cached, complete: meta.complete && cached == meta.size, version: meta.version })
+    }
+
+    /// The whole model is here: records it as complete (once), so the next visit loads it from
+    /// the cache alone. Before that record a file is a download to resume, never a model.
+    pub async fn finish(&self) -> Result<(), Failure> {
+        if self.meta.borrow().complete || self.cached()? != self.size {
+            return Ok(());
+        }
+        let complete = Meta { complete: true, ..self.meta.borrow().clone() };
+        let meta_handle = open_handle(&dir().await?, &format!("{}.json", self.key)).await?;
+        let result = write_meta(&meta_handle, &complete);
+        meta_handle.close();
+        result?;
+        *self.meta.borrow_mut() = complete;
+        Ok(())
+    }
+
+    /// The source changed mid-download: drops every byte, and the version, so that the next
+    /// visit downloads the new version from the start.
+    pub async fn restart(&self) -> Result<(), Failure> {
+        self.truncate(0)?;
+        let fresh = Meta { version: String::new(), complete: false, ..self.meta.borrow().clone() };
+        let meta_handle = open_handle(&dir().await?, &format!("{}.json", self.key)).await?;
+        let result = write_meta(&meta_handle, &fresh);
+        meta_handle.close();
+        result?;
+        *self.meta.borrow_mut() = fresh;
+        Ok(())
     }
 
     /// Bytes cached so far (from the start of the file).
@@ -181,7 +243,7 @@ impl Drop for CachedFile {
 
 /// Deletes `url`'s cached file (whole or partial); returns the bytes freed.
 pub async fn delete(url: &str) -> Result<u64, Failure> {
-    let freed = CachedFile::peek(url).await.map(|(_, cached)| cached).unwrap_or(0);
+    let freed = CachedFile::peek(url).await.map_or(0, |p| p.cached);
     let dir = dir().await?;
     let k = key(url);
     for name in [format!("{k}.gguf"), format!("{k}.json")] {
