@@ -156,6 +156,27 @@ export class Tab {
     async setInputFiles(sel, path) { await (await this.element(sel)).uploadFile(path); }
 }
 
+/// The model the page's worker cached for `url` (the app's Origin Private File System): its
+/// record, size and SHA-256; with `uploadAs`, the file is also POSTed to the test server's
+/// `/upload/NAME`. `null` when nothing is cached for `url`.
+export function cachedModel(page, url, uploadAs = null) {
+    return page.evaluate(async ([url, uploadAs]) => {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("carebot-models");
+        for await (const [entry, handle] of dir.entries()) {
+            if (!entry.endsWith(".json")) continue;
+            // A record being written by the worker, or of a file just created, may be empty.
+            let meta = null;
+            try { meta = JSON.parse(await (await handle.getFile()).text()); } catch { continue; }
+            if (meta.url !== url) continue;
+            const gguf = await (await dir.getFileHandle(entry.replace(/\.json$/, ".gguf"))).getFile();
+            if (uploadAs) await fetch(`/upload/${uploadAs}`, { method: "POST", body: gguf });
+            const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await gguf.arrayBuffer()));
+            return { meta, size: gguf.size, sha: [...digest].map((b) => b.toString(16).padStart(2, "0")).join("") };
+        }
+        return null;
+    }, [url, uploadAs]);
+}
+
 export const state = (page) => page.getAttribute('[data-testid="model-status"]', "data-state");
 
 export async function waitState(page, wanted, timeout = TIMEOUT) {

@@ -13,7 +13,7 @@ import { readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { strict as assert } from "node:assert";
-import { OUT, launch, failed, shot, waitState, ask, answer, reference as referenceOf, generateNative, nativeSummary, logger, serveApp, listen } from "./browser.mjs";
+import { OUT, launch, failed, shot, waitState, ask, answer, reference as referenceOf, generateNative, nativeSummary, logger, serveApp, listen, cachedModel } from "./browser.mjs";
 
 // ---- the models the server offers -------------------------------------------------------------
 // The deterministic tiny Llama-3 of the Rust tests (byte vocabulary, Llama-3 chat format), written by
@@ -270,20 +270,7 @@ try {
     //     the first visit's bytes and appended the new version's rest, which the hash tells.
     step = "changed upstream";
     const changing = MODELS["/models/changing.gguf"];
-    const cachedSha = (p) => p.evaluate(async (url) => {
-        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("carebot-models");
-        for await (const [entry, handle] of dir.entries()) {
-            if (!entry.endsWith(".json")) continue;
-            // A record being written by the worker, or of a file just created, may be empty.
-            let meta = null;
-            try { meta = JSON.parse(await (await handle.getFile()).text()); } catch { continue; }
-            if (meta.url !== url) continue;
-            const gguf = await (await dir.getFileHandle(entry.replace(/\.json$/, ".gguf"))).getFile();
-            const hex = [...new Uint8Array(await crypto.subtle.digest("SHA-256", await gguf.arrayBuffer()))];
-            return { meta, sha: hex.map((b) => b.toString(16).padStart(2, "0")).join("") };
-        }
-        return null;
-    }, new URL("/models/changing.gguf", BASE).href);
+    const cachedSha = (p) => cachedModel(p, new URL("/models/changing.gguf", BASE).href);
     page = await open("?model=/models/changing.gguf&system=", { collectErrors: false });
     s1 = await waitState(page, ["probed", "loading", "failed"]);
     if (s1 === "probed") await page.click('[data-testid="load-model"]');

@@ -13,13 +13,19 @@ import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { strict as assert } from "node:assert";
-import { OUT, ENGINE, launch, failed, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
+import { createHash } from "node:crypto";
+import { OUT, ENGINE, launch, failed, waitState, ask, answer, reference, logger, serveApp, listen, cachedModel } from "./browser.mjs";
 
 const MODEL_PATH = process.env.CAREBOT_E2E_MODEL || join(OUT, "tiny.gguf");
 const model = readFileSync(MODEL_PATH);
+// A model over the probe's first MiB (the f16 tiny model, 2.6 MB): its download writes to the
+// model cache after the probe, so a full storage quota stops it.
+const big = readFileSync(process.env.CAREBOT_E2E_MODEL_F16 || join(OUT, "tiny-f16.gguf"));
+const MODELS = { "/models/tiny.gguf": model, "/models/big.gguf": big };
 const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
-    if (path === "/models/tiny.gguf") {
+    const model = MODELS[path];
+    if (model) {
         const range = req.headers.range && /^bytes=(\d+)-(\d*)$/.exec(req.headers.range);
         const start = range ? Number(range[1]) : 0;
         const end = Math.min(range && range[2] ? Number(range[2]) : model.length - 1, model.length - 1);
@@ -255,8 +261,26 @@ try {
         await page.waitForFunction(() => document.querySelector(".notice")?.textContent.includes("storage for this site is full"));
         assert.match(await page.textContent(".notice"), /Export/);
         assert.ok(!(await conversations(page)).some((c) => c.title === question), "saved despite a full quota?");
+        // The model cache (the Origin Private File System) under the same full quota: a download
+        // that cannot be stored stops and says so (a probe that got its first MiB stored is
+        // refused by the room check before the rest), and the model already cached still loads.
+        const bigQuery = "?model=/models/big.gguf&system=";
+        let bigPage = await open(bigQuery, { collectErrors: false });
+        if ((await waitState(bigPage, ["probed", "failed"])) === "probed") await bigPage.click('[data-testid="load-model"]');
+        assert.equal(await waitState(bigPage, ["ready", "failed"]), "failed");
+        assert.equal(await bigPage.getAttribute('[data-testid="model-error"]', "data-kind"), "StorageFull");
+        log(`model download under a full quota: ${(await bigPage.textContent('[data-testid="model-error"]')).trim()}`);
+        await bigPage.close();
         await cdp.send("Storage.overrideQuotaForOrigin", { origin: BASE });
         await reopen();
+        // With room again the download completes, and the cache holds the file whole.
+        bigPage = await open(bigQuery);
+        if ((await waitState(bigPage, ["probed", "ready", "failed"])) === "probed") await bigPage.click('[data-testid="load-model"]');
+        assert.equal(await waitState(bigPage, ["ready", "failed"]), "ready", await bigPage.textContent('[data-testid="model-status"]'));
+        const cached = await cachedModel(bigPage, new URL("/models/big.gguf", BASE).href);
+        assert.ok(cached.meta.complete && cached.sha === createHash("sha256").update(big).digest("hex"), JSON.stringify(cached));
+        await bigPage.close();
+        log("with room again the model downloads whole");
         // The start saves what was kept aside while the storage was full.
         const saved = (await untilStored(page, (all) => all.some((c) => c.title === question), question)).find((c) => c.title === question);
         assert.deepEqual(saved.turns.map((t) => t.content), [question, full]);

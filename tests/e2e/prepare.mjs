@@ -17,7 +17,7 @@ import { readdirSync, statSync, writeFileSync, openSync, readSync, closeSync, re
 import { join, basename, resolve } from "node:path";
 import { execFileSync } from "node:child_process";
 import { strict as assert } from "node:assert";
-import { BIN, OUT, ENGINE, launch, failed, shot, nativeSummary, waitState, ask, answer, reference, logger, serveApp, listen } from "./browser.mjs";
+import { BIN, OUT, ENGINE, launch, failed, shot, nativeSummary, waitState, ask, answer, reference, logger, serveApp, listen, cachedModel } from "./browser.mjs";
 
 const HUB_DIR = process.env.CAREBOT_E2E_HUB || join(OUT, "hub/test/tiny-carebot");
 const CLI_GGUF = process.env.CAREBOT_E2E_HUB_GGUF || join(OUT, "hub-cli.gguf");
@@ -147,18 +147,7 @@ const PREPARE_TIMEOUT = Number(process.env.CAREBOT_E2E_PREPARE_TIMEOUT_MS || 900
 /// Copies the prepared model of `repo` out of the page's Origin Private File System to OUT/name.
 async function uploadPrepared(page, repo, name) {
     const key = `${BASE}/${repo}@main#q4_k_m`;
-    const size = await page.evaluate(async ([key, name]) => {
-        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("carebot-models");
-        for await (const [entry, handle] of dir.entries()) {
-            if (!entry.endsWith(".json")) continue;
-            const meta = JSON.parse(await (await handle.getFile()).text());
-            if (meta.url !== key) continue;
-            const gguf = await (await dir.getFileHandle(entry.replace(/\.json$/, ".gguf"))).getFile();
-            await fetch(`/upload/${name}`, { method: "POST", body: gguf });
-            return gguf.size;
-        }
-        return -1;
-    }, [key, name]);
+    const size = (await cachedModel(page, key, name))?.size ?? -1;
     assert.ok(size > 0, `no prepared model for ${key} in the browser's storage`);
     return join(OUT, name);
 }

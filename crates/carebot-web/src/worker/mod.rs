@@ -360,6 +360,7 @@ impl Worker {
                 (last_report, last_done) = (now, at);
             }
         }
+        // Every byte is in the cache now: from here on it is a model, not a download to resume.
         if let Some(cache) = &probed.bytes.cache {
             cache.finish().await?;
         }
@@ -555,7 +556,6 @@ impl Bytes {
                 self.fetched.set(true);
                 let t = now_ms();
                 cache.append(cached, &buf[split..])?;
-                cache.finish().await?;
                 timed(|t, s| t.cache_write_seconds += s, t);
                 Ok(())
             }
