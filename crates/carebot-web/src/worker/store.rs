@@ -184,12 +184,7 @@ impl CachedFile {
             return Ok(());
         }
         let complete = Meta { complete: true, ..self.meta.borrow().clone() };
-        let meta_handle = open_handle(&dir().await?, &format!("{}.json", self.key)).await?;
-        let result = write_meta(&meta_handle, &complete);
-        meta_handle.close();
-        result?;
-        *self.meta.borrow_mut() = complete;
-        Ok(())
+        self.replace_meta(complete).await
     }
 
     /// The source changed mid-download: drops every byte, and the version, so that the next
@@ -197,11 +192,16 @@ impl CachedFile {
     pub async fn restart(&self) -> Result<(), Failure> {
         self.truncate(0)?;
         let fresh = Meta { version: String::new(), complete: false, ..self.meta.borrow().clone() };
+        self.replace_meta(fresh).await
+    }
+
+    /// Writes `meta` as this file's record, then keeps it as the one in memory.
+    async fn replace_meta(&self, meta: Meta) -> Result<(), Failure> {
         let meta_handle = open_handle(&dir().await?, &format!("{}.json", self.key)).await?;
-        let result = write_meta(&meta_handle, &fresh);
+        let result = write_meta(&meta_handle, &meta);
         meta_handle.close();
         result?;
-        *self.meta.borrow_mut() = fresh;
+        *self.meta.borrow_mut() = meta;
         Ok(())
     }
 
