@@ -33,14 +33,14 @@ for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do
 done
 
 echo "== zero-install: a tiny bf16 checkpoint prepared from a local hub (a shard past 4 GiB, sparse)"
-rm -rf target/e2e/hub
+rm -rf target/e2e/hub target/e2e/hub-b target/e2e/hub-t5
 target/release/examples/hf_checkpoint target/e2e/hub/test/tiny-carebot $(((4 << 30) + (8 << 20)))
 target/release/carebot convert --hf target/e2e/hub/test/tiny-carebot --out target/e2e/hub-cli.gguf --quant q4_k_m
 for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do
     CAREBOT_BROWSER=$engine CAREBOT_E2E_HUB=target/e2e/hub/test/tiny-carebot CAREBOT_E2E_HUB_GGUF=target/e2e/hub-cli.gguf \
         CAREBOT_BIN=target/release/carebot node tests/e2e/prepare.mjs
 done
-rm -rf target/e2e/hub
+rm -rf target/e2e/hub target/e2e/hub-b target/e2e/hub-t5
 
 echo "== real size: a 4.9 GB Llama-3-8B Q4_K_M GGUF, downloaded, cached and picked from disk"
 # Made for this run (random weights, the real header) and deleted after, pass or fail.

@@ -17,7 +17,7 @@ import { readdirSync, statSync, writeFileSync, openSync, readSync, closeSync, re
 import { join, basename, resolve } from "node:path";
 import { execFileSync } from "node:child_process";
 import { strict as assert } from "node:assert";
-import { BIN, OUT, ENGINE, launch, failed, shot, nativeSummary, waitState, ask, answer, reference, logger, serveApp, listen, cachedModel } from "./browser.mjs";
+import { BIN, OUT, ROOT, ENGINE, launch, failed, shot, nativeSummary, waitState, ask, answer, reference, logger, serveApp, listen, cachedModel } from "./browser.mjs";
 
 const HUB_DIR = process.env.CAREBOT_E2E_HUB || join(OUT, "hub/test/tiny-carebot");
 const CLI_GGUF = process.env.CAREBOT_E2E_HUB_GGUF || join(OUT, "hub-cli.gguf");
@@ -71,6 +71,31 @@ for (const f of Object.keys(files)) {
 const filesB = Object.fromEntries(readdirSync(HUB_B).map((f) => [f, onDisk(join(HUB_B, f))]));
 const CLI_GGUF_B = join(OUT, "hub-cli-b.gguf");
 execFileSync(BIN, ["convert", "--hf", HUB_B, "--out", CLI_GGUF_B, "--quant", "q4_k_m"], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" }, stdio: "ignore" });
+// The same checkpoint as transformers 5 saves it: RoPE in rope_parameters, the chat template in
+// chat_template.jinja, tokenizer_config.json without it, tokenizer.json's merges as pairs. The JSON
+// files are the ones transformers 5.24 wrote for this very model (tests/fixtures/convert/matrix,
+// case t5_llama31); the shards are linked. `carebot convert` of it is the reference.
+const MATRIX = join(ROOT, "tests/fixtures/convert/matrix/t5_llama31");
+const HUB_T5 = join(OUT, "hub-t5", "test", NAME);
+rmSync(HUB_T5, { recursive: true, force: true });
+mkdirSync(HUB_T5, { recursive: true });
+for (const f of Object.keys(files)) {
+    if (f.endsWith(".safetensors") || f === "model.safetensors.index.json" || f === "generation_config.json") {
+        symlinkSync(resolve(HUB_DIR, f), join(HUB_T5, f));
+    }
+}
+for (const f of ["config.json", "tokenizer_config.json", "chat_template.jinja"]) writeFileSync(join(HUB_T5, f), readFileSync(join(MATRIX, f)));
+const tokenizer5 = JSON.parse(files["tokenizer.json"].read(0, files["tokenizer.json"].size).toString());
+tokenizer5.model.merges = tokenizer5.model.merges.map((m) => [m.slice(0, m.indexOf(" ")), m.slice(m.indexOf(" ") + 1)]);
+writeFileSync(join(HUB_T5, "tokenizer.json"), JSON.stringify(tokenizer5));
+assert.equal(JSON.parse(readFileSync(join(HUB_T5, "config.json"))).hidden_size, config.hidden_size, "the 5.x files are another model's");
+const filesT5 = Object.fromEntries(readdirSync(HUB_T5).map((f) => [f, onDisk(join(HUB_T5, f))]));
+const CLI_GGUF_T5 = join(OUT, "hub-cli-t5.gguf");
+execFileSync(BIN, ["convert", "--hf", HUB_T5, "--out", CLI_GGUF_T5, "--quant", "q4_k_m"], { env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" }, stdio: "ignore" });
+// A 5.x config with RoPE this engine does not implement.
+const yarn = { ...JSON.parse(readFileSync(join(MATRIX, "config.json"))) };
+yarn.rope_parameters = { rope_theta: 500000.0, rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 64 };
+
 assert.ok(files[shards[1]].size > FOUR_GIB && shardInfo(shards[1]).first > FOUR_GIB,
     `${shards[1]} (${files[shards[1]].size} bytes) should be over 4 GiB with its weights past 4 GiB`);
 
@@ -85,6 +110,8 @@ const REPOS = {
     [`lost/${NAME}`]: { files },
     // Cut short at the first commit, then moved on to COMMIT_B before the next visit.
     [`moved/${NAME}`]: { files, failOnce: shards[1] },
+    [`t5/${NAME}`]: { files: filesT5 },
+    "t5/yarn": { files: { ...filesT5, "config.json": inMemory(Buffer.from(JSON.stringify(yarn))) } },
 };
 const requests = []; // [path, range start or null]
 
@@ -306,18 +333,41 @@ try {
         await page.close();
     }
 
+    // 5d. A repository saved by transformers 5: the page reads RoPE from rope_parameters and the
+    //     template from chat_template.jinja, and prepares what `carebot convert` makes of it.
+    step = "transformers 5 layout";
+    const repo5 = `t5/${NAME}`;
+    page = await open(query(repo5));
+    assert.equal(await waitState(page, ["probed", "failed"]), "probed", await page.textContent('[data-testid="model-status"]'));
+    await page.click('[data-testid="load-model"]');
+    assert.equal(await waitState(page, ["ready", "failed"], PREPARE_TIMEOUT), "ready", await page.textContent('[data-testid="model-status"]'));
+    const summary5 = (await page.textContent('[data-testid="model-summary"]')).replace(/^[^:]*: /, "");
+    assert.equal(summary5, nativeSummary(CLI_GGUF_T5), "model details (5.x)");
+    assert.match(summary5, /RoPE base 500000, RoPE scaling Llama-3\.1/);
+    const t5 = compare(await uploadPrepared(page, repo5, "hub-t5.gguf"), CLI_GGUF_T5);
+    log(`transformers 5 layout: vs carebot convert ${JSON.stringify(t5)}`);
+    assert.ok(t5.header_equal && t5.differing_blocks <= t5.blocks / 1000 && t5.max_logit_diff <= 1e-3, JSON.stringify(t5));
+    await page.close();
+    // The same model in either layout: the same file, chat template (from chat_template.jinja here)
+    // included, so step 3's chat holds for it too.
+    const layouts = compare(CLI_GGUF_T5, CLI_GGUF);
+    assert.ok(layouts.identical, `the 5.x layout converts to another file: ${JSON.stringify(layouts)}`);
+
     // 6. Repositories that cannot be prepared say why.
     step = "bad repositories";
-    for (const [repo, kind, fetched] of [
+    for (const [repo, kind, fetched, names] of [
         ["test/not-llama", "WrongArchitecture", ["config.json"]],
         ["test/missing", "NotFound", ["config.json"]],
         ["test/no-tokenizer", "NotFound", ["config.json", "tokenizer.json"]],
+        ["t5/yarn", "Model", ["config.json"], "rope_parameters.rope_type"],
     ]) {
         mark = requests.length;
         const p = await open(query(repo), { collectErrors: false });
         assert.equal(await waitState(p, ["failed", "probed", "ready"]), "failed", repo);
         assert.equal(await p.getAttribute('[data-testid="model-error"]', "data-kind"), kind, repo);
-        log(`${repo}: ${(await p.textContent('[data-testid="model-error"]')).trim()}`);
+        const words = (await p.textContent('[data-testid="model-error"]')).trim();
+        log(`${repo}: ${words}`);
+        if (names) assert.ok(words.includes(names), `${repo}: the error does not name ${names}: ${words}`);
         // Refused before any weights were fetched.
         assert.deepEqual(requests.slice(mark).map(([p]) => basename(p)), fetched, repo);
         await p.close();

@@ -169,8 +169,7 @@ fn rows_per_chunk(p: &Planned) -> usize {
 }
 
 fn convert(model: &HfModel, out: &Path, quant: Quant) -> Result<()> {
-    let has_lm_head = model.index.contains_key("lm_head.weight");
-    let mut conversion = Conversion::plan(&model.files, quant.model(), has_lm_head)?;
+    let mut conversion = Conversion::plan(&model.files, quant.model(), model.index.keys().map(String::as_str))?;
     for note in &conversion.notes {
         eprintln!("note: {note}");
     }

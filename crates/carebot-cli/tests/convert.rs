@@ -393,6 +393,142 @@ fn converted_files_equal_llama_cpp_conversions() {
     }
 }
 
+/// One case of `tests/fixtures/convert/matrix` (see gen_matrix_fixtures.py): a checkpoint saved
+/// by transformers 4.x or 5.x, in the style of Llama-3.0, 3.1 or 3.2, rebuilt here from the
+/// committed JSON files and the weight recipe. The weights of each shape are written once, into
+/// `weights`, and linked.
+fn write_matrix_case(dir: &Path, case: &Json, tokenizer_5x: &Path, weights: &Path) {
+    let name = case["name"].as_str().unwrap();
+    let spec = SyntheticSpec {
+        vocab: case["vocab_size"].as_u64().unwrap() as usize,
+        tied_output: case["tied"].as_bool().unwrap(),
+        ..spec()
+    };
+    let shape = weights.join(format!("{}-{}", spec.vocab, spec.tied_output));
+    if !shape.exists() {
+        write_checkpoint_of(&shape, &spec, 1);
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(&shape).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::hard_link(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    for file in case["committed_files"].as_array().unwrap() {
+        let file = file.as_str().unwrap();
+        let to = dir.join(file);
+        let _ = std::fs::remove_file(&to); // a link to the shared copy: replace, not write through
+        std::fs::copy(fixtures().join("matrix").join(name).join(file), to).unwrap();
+    }
+    if case["tokenizer_json"] == "meta_merges_as_pairs" {
+        std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+        std::fs::hard_link(tokenizer_5x, dir.join("tokenizer.json")).unwrap();
+    }
+    // Tensors of another model, in a second shard the index lists.
+    let extra = case["extra_tensors"].as_array().unwrap();
+    if !extra.is_empty() {
+        let data: Vec<(String, Vec<usize>, Vec<u8>)> = extra
+            .iter()
+            .map(|t| {
+                let shape: Vec<usize> = t[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+                let n: usize = shape.iter().product();
+                let bytes = (0..n).flat_map(|i| half::bf16::from_f32(1.0 + i as f32 / 64.0).to_le_bytes()).collect();
+                (t[0].as_str().unwrap().to_string(), shape, bytes)
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = data
+            .iter()
+            .map(|(n, shape, b)| {
+                (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape.clone(), b).unwrap())
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.join("extra.safetensors")).unwrap();
+        let path = dir.join("model.safetensors.index.json");
+        let mut index: Json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (n, ..) in &data {
+            index["weight_map"][n] = "extra.safetensors".into();
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, index.to_string()).unwrap();
+    }
+}
+
+/// Checkpoints saved by transformers 4.x and 5.x (RoPE at the top or in `rope_parameters`, the chat
+/// template in tokenizer_config.json or chat_template.jinja), in the styles of Llama-3.0 (plain
+/// RoPE), 3.1 (llama3 scaling) and 3.2 (tied embeddings, explicit head_dim), and a padded
+/// vocabulary, convert to llama.cpp's tensors and metadata; the cases llama.cpp would misread or
+/// we do not implement are refused with a message naming the field. (llama.cpp's logits on our
+/// files equal those on its own: tests/fixtures/convert/matrix/check.json.)
+#[test]
+fn the_checkpoint_matrix_converts_as_llama_cpp_does() {
+    if skip_without_tokenizer() {
+        return;
+    }
+    let scratch = Scratch::new("matrix");
+    let matrix = read_fixture("matrix/cases.json");
+    // transformers 5 saves Meta's tokenizer.json with each merge as a pair (otherwise unchanged,
+    // as the fixture script checks).
+    let tokenizer_5x = scratch.0.join("tokenizer-5x.json");
+    let mut tok: Json =
+        serde_json::from_slice(&std::fs::read(tokenizer_dir().join("tokenizer.json")).unwrap()).unwrap();
+    for m in tok["model"]["merges"].as_array_mut().unwrap() {
+        let (a, b) = m.as_str().unwrap().split_once(' ').unwrap();
+        *m = serde_json::json!([a, b]);
+    }
+    std::fs::write(&tokenizer_5x, tok.to_string()).unwrap();
+    drop(tok);
+
+    let cases = matrix["cases"].as_array().unwrap();
+    assert!(cases.len() >= 12);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let dir = scratch.0.join(name);
+        write_matrix_case(&dir, case, &tokenizer_5x, &scratch.0.join("weights"));
+        let out = scratch.0.join(format!("{name}.gguf"));
+        let (ok, _, err) =
+            carebot(&["convert", "--hf", dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quant", "f16"]);
+        if !case["converts"].as_bool().unwrap() {
+            let field = case["refused_field"].as_str().unwrap();
+            assert!(!ok && err.contains(field), "{name}: expected a refusal naming {field}: {err}");
+            assert!(!out.exists(), "{name}: a refused conversion left a file");
+            std::fs::remove_dir_all(&dir).unwrap();
+            continue;
+        }
+        assert!(ok, "{name}: {err}");
+        let reference = read_fixture(&format!("matrix/{name}/llamacpp_f16.json"));
+        let mut f = std::fs::File::open(&out).unwrap();
+        let len = f.metadata().unwrap().len();
+        let ours = read_header(&mut f, len).unwrap();
+        let tensors = reference["tensors"].as_array().unwrap();
+        assert_eq!(ours.tensors.len(), tensors.len(), "{name}: tensor count");
+        for t in tensors {
+            let tn = t["name"].as_str().unwrap();
+            let info = ours.tensor(tn).unwrap_or_else(|| panic!("{name}: no {tn}"));
+            let dims: Vec<u64> = t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+            assert_eq!((info.ty.name(), &info.dims), (t["type"].as_str().unwrap(), &dims), "{name} {tn}");
+            let data = read_tensor_data(&mut f, info).unwrap();
+            assert_eq!(fnv_hex(&data), t["fnv1a64"].as_str().unwrap(), "{name} {tn}: bytes differ from llama.cpp's");
+        }
+        // As in converted_files_equal_llama_cpp_conversions: the name and the pre-tokenizer label
+        // differ on purpose, and we add the end-of-turn id.
+        let extra = compare_metadata(&ours, &reference, &["general.name", "tokenizer.ggml.pre"]);
+        assert_eq!(extra, ["tokenizer.ggml.eot_token_id"], "{name}");
+        // The chat template made it in from wherever this transformers version saved it.
+        let template = ours.metadata.get("tokenizer.chat_template").and_then(Value::as_str);
+        assert!(template.is_some_and(|t| t.contains("<|start_header_id|>")), "{name}: no chat template");
+
+        // What the loader read is shown, so a person can see a misread.
+        let (ok, info, err) = carebot(&["info", out.to_str().unwrap(), "--backend", "cpu"]);
+        assert!(ok, "{name}: {err}");
+        let scaling = if case["style"] == "llama30" { "RoPE scaling none" } else { "RoPE scaling Llama-3.1" };
+        let output = if case["tied"] == true { "output tied to the embeddings" } else { "output its own matrix" };
+        for shown in ["RoPE base 500000", "trained context 256", scaling, output] {
+            assert!(info.contains(shown), "{name}: {shown:?} not in\n{info}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
 /// Our quantizers reproduce ggml's bytes (so its RMSE, within 1% as required: exactly) on the
 /// converted tensors, for every quantized type the presets use.
 #[test]

@@ -70,6 +70,42 @@ pub fn block_tensor(i: usize, name: &str) -> String {
     format!("blk.{i}.{name}.weight")
 }
 
+/// Refuses the `llama.*` keys with which llama.cpp would compute something this engine does not
+/// (see the table on [`LlamaConfig::from_gguf`]), naming the key.
+fn refuse_unsupported_keys(m: &crate::gguf::Metadata) -> Result<(), ConfigError> {
+    let refuse = |key: &str, v: &crate::gguf::Value, why: &str| {
+        Err(ConfigError::BadValue { key: key.into(), reason: format!("{} is not supported: {why}", v.summary()) })
+    };
+    let linear = || ["llama.rope.scaling.factor", "llama.rope.scale_linear"].iter().find_map(|k| Some((*k, m.get(k)?)));
+    if let Some(v) = m.get("llama.rope.scaling.type") {
+        match v.as_str() {
+            Some("none" | "linear") => {}
+            _ => return refuse("llama.rope.scaling.type", v, "Llama-3.1's scaling comes as the rope_freqs tensor"),
+        }
+    }
+    if let Some((key, v)) = linear().filter(|(_, v)| !matches!(v.as_f64(), Some(f) if f == 0.0 || f == 1.0)) {
+        return refuse(key, v, "linear RoPE scaling");
+    }
+    if let Some(v) = m.get("llama.rope.scaling.attn_factor").filter(|v| v.as_f64() != Some(1.0)) {
+        return refuse("llama.rope.scaling.attn_factor", v, "RoPE attention scaling");
+    }
+    if let Some((key, v)) =
+        m.iter().find(|(k, _)| *k == "llama.rope.scaling.alpha" || k.starts_with("llama.rope.scaling.yarn_"))
+    {
+        return refuse(key, v, "YaRN-style RoPE scaling");
+    }
+    if let Some(v) = m.get("llama.expert_count").filter(|v| v.as_u64() != Some(0)) {
+        return refuse("llama.expert_count", v, "CareBot runs dense Llama models, not a mixture of experts");
+    }
+    if let Some(v) = m.get("llama.attention.causal").filter(|v| v.as_bool() != Some(true)) {
+        return refuse("llama.attention.causal", v, "a chat model's attention is causal");
+    }
+    if let Some(v) = m.get("llama.embedding_length_out").filter(|v| v.as_u64() != m.get_u64("llama.embedding_length")) {
+        return refuse("llama.embedding_length_out", v, "the output width must be the embedding length");
+    }
+    Ok(())
+}
+
 impl LlamaConfig {
     /// Everything read that changes the math, in one line, so a person can see a misread: shapes,
     /// the trained context, RMSNorm's epsilon, RoPE's base and scaling, and whether the output
@@ -95,6 +131,27 @@ impl LlamaConfig {
     }
 
     /// Reads `llama.*` keys and checks every tensor the model needs exists with the right shape.
+    ///
+    /// Every `llama.*` key llama.cpp reads for this architecture, and what happens here; keys
+    /// llama.cpp does not read for a llama model cannot change its output, and are not read here.
+    ///
+    /// | key | handling |
+    /// | --- | --- |
+    /// | `block_count`, `embedding_length`, `feed_forward_length`, `attention.head_count`, `attention.layer_norm_rms_epsilon`, `context_length` | read; required (a per-layer array is refused) |
+    /// | `attention.head_count_kv` | read; absent means `head_count`, as llama.cpp does |
+    /// | `attention.key_length` | read; absent means `embedding_length / head_count`, as llama.cpp does |
+    /// | `attention.value_length` | must equal the key length |
+    /// | `rope.dimension_count` | must equal the key length (llama.cpp refuses the rest for llama too) |
+    /// | `rope.freq_base` | read; absent means 10000, the value the GGUF format and llama.cpp define |
+    /// | `rope.scaling.type` | absent, `none` or `linear` (with no factor); `yarn`, `longrope`, … refused. Llama-3.1's scaling comes as the `rope_freqs` tensor, which is read |
+    /// | `rope.scaling.factor`, `rope.scale_linear` | absent, 0 or 1; any other factor is refused |
+    /// | `rope.scaling.attn_factor` | absent or 1, else refused |
+    /// | `rope.scaling.alpha`, `rope.scaling.yarn_*` | refused: scaling CareBot does not implement |
+    /// | `rope.scaling.original_context_length`, `rope.scaling.finetuned` | ignored: used only by scaling types that are refused |
+    /// | `expert_count` | absent or 0 (a mixture of experts is refused) |
+    /// | `attention.causal` | absent or true |
+    /// | `embedding_length_out` | absent or equal to `embedding_length` |
+    /// | `vocab_size` | read (else the embedding's rows); must equal the number of tokens in `tokenizer.ggml.tokens` |
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ConfigError> {
         let arch = file.architecture().ok_or_else(|| ConfigError::MissingKey("general.architecture".into()))?;
         if arch != "llama" {
@@ -137,24 +194,7 @@ impl LlamaConfig {
         let rms_eps = float("attention.layer_norm_rms_epsilon", None)?;
         // llama.cpp's own default where the key is absent.
         let rope_theta = float("rope.freq_base", Some(10000.0))?;
-        // RoPE scaling that llama.cpp would apply from these keys (linear, YaRN) is not implemented
-        // here: refused rather than ignored. Llama-3.1's scaling comes as the rope_freqs tensor.
-        match m.get("llama.rope.scaling.type") {
-            None => {}
-            Some(v) if v.as_str() == Some("none") => {}
-            Some(v) => {
-                return Err(ConfigError::BadValue {
-                    key: "llama.rope.scaling.type".into(),
-                    reason: format!("{} is not supported (Llama-3.1's scaling comes as rope_freqs)", v.summary()),
-                });
-            }
-        }
-        if let Some(v) = m.get("llama.rope.scale_linear").filter(|v| v.as_f64() != Some(1.0)) {
-            return Err(ConfigError::BadValue {
-                key: "llama.rope.scale_linear".into(),
-                reason: format!("{} is not supported (linear RoPE scaling)", v.summary()),
-            });
-        }
+        refuse_unsupported_keys(m)?;
         let context_length = required("context_length")?;
         if dim % n_heads != 0 {
             return Err(ConfigError::BadValue {
@@ -169,19 +209,43 @@ impl LlamaConfig {
             });
         }
         let head_dim = count("attention.key_length")?.unwrap_or(dim / n_heads);
-        let rope_dim = count("rope.dimension_count")?.unwrap_or(head_dim);
-        if rope_dim > head_dim || rope_dim % 2 != 0 {
+        for (key, what) in
+            [("attention.value_length", "value head size"), ("rope.dimension_count", "RoPE dimension count")]
+        {
+            match count(key)? {
+                Some(n) if n != head_dim => {
+                    return Err(ConfigError::BadValue {
+                        key: format!("llama.{key}"),
+                        reason: format!(
+                            "a {what} of {n} differs from the key head size {head_dim}, which Llama does not do"
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if head_dim % 2 != 0 {
             return Err(ConfigError::BadValue {
-                key: "llama.rope.dimension_count".into(),
-                reason: format!("{rope_dim} must be even and at most the head size {head_dim}"),
+                key: "llama.attention.key_length".into(),
+                reason: format!("RoPE needs an even head size, not {head_dim}"),
             });
         }
+        let rope_dim = head_dim;
         let embd =
             file.tensor("token_embd.weight").ok_or_else(|| ConfigError::MissingTensor("token_embd.weight".into()))?;
         let vocab_size = match count("vocab_size")? {
             Some(v) => v,
             None => embd.dims.get(1).copied().unwrap_or(0) as usize,
         };
+        if let Some(tokens) = m.get_array("tokenizer.ggml.tokens").filter(|t| t.len() != vocab_size) {
+            return Err(ConfigError::BadValue {
+                key: "tokenizer.ggml.tokens".into(),
+                reason: format!(
+                    "{} tokens for a model with {vocab_size} vocabulary rows: the tokenizer and the model disagree",
+                    tokens.len()
+                ),
+            });
+        }
         let tied_output = file.tensor("output.weight").is_none();
         let has_rope_freqs = file.tensor("rope_freqs.weight").is_some();
         let cfg = LlamaConfig {

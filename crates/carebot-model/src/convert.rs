@@ -98,7 +98,10 @@ impl HfConfig {
     /// cannot change the output: `architectures`/`model_type` (checked to be Llama), token ids
     /// (read from the tokenizer files), `dtype`/`torch_dtype` (each tensor's type comes from its
     /// safetensors header), `initializer_range`, `use_cache`, `attention_dropout` (training only);
-    /// fields `LlamaConfig` does not define are not read by transformers' Llama either.
+    /// fields `LlamaConfig` does not define are not read by transformers' Llama either, except the
+    /// two with which transformers loads something other than plain Llama weights and code, which
+    /// are refused (last rows). The checkpoint's tensors are checked the same way
+    /// ([`Conversion::plan`]): a tensor the model does not use is refused, not dropped.
     ///
     /// | field | handling |
     /// | --- | --- |
@@ -111,8 +114,13 @@ impl HfConfig {
     /// | `tie_word_embeddings` | read; absent means false, transformers' default |
     /// | `hidden_act` | must be `silu` (absent: transformers' default, silu) |
     /// | `attention_bias`, `mlp_bias` | must be false or absent |
-    /// | `partial_rotary_factor` | must be 1 or absent |
+    /// | `partial_rotary_factor` (at the top, or in `rope_parameters` as transformers 5 saves it) | must be 1 or absent |
+    /// | any other key of `rope_scaling` / `rope_parameters` | refused: every key there changes RoPE |
     /// | `pretraining_tp` | ignored: it only splits the same products into slices during training |
+    /// | `dtype` (5.x) or `torch_dtype` (4.x) | ignored: each tensor's own type (BF16, F16, F32) is in its safetensors header, and any other is refused there |
+    /// | `vocab_size` vs the tokenizer | a tokenizer id at or past `vocab_size` is refused; rows past the tokenizer's last id are padded with unused `[PAD<id>]` tokens, as llama.cpp does |
+    /// | `quantization_config` | refused: the weights were quantized by another tool (GPTQ, AWQ, bitsandbytes, FP8…) |
+    /// | `auto_map` naming a model class | refused: the checkpoint runs its own code, not transformers' Llama |
     pub fn from_json(c: &Json) -> Result<Self, ConvertError> {
         let arch = c["architectures"].as_array().and_then(|a| a.first()).and_then(Json::as_str).unwrap_or("");
         let model_type = c["model_type"].as_str().unwrap_or("");
@@ -183,6 +191,12 @@ fn refuse_unsupported(c: &Json) -> Result<(), ConvertError> {
     if !(c["partial_rotary_factor"].is_null() || c["partial_rotary_factor"].as_f64() == Some(1.0)) {
         return refuse("partial_rotary_factor", "RoPE is applied to the whole head");
     }
+    if !c["quantization_config"].is_null() {
+        return refuse("quantization_config", "CareBot converts unquantized (bf16, f16, f32) checkpoints");
+    }
+    if c["auto_map"].as_object().is_some_and(|m| m.keys().any(|k| k.starts_with("AutoModel"))) {
+        return refuse("auto_map", "the checkpoint brings its own model code, so it may not compute what Llama does");
+    }
     Ok(())
 }
 
@@ -223,6 +237,21 @@ fn rope(c: &Json) -> Result<(f64, Option<(f64, f64, f64, f64)>), ConvertError> {
     };
     let Some(s) = scaling else { return Ok((base, None)) };
     let kind = s.get("rope_type").or(s.get("type")).unwrap_or(&Json::Null);
+    // Every key of the object changes RoPE: one this converter does not read is refused by name
+    // (transformers 5 moved partial_rotary_factor in here, for one).
+    let llama3_keys = ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"];
+    for (key, v) in s {
+        let known = match key.as_str() {
+            "rope_type" | "type" | "rope_theta" => true,
+            "partial_rotary_factor" if v.as_f64() == Some(1.0) => true,
+            k => kind.as_str() == Some("llama3") && llama3_keys.contains(&k),
+        };
+        if !known && matches!(kind.as_str(), None | Some("default" | "llama3")) {
+            return Err(bad(format!(
+                "{field}.{key} = {v} is not supported (rope_type {kind}): CareBot's RoPE would not apply it"
+            )));
+        }
+    }
     match kind.as_str() {
         None if kind.is_null() => Ok((base, None)),
         Some("default") => Ok((base, None)),
@@ -239,6 +268,14 @@ fn rope(c: &Json) -> Result<(f64, Option<(f64, f64, f64, f64)>), ConvertError> {
             "{field}.rope_type = {kind} is not supported: CareBot implements Llama-3's \"default\" and \"llama3\" RoPE"
         ))),
     }
+}
+
+/// A tensor a checkpoint may hold that the conversion leaves out because it cannot change the
+/// output: RoPE's inverse frequencies, which transformers before 4.31 saved and recomputes from
+/// `rope_theta` (llama.cpp skips them too), and, with tied embeddings, a stored `lm_head.weight`,
+/// which transformers replaces by the embeddings when it ties them.
+fn unused_tensor(name: &str, cfg: &HfConfig) -> bool {
+    name.ends_with(".rotary_emb.inv_freq") || (cfg.tied && name == "lm_head.weight")
 }
 
 /// One GGUF tensor and where it comes from.
@@ -416,17 +453,26 @@ fn tokenizer_metadata(
         )));
     }
     let vocab = m["vocab"].as_object().ok_or_else(|| invalid("tokenizer.json: model.vocab is missing"))?;
+    // A vocabulary bigger than the tokenizer's is padded, as llama.cpp does (the embedding rows
+    // past the tokenizer are never produced by it); a token the model has no row for is refused:
+    // dropping it would make the tokenizer and the model disagree.
     let n = c.vocab;
+    let slot = |id: &Json, text: &str| -> Result<usize, ConvertError> {
+        id.as_u64().and_then(|i| usize::try_from(i).ok()).filter(|&i| i < n).ok_or_else(|| {
+            invalid(format!(
+                "tokenizer.json: token {text:?} has id {id}, outside config.json's vocab_size {n}: \
+                 the tokenizer and the model disagree"
+            ))
+        })
+    };
     let mut tokens: Vec<Option<String>> = vec![None; n];
     for (text, id) in vocab {
-        if let Some(slot) = id.as_u64().and_then(|i| usize::try_from(i).ok()).and_then(|i| tokens.get_mut(i)) {
-            *slot = Some(text.clone());
-        }
+        tokens[slot(id, text)?] = Some(text.clone());
     }
     let mut types = vec![1i32; n];
     for added in t["added_tokens"].as_array().into_iter().flatten() {
-        let (Some(id), Some(text)) = (added["id"].as_u64(), added["content"].as_str()) else { continue };
-        let Some(id) = usize::try_from(id).ok().filter(|&i| i < tokens.len()) else { continue };
+        let text = added["content"].as_str().ok_or_else(|| invalid(format!("tokenizer.json: added token {added}")))?;
+        let id = slot(&added["id"], text)?;
         tokens[id] = Some(text.to_string());
         // Special added tokens are control tokens; the others are user-defined.
         types[id] = if added["special"].as_bool().unwrap_or(false) { 3 } else { 4 };
@@ -572,11 +618,34 @@ pub struct Conversion {
 }
 
 impl Conversion {
-    /// Plans the conversion of `files` to `quant`; `has_lm_head`: the checkpoint stores
-    /// `lm_head.weight` (else the output reuses the embeddings).
-    pub fn plan(files: &HfFiles, quant: Quant, has_lm_head: bool) -> Result<Self, ConvertError> {
+    /// Plans the conversion of `files` to `quant`, given the names of every tensor the checkpoint
+    /// holds: each must be one the model uses or one that cannot change its output
+    /// ([`unused_tensor`]), and each tensor the model uses must be there.
+    pub fn plan<'a>(
+        files: &HfFiles,
+        quant: Quant,
+        checkpoint: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, ConvertError> {
         let cfg = HfConfig::from_json(&files.config)?;
-        let tensors = plan(&cfg, quant, has_lm_head);
+        let held: std::collections::BTreeSet<&str> = checkpoint.into_iter().collect();
+        if !cfg.tied && !held.contains("lm_head.weight") {
+            return Err(invalid(
+                "the checkpoint has no lm_head.weight, yet config.json says tie_word_embeddings is false: \
+                 the output projection is missing (transformers would fill it with random values)",
+            ));
+        }
+        let tensors = plan(&cfg, quant, held.contains("lm_head.weight"));
+        let used: std::collections::BTreeSet<&str> = tensors.iter().filter_map(|p| p.hf.as_deref()).collect();
+        if let Some(missing) = used.iter().find(|n| !held.contains(*n)) {
+            return Err(invalid(format!("the checkpoint has no tensor {missing:?}")));
+        }
+        if let Some(unknown) = held.iter().find(|n| !used.contains(*n) && !unused_tensor(n, &cfg)) {
+            return Err(invalid(format!(
+                "the checkpoint holds tensor {unknown:?}, which a Llama model does not have: it would be \
+                 dropped, and the model it belongs to may compute something else (biases, extra norms, \
+                 experts…)"
+            )));
+        }
         let mut writer = GgufWriter::new();
         let mut notes = Vec::new();
         metadata(&mut writer, files, &cfg, quant, &mut notes)?;
@@ -882,12 +951,25 @@ mod tests {
         let mut c = config_4x();
         c["rope_scaling"].as_object_mut().unwrap().remove("low_freq_factor");
         assert!(refusal(&c).contains("rope_scaling.low_freq_factor"));
+        // transformers 5 saves partial_rotary_factor inside rope_parameters; unknown keys there too.
+        for (key, value) in [("partial_rotary_factor", Json::from(0.5)), ("attention_factor", Json::from(0.9))] {
+            let mut c = config_5x();
+            c["rope_parameters"][key] = value.clone();
+            assert!(refusal(&c).contains(&format!("rope_parameters.{key}")), "{}", refusal(&c));
+            c["rope_parameters"] = serde_json::json!({ "rope_theta": 500000.0, "rope_type": "default", key: value });
+            assert!(refusal(&c).contains(&format!("rope_parameters.{key}")), "{}", refusal(&c));
+        }
+        let mut c = config_5x();
+        c["rope_parameters"]["partial_rotary_factor"] = 1.0.into();
+        assert!(HfConfig::from_json(&c).is_ok());
         for (field, value) in [
             ("attention_bias", Json::Bool(true)),
             ("mlp_bias", Json::Bool(true)),
             ("hidden_act", "gelu".into()),
             ("partial_rotary_factor", 0.5.into()),
             ("rms_norm_eps", Json::Null),
+            ("quantization_config", serde_json::json!({"quant_method": "gptq", "bits": 4})),
+            ("auto_map", serde_json::json!({"AutoModelForCausalLM": "modeling_x.XForCausalLM"})),
         ] {
             let mut c = config_5x();
             c[field] = value;
@@ -947,7 +1029,8 @@ mod tests {
             chat_template: None,
             dir_name: "tiny".into(),
         };
-        let mut c = Conversion::plan(&files, Quant::Q4KM, true).unwrap();
+        let names: Vec<String> = s.hf_names().into_iter().map(|(hf, _)| hf).collect();
+        let mut c = Conversion::plan(&files, Quant::Q4KM, names.iter().map(String::as_str)).unwrap();
         let header = c.header();
         let layout = c.layout(header.len() as u64);
         let data: Vec<Vec<u8>> = layout.iter().map(|&(_, n, _)| vec![7u8; n as usize]).collect();
@@ -963,5 +1046,101 @@ mod tests {
         assert_eq!(last_start + last_padded, file.len() as u64);
         // The output, and attn_v + ffn_down of the last layer (llama.cpp's use_more_bits for 2 layers).
         assert_eq!(c.tensors.iter().filter(|p| p.ty == GgmlType::Q6_K).count(), 3);
+    }
+
+    /// A tiny model's files: config.json with `vocab_size` and a BPE tokenizer of `tokens` ids.
+    fn tiny_files(vocab_size: usize, tokens: usize, tied: bool) -> HfFiles {
+        let s = crate::synthetic::SyntheticSpec::tiny_llama3();
+        let config = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": s.dim, "intermediate_size": s.ffn_dim,
+            "num_hidden_layers": s.n_layers, "num_attention_heads": s.n_heads,
+            "num_key_value_heads": s.n_kv_heads, "vocab_size": vocab_size, "max_position_embeddings": s.context,
+            "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": tied,
+        });
+        let vocab: serde_json::Map<String, Json> = (0..tokens).map(|i| (format!("t{i}"), Json::from(i))).collect();
+        HfFiles {
+            config,
+            tokenizer: serde_json::json!({"model": {"type": "BPE", "vocab": vocab, "merges": ["t1 t2"]}}),
+            tokenizer_config: Json::Null,
+            generation_config: Json::Null,
+            chat_template: None,
+            dir_name: "tiny".into(),
+        }
+    }
+
+    fn tiny_names(tied: bool) -> Vec<String> {
+        let s = crate::synthetic::SyntheticSpec { tied_output: tied, ..crate::synthetic::SyntheticSpec::tiny_llama3() };
+        s.hf_names().into_iter().map(|(hf, _)| hf).collect()
+    }
+
+    fn plan_error(files: &HfFiles, names: &[String]) -> String {
+        match Conversion::plan(files, Quant::F16, names.iter().map(String::as_str)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("expected a refusal"),
+        }
+    }
+
+    #[test]
+    fn every_checkpoint_tensor_is_used_or_harmless() {
+        let names = tiny_names(false);
+        assert!(Conversion::plan(&tiny_files(256, 256, false), Quant::F16, names.iter().map(String::as_str)).is_ok());
+        // Tensors of some other model are refused by name, never dropped.
+        for extra in ["model.layers.0.self_attn.q_proj.bias", "model.layers.1.self_attn.q_norm.weight"] {
+            let mut with = names.clone();
+            with.push(extra.into());
+            assert!(plan_error(&tiny_files(256, 256, false), &with).contains(extra));
+        }
+        // Saved RoPE frequencies (old transformers) are recomputed, so they may be there.
+        let mut with = names.clone();
+        with.push("model.layers.0.self_attn.rotary_emb.inv_freq".into());
+        assert!(Conversion::plan(&tiny_files(256, 256, false), Quant::F16, with.iter().map(String::as_str)).is_ok());
+        // A missing weight is named.
+        let without: Vec<String> = names.iter().filter(|n| *n != "model.norm.weight").cloned().collect();
+        assert!(plan_error(&tiny_files(256, 256, false), &without).contains("model.norm.weight"));
+        // Untied, but no lm_head: refused (transformers would make it up), not silently tied.
+        let headless = tiny_names(true);
+        assert!(plan_error(&tiny_files(256, 256, false), &headless).contains("tie_word_embeddings"));
+        // Tied: no output.weight planned, and a stored lm_head (which transformers ignores) is left out.
+        for names in [tiny_names(true), names] {
+            let c =
+                Conversion::plan(&tiny_files(256, 256, true), Quant::F16, names.iter().map(String::as_str)).unwrap();
+            assert!(c.tensors.iter().all(|p| p.gguf != "output.weight"));
+        }
+    }
+
+    /// A head size other than hidden / heads (no Llama-3.x has one, but transformers and llama.cpp
+    /// allow it) sizes the attention projections and is written as llama.cpp writes it.
+    #[test]
+    fn an_explicit_head_dim_sizes_the_attention() {
+        let mut files = tiny_files(256, 256, false);
+        files.config["head_dim"] = 32.into();
+        let names = tiny_names(false);
+        let mut c = Conversion::plan(&files, Quant::F16, names.iter().map(String::as_str)).unwrap();
+        let shape = |n: &str| c.tensors.iter().find(|p| p.gguf == n).unwrap().shape;
+        assert_eq!(shape("blk.0.attn_q.weight"), [4 * 32, 256]);
+        assert_eq!(shape("blk.0.attn_k.weight"), [2 * 32, 256]);
+        assert_eq!(shape("blk.0.attn_output.weight"), [256, 4 * 32]);
+        let header = c.header();
+        let file = crate::gguf::GgufFile::parse(&header, u64::MAX).unwrap();
+        for key in ["llama.attention.key_length", "llama.attention.value_length", "llama.rope.dimension_count"] {
+            assert_eq!(file.metadata.get_u64(key), Some(32), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_tokenizer_must_fit_the_vocabulary() {
+        let names = tiny_names(false);
+        // More rows than tokens: padded as llama.cpp pads, with unused tokens.
+        let c = Conversion::plan(&tiny_files(264, 256, false), Quant::F16, names.iter().map(String::as_str));
+        let Ok(mut c) = c else { panic!("a padded vocabulary is read") };
+        let header = c.header();
+        let file = crate::gguf::GgufFile::parse(&header, u64::MAX).unwrap();
+        let Some(Value::Array(_, tokens)) = file.metadata.get("tokenizer.ggml.tokens") else { panic!() };
+        assert_eq!((tokens.len(), &tokens[263]), (264, &Value::String("[PAD263]".into())));
+        let Some(Value::Array(_, types)) = file.metadata.get("tokenizer.ggml.token_type") else { panic!() };
+        assert_eq!((&types[255], &types[256]), (&Value::I32(1), &Value::I32(5)));
+        // A token past the model's rows: refused, naming it.
+        let m = plan_error(&tiny_files(256, 260, false), &names);
+        assert!(m.contains("vocab_size 256") && m.contains("t25"), "{m}");
     }
 }

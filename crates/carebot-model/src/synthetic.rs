@@ -365,7 +365,9 @@ impl SyntheticSpec {
             }
         }
         n.push(("model.norm.weight".into(), "output_norm.weight".into()));
-        n.push(("lm_head.weight".into(), "output.weight".into()));
+        if !spec.tied_output {
+            n.push(("lm_head.weight".into(), "output.weight".into()));
+        }
         n
     }
 
@@ -429,10 +431,14 @@ impl SyntheticSpec {
         Ok(())
     }
 
-    /// config.json of this model as transformers 4.x writes it (Llama-3.1 RoPE scaling).
+    /// config.json of this model as transformers 4.x writes it (`rope_scaling` null for plain
+    /// RoPE, as Llama-3.0's).
     pub fn hf_config(&self) -> serde_json::Value {
         let s = self;
-        let rs = s.rope_scaling.as_ref().expect("a Llama-3.1 spec");
+        let rope_scaling = s.rope_scaling.as_ref().map(|rs| {
+            serde_json::json!({ "rope_type": "llama3", "factor": rs.factor, "low_freq_factor": rs.low_freq_factor,
+                "high_freq_factor": rs.high_freq_factor, "original_max_position_embeddings": rs.original_context })
+        });
         serde_json::json!({
             "architectures": ["LlamaForCausalLM"], "model_type": "llama",
             "hidden_size": s.dim, "intermediate_size": s.ffn_dim, "num_hidden_layers": s.n_layers,
@@ -440,8 +446,7 @@ impl SyntheticSpec {
             "vocab_size": s.vocab, "max_position_embeddings": s.context, "rms_norm_eps": s.rms_eps,
             "rope_theta": s.rope_theta, "tie_word_embeddings": s.tied_output, "torch_dtype": "bfloat16",
             "bos_token_id": 128000, "eos_token_id": 128001,
-            "rope_scaling": { "rope_type": "llama3", "factor": rs.factor, "low_freq_factor": rs.low_freq_factor,
-                "high_freq_factor": rs.high_freq_factor, "original_max_position_embeddings": rs.original_context },
+            "rope_scaling": rope_scaling,
         })
     }
 
@@ -516,8 +521,9 @@ impl SyntheticSpec {
             chat_template: None,
             dir_name: name.into(),
         };
-        let mut conversion =
-            crate::convert::Conversion::plan(&files, quant, !self.tied_output).map_err(std::io::Error::other)?;
+        let names: Vec<String> = self.hf_names().into_iter().map(|(hf, _)| hf).collect();
+        let mut conversion = crate::convert::Conversion::plan(&files, quant, names.iter().map(String::as_str))
+            .map_err(std::io::Error::other)?;
         let header = conversion.header();
         let len = conversion.layout(header.len() as u64).last().map_or(header.len() as u64, |&(at, _, pad)| at + pad);
         let file = GgufFile::parse(&header, len).map_err(std::io::Error::other)?;

@@ -329,19 +329,49 @@ fn wrong_architecture_and_missing_keys_name_the_problem() {
     g.metadata.insert("llama.attention.head_count_kv", Value::U32(3));
     assert!(matches!(LlamaConfig::from_gguf(&g).unwrap_err(), ConfigError::BadValue { .. }));
 
-    // RoPE scaling this engine does not implement is refused by key, not ignored.
+    // Every key with which llama.cpp would compute something this engine does not is refused by
+    // key, not ignored (the table on LlamaConfig::from_gguf).
     for (key, value) in [
-        ("llama.rope.scaling.type", Value::String("linear".into())),
         ("llama.rope.scaling.type", Value::String("yarn".into())),
+        ("llama.rope.scaling.type", Value::String("longrope".into())),
         ("llama.rope.scale_linear", Value::F32(2.0)),
+        ("llama.rope.scaling.factor", Value::F32(8.0)),
+        ("llama.rope.scaling.attn_factor", Value::F32(0.7)),
+        ("llama.rope.scaling.yarn_log_multiplier", Value::F32(0.1)),
+        ("llama.expert_count", Value::U32(8)),
+        ("llama.attention.causal", Value::Bool(false)),
+        ("llama.embedding_length_out", Value::U32(512)),
+        ("llama.attention.value_length", Value::U32(32)),
+        ("llama.rope.dimension_count", Value::U32(32)),
+        ("llama.attention.head_count", Value::Array(ValueType::U32, vec![Value::U32(4), Value::U32(4)])),
     ] {
         let mut g = f.clone();
         g.metadata.insert(key, value);
-        assert!(matches!(LlamaConfig::from_gguf(&g).unwrap_err(), ConfigError::BadValue { key: k, .. } if k == key));
+        let e = LlamaConfig::from_gguf(&g).unwrap_err();
+        assert!(matches!(&e, ConfigError::BadValue { key: k, .. } if k == key), "{key}: {e}");
     }
+    // What llama.cpp reads as "no scaling" is read the same way.
+    for (key, value) in [
+        ("llama.rope.scaling.type", Value::String("none".into())),
+        ("llama.rope.scaling.type", Value::String("linear".into())),
+        ("llama.rope.scaling.factor", Value::F32(1.0)),
+        ("llama.rope.scaling.factor", Value::F32(0.0)),
+        ("llama.rope.scaling.attn_factor", Value::F32(1.0)),
+        ("llama.expert_count", Value::U32(0)),
+        ("llama.attention.causal", Value::Bool(true)),
+        ("llama.rope.scaling.finetuned", Value::Bool(true)),
+    ] {
+        let mut g = f.clone();
+        g.metadata.insert(key, value);
+        assert!(LlamaConfig::from_gguf(&g).is_ok(), "{key}");
+    }
+    // A tokenizer with more or fewer tokens than the model has rows.
     let mut g = f.clone();
-    g.metadata.insert("llama.rope.scaling.type", Value::String("none".into()));
-    assert!(LlamaConfig::from_gguf(&g).is_ok());
+    let Some(Value::Array(ty, mut tokens)) = g.metadata.get("tokenizer.ggml.tokens").cloned() else { panic!() };
+    tokens.pop();
+    g.metadata.insert("tokenizer.ggml.tokens", Value::Array(ty, tokens));
+    let e = LlamaConfig::from_gguf(&g).unwrap_err();
+    assert!(matches!(&e, ConfigError::BadValue { key, .. } if key == "tokenizer.ggml.tokens"), "{e}");
 
     let mut g = f.clone();
     g.tensors.iter_mut().find(|t| t.name == "blk.0.attn_k.weight").unwrap().dims = vec![256, 256];

@@ -129,7 +129,7 @@ impl Plan {
         let dir_name = repo.repo.rsplit('/').next().unwrap_or(&repo.repo).to_string();
         let files = HfFiles { config, tokenizer, tokenizer_config, generation_config, chat_template, dir_name };
         let mut conversion =
-            Conversion::plan(&files, Quant::Q4KM, tensors.contains_key("lm_head.weight")).map_err(convert_failure)?;
+            Conversion::plan(&files, Quant::Q4KM, tensors.keys().map(String::as_str)).map_err(convert_failure)?;
         let header = conversion.header();
         let layout = conversion.layout(header.len() as u64);
         let mut sources = Vec::with_capacity(conversion.tensors.len());
