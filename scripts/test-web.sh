@@ -23,6 +23,9 @@ cargo build --release --workspace --bin carebot --examples
 mkdir -p target/e2e
 target/release/examples/synthetic_gguf target/e2e/tiny.gguf q4_k
 target/release/examples/synthetic_gguf target/e2e/tiny-f16.gguf f16
+# The tiny model with a chat template that loops 10^10 times (CVE-2024-34359's class).
+printf '%s' '{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}' > target/e2e/hostile-template.jinja
+target/release/examples/synthetic_gguf target/e2e/hostile-template.gguf q4_k target/e2e/hostile-template.jinja
 for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do
     CAREBOT_BROWSER=$engine CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/chat.mjs
 done

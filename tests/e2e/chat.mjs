@@ -37,6 +37,23 @@ const MODELS = {
     "/models/notes.gguf": { body: notGguf, range: true },
     "/norange/tiny.gguf": { body: model, range: false },
 };
+// The tiny model with a chat template that loops 10^10 times (scripts/test-web.sh writes it).
+const HOSTILE = process.env.CAREBOT_E2E_HOSTILE_TEMPLATE || join(OUT, "hostile-template.gguf");
+MODELS["/models/hostile-template.gguf"] = { body: readFileSync(HOSTILE), range: true };
+// A GGUF whose metadata is one 128 MiB u8 array (4 GiB as parsed values, were it not bounded).
+{
+    const head = Buffer.alloc(4 + 4 + 8 + 8 + 8 + 4 + 4 + 4 + 8);
+    let at = head.write("GGUF");
+    at = head.writeUInt32LE(3, at);
+    at = head.writeBigUInt64LE(0n, at);
+    at = head.writeBigUInt64LE(1n, at);
+    at = head.writeBigUInt64LE(4n, at);
+    at += head.write("evil", at);
+    at = head.writeUInt32LE(9, at);
+    at = head.writeUInt32LE(0, at);
+    head.writeBigUInt64LE(BigInt(128 << 20), at);
+    MODELS["/models/big-metadata.gguf"] = { body: Buffer.concat([head, Buffer.alloc(128 << 20, 1)]), range: true };
+}
 if (SMOLLM) MODELS["/models/smollm.gguf"] = { body: readFileSync(SMOLLM), range: true };
 // The same tiny model in f16 (2.6 MB: more than the first 1 MiB read), whose download fails once
 // after that first read, to check that a reload resumes it.
@@ -208,13 +225,20 @@ try {
         ["/norange/tiny.gguf", "NoRange"],
         ["/models/notes.gguf", "NotGguf"],
         ["/models/bloom.gguf", "WrongArchitecture"],
+        ["/models/hostile-template.gguf", "Model"],
+        ["/models/big-metadata.gguf", "Model"],
     ]) {
+        const before = Date.now();
         const p = await open(`?model=${url}`, { collectErrors: false });
         assert.equal(await waitState(p, ["failed", "probed", "ready"]), "failed", url);
         assert.equal(await p.getAttribute('[data-testid="model-error"]', "data-kind"), kind, url);
         assert.ok(await p.isVisible('[data-testid="retry"]'));
         assert.equal(await p.count('[data-testid="model-file"]'), 1);
-        log(`${url}: ${(await p.textContent('[data-testid="model-error"]')).trim()}`);
+        const words = (await p.textContent('[data-testid="model-error"]')).trim();
+        log(`${url}: ${words} (${Date.now() - before} ms)`);
+        // Refused when probed (before any download), within its bounded cost.
+        if (url.includes("hostile")) assert.match(words, /the chat template runs too long/);
+        if (url.includes("big-metadata")) assert.match(words, /the metadata would take over 268435456 bytes/);
         if (kind === "NoRange") await p.screenshot({ path: shot("no-range.png"), fullPage: true });
         await p.close();
     }

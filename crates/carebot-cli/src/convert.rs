@@ -4,7 +4,9 @@
 //! Tensors stream through one at a time (big ones in row chunks), quantized on every core; the
 //! file is written under a temporary name and renamed only when complete.
 
-use carebot_model::convert::{self, Conversion, HfFiles, Planned, SourceDtype, permute_rows_for_rope};
+use carebot_model::convert::{
+    self, Conversion, HfFiles, Planned, SAFETENSORS_PREFIX, SourceDtype, permute_rows_for_rope, safetensors_header_len,
+};
 use carebot_model::quant::{self, GgmlType};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -74,8 +76,16 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
     convert(&model, &args.out, args.quant)
 }
 
+/// A checkpoint file read whole, once its size is known to be one such a file can have.
+fn read_text(path: &Path) -> Result<String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let size = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+    convert::check_json_file_size(&name, size).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
 fn read_json(path: &Path) -> Result<Json> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = read_text(path)?;
     Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
@@ -100,11 +110,7 @@ impl HfModel {
         let tokenizer_config = optional("tokenizer_config.json")?;
         let generation_config = optional("generation_config.json")?;
         let template_path = dir.join("chat_template.jinja");
-        let chat_template = if template_path.exists() {
-            Some(std::fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?)
-        } else {
-            None
-        };
+        let chat_template = if template_path.exists() { Some(read_text(&template_path)?) } else { None };
         let index_path = dir.join("model.safetensors.index.json");
         let index: HashMap<String, String> = if index_path.exists() {
             let j = read_json(&index_path)?;
@@ -126,6 +132,9 @@ impl HfModel {
             let file = File::open(&path).map_err(|e| format!("shard {}: {e}", path.display()))?;
             // SAFETY: the file is only read, and a checkpoint is not rewritten while converting.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("shard {}: {e}", path.display()))?;
+            // Our bound on the header, from its length prefix, before the crate parses it.
+            safetensors_header_len(&map[..map.len().min(SAFETENSORS_PREFIX)], map.len() as u64)
+                .map_err(|e| format!("shard {}: {e}", path.display()))?;
             let st = SafeTensors::deserialize(&map).map_err(|e| format!("shard {}: {e}", path.display()))?;
             if index.is_empty() || !index.values().any(|v| v == &f) {
                 for name in st.names() {

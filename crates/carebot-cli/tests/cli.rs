@@ -279,3 +279,46 @@ fn bench_reports_json() {
     let (ok, _, err) = carebot(&["bench", "--synthetic", "llama9:q4_k"]);
     assert!(!ok && err.contains("unknown shape"), "{err}");
 }
+
+/// A model whose chat template loops without end (CVE-2024-34359's class) is refused with a clear
+/// message, quickly, by every command that would render it.
+#[test]
+fn a_hostile_chat_template_is_refused_quickly() {
+    let (dir, _) = Scratch::new("hostile-template", one_layer());
+    let template = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    let bytes = one_layer().to_gguf_with(
+        GgmlType::Q4_K,
+        vec![("tokenizer.chat_template".into(), carebot_model::gguf::Value::String(template.into()))],
+    );
+    let path = dir.path("hostile.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let m = path.to_str().unwrap();
+    let started = std::time::Instant::now();
+    for args in [
+        vec!["generate", "--model", m, "--backend", "cpu", "--chat", "--prompt", "hi", "--max-tokens", "2"],
+        vec!["chat", "--model", m, "--backend", "cpu"],
+    ] {
+        let (ok, _, err) = carebot(&args);
+        assert!(!ok && err.contains("the chat template runs too long"), "{args:?}: {err}");
+    }
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+
+    // A 232 MB file whose metadata holds a 128 MiB array (4 GiB as parsed values): refused at
+    // once, naming the key (the file is sparse: nothing past the header is written).
+    let path = dir.path("big-metadata.gguf");
+    let mut header = b"GGUF".to_vec();
+    for word in [3u32.to_le_bytes().to_vec(), 0u64.to_le_bytes().to_vec(), 1u64.to_le_bytes().to_vec()] {
+        header.extend(word);
+    }
+    header.extend(4u64.to_le_bytes());
+    header.extend(b"evil");
+    header.extend(9u32.to_le_bytes());
+    header.extend(0u32.to_le_bytes());
+    header.extend((128u64 << 20).to_le_bytes());
+    std::fs::write(&path, &header).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(232_000_000).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, _, err) = carebot(&["info", path.to_str().unwrap()]);
+    assert!(!ok && err.contains("the metadata would take over") && err.contains("\"evil\""), "{err}");
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+}

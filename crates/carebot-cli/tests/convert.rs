@@ -160,6 +160,18 @@ fn bad_checkpoints_fail_cleanly() {
     let (ok, _, err) = convert(&dir);
     assert!(!ok && err.contains("model.norm.weight"), "{err}");
 
+    // Hostile JSON: a config.json far bigger than any needs is not read; nesting 100 000 deep is
+    // refused by the parser's depth limit. Both name the file, at once.
+    let dir = fresh("huge-config");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), config.replace('{', &format!("{{{}", " ".repeat(5 << 20)))).unwrap();
+    let (ok, _, err) = convert(&dir);
+    assert!(!ok && err.contains("config.json") && err.contains("more than"), "{err}");
+    let dir = fresh("deep-json");
+    std::fs::write(dir.join("tokenizer_config.json"), "[".repeat(100_000) + &"]".repeat(100_000)).unwrap();
+    let (ok, _, err) = convert(&dir);
+    assert!(!ok && err.contains("tokenizer_config.json") && err.contains("recursion limit"), "{err}");
+
     for line in err.lines().filter(|l| l.starts_with("error")) {
         assert!(!line.is_empty());
     }

@@ -16,6 +16,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub const LLAMA3_TEMPLATE: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
 
 const TEMPLATE_NAME: &str = "chat_template";
+
+/// Template instructions one render may run. A chat template comes with the model, from anywhere a
+/// link points, and rendering cannot be interrupted (in the page it runs in the worker that Stop
+/// talks to): Llama-3.1's template with tools spends about 2 000 on a 20-turn conversation, so 4 M
+/// stops a hostile loop (CVE-2024-34359's class) within about a second.
+pub const TEMPLATE_FUEL: u64 = 4_000_000;
+/// Bytes a prompt may have beyond four times what the conversation brings to it.
+pub const TEMPLATE_OUTPUT_SLACK: usize = 1 << 20;
 /// `now` value meaning "no clock set".
 const NO_CLOCK: i64 = i64::MIN;
 
@@ -60,6 +68,12 @@ pub enum ChatError {
     NoClock,
     #[error("invalid tokenizer_config.json: {0}")]
     InvalidConfig(String),
+    /// The template ran longer than any chat format needs ([`TEMPLATE_FUEL`]).
+    #[error("the chat template runs too long: it used up its budget of {0} steps")]
+    TooCostly(u64),
+    /// The prompt grew far past what the conversation holds ([`TEMPLATE_OUTPUT_SLACK`]).
+    #[error("the chat template writes too much: over {0} bytes for this conversation")]
+    TooLarge(usize),
 }
 
 /// Carried as the source of a minijinja error so that `raise_exception` comes back typed.
@@ -117,6 +131,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
         env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |message: String| -> Result<Value, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(Raised(message)))
@@ -134,7 +149,9 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(source))
             .map_err(|e| ChatError::Syntax(e.to_string()))?;
-        Ok(ChatTemplate { env, source: source.to_string(), bos_token, eos_token, now })
+        let template = ChatTemplate { env, source: source.to_string(), bos_token, eos_token, now };
+        template.check()?;
+        Ok(template)
     }
 
     /// The Llama-3 header format ([`LLAMA3_TEMPLATE`]).
@@ -204,6 +221,27 @@ impl ChatTemplate {
         }
     }
 
+    /// Renders a short sample conversation once, so that a template that cannot render, runs too
+    /// long or writes too much fails when the model loads, not at the first message. A template
+    /// may refuse a conversation (a system turn, say) or want a clock: those depend on the
+    /// conversation or the place, and pass here.
+    fn check(&self) -> Result<(), ChatError> {
+        let turns = [
+            ChatMessage::system("You are a careful medical assistant."),
+            ChatMessage::user("I have a fever."),
+            ChatMessage::assistant("How long have you had it?"),
+            ChatMessage::user("Two days."),
+        ];
+        for messages in [&turns[..], &turns[1..]] {
+            match self.render(messages, true) {
+                Ok(_) | Err(ChatError::NoClock) => return Ok(()),
+                Err(ChatError::Raised(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -258,7 +296,36 @@ impl ChatTemplate {
             }
         }
         let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| ChatError::Syntax(e.to_string()))?;
-        template.render(Value::from_serialize(&ctx)).map_err(classify)
+        let brought: usize = messages.iter().map(|m| m.content.len() + m.role.len()).sum::<usize>()
+            + ctx.values().map(|v| v.to_string().len()).sum::<usize>();
+        let mut out = Bounded { bytes: Vec::new(), limit: TEMPLATE_OUTPUT_SLACK.saturating_add(4 * brought) };
+        match template.render_captured_to(Value::from_serialize(&ctx), &mut out) {
+            Ok(_) => String::from_utf8(out.bytes).map_err(|e| ChatError::Render(e.to_string())),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(ChatError::TooCostly(TEMPLATE_FUEL)),
+            Err(_) if out.bytes.len() >= out.limit => Err(ChatError::TooLarge(out.limit)),
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+/// A render's output, refusing to grow past `limit` bytes.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            self.bytes.resize(self.limit, 0);
+            return Err(std::io::Error::other("the prompt is too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -744,6 +744,34 @@ pub struct SourceTensor {
 /// Bytes of a safetensors file's header-length prefix.
 pub const SAFETENSORS_PREFIX: usize = 8;
 
+/// The largest safetensors header read: 16 MiB. A Llama shard lists at most a few hundred
+/// tensors in a few tens of KB (Llama-3.1-405B's whole index is ≈ 100 KB); a hostile length is
+/// refused from the 8-byte prefix, before anything is allocated.
+pub const MAX_SAFETENSORS_HEADER: u64 = 16 << 20;
+
+/// The largest size a checkpoint's file `name` may have to be read whole and parsed: a hostile
+/// link or folder cannot make the page or the CLI hold more. Llama-3's tokenizer.json is 9 MB
+/// (17 MB as transformers 5 indents it); config.json, generation_config.json and the chat
+/// template are a few KB; tokenizer_config.json ≈ 50 KB; the shard index ≈ 25 KB for an 8B.
+pub fn json_file_limit(name: &str) -> u64 {
+    match name {
+        "tokenizer.json" => 64 << 20,
+        "tokenizer_config.json" | "model.safetensors.index.json" => 16 << 20,
+        _ => 4 << 20,
+    }
+}
+
+/// Refuses a file of `size` bytes that is bigger than [`json_file_limit`] allows for `name`.
+pub fn check_json_file_size(name: &str, size: u64) -> Result<(), ConvertError> {
+    let limit = json_file_limit(name);
+    if size > limit {
+        return Err(invalid(format!(
+            "{name} is {size} bytes, more than the {limit} bytes such a file can need: not read"
+        )));
+    }
+    Ok(())
+}
+
 /// The length of the JSON header a safetensors file starts with (from its first 8 bytes),
 /// checked against the file's size.
 pub fn safetensors_header_len(prefix: &[u8], file_size: u64) -> Result<usize, ConvertError> {
@@ -752,8 +780,7 @@ pub fn safetensors_header_len(prefix: &[u8], file_size: u64) -> Result<usize, Co
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| invalid("not a safetensors file (shorter than 8 bytes)"))?;
     let n = u64::from_le_bytes(bytes);
-    // safetensors itself caps headers at 100 MB.
-    if n > 100_000_000 || n + 8 > file_size {
+    if n > MAX_SAFETENSORS_HEADER || n + 8 > file_size {
         return Err(invalid(format!("not a safetensors file (header length {n} in a file of {file_size} bytes)")));
     }
     usize::try_from(n).map_err(|_| invalid(format!("a safetensors header of {n} bytes does not fit in memory here")))
@@ -849,6 +876,11 @@ mod tests {
         assert!(safetensors_header_len(&file[..5], size).is_err());
         assert!(safetensors_header_len(&u64::MAX.to_le_bytes(), size).is_err());
         assert!(safetensors_header_len(&file[..8], 20).is_err());
+        // A 100 MB header (within safetensors' own cap) in a file that has it: refused from the
+        // prefix alone.
+        let e = safetensors_header_len(&100_000_000u64.to_le_bytes(), 200_000_000).unwrap_err();
+        assert!(e.to_string().contains("100000000"), "{e}");
+        assert!(safetensors_header_len(&MAX_SAFETENSORS_HEADER.to_le_bytes(), 200_000_000).is_ok());
         let n = safetensors_header_len(&file[..8], size).unwrap();
         let json = &file[8..8 + n];
         // A file cut short: the tensors no longer fit.

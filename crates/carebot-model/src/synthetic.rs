@@ -201,7 +201,16 @@ impl SyntheticSpec {
     /// A complete GGUF file of this model; matrices stored as `matrix_type` (quantized with our
     /// quantizers), norms and RoPE factors as F32.
     pub fn to_gguf(&self, matrix_type: GgmlType) -> Vec<u8> {
+        self.to_gguf_with(matrix_type, Vec::new())
+    }
+
+    /// [`Self::to_gguf`] with `extra` metadata set (added, or replacing a key): for files that
+    /// differ from the model in one field, such as a hostile chat template.
+    pub fn to_gguf_with(&self, matrix_type: GgmlType, extra: Vec<(String, Value)>) -> Vec<u8> {
         let (mut w, names) = self.writer(TypeMix::Uniform(matrix_type));
+        for (key, value) in extra {
+            w.set(&key, value);
+        }
         let data: Vec<Vec<u8>> = names
             .iter()
             .map(|name| {

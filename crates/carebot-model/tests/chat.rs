@@ -159,8 +159,11 @@ fn raise_exception_is_a_typed_error() {
 fn template_errors_are_typed() {
     assert!(matches!(ChatTemplate::new("{% for x in %}", None, None), Err(ChatError::Syntax(_))));
     assert!(matches!(ChatTemplate::new("{% if x %}", None, None), Err(ChatError::Syntax(_))));
-    let tpl = ChatTemplate::new("{{ messages[0].content.nope() }}", None, None).unwrap();
-    assert!(matches!(tpl.render(&[ChatMessage::user("x")], false), Err(ChatError::Render(_))));
+    // One that cannot render any conversation fails when it is loaded.
+    assert!(matches!(ChatTemplate::new("{{ messages[0].content.nope() }}", None, None), Err(ChatError::Render(_))));
+    let tpl = ChatTemplate::new("{{ messages[1].content.nope() if messages | length > 4 }}", None, None).unwrap();
+    let five = vec![ChatMessage::user("x"); 5];
+    assert!(matches!(tpl.render(&five, false), Err(ChatError::Render(_))));
     // `{% generation %}` (transformers' assistant mask tag) renders its body.
     let tpl = ChatTemplate::new(
         "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}",
@@ -214,4 +217,56 @@ fn stop_tokens_come_from_the_vocabulary() {
 fn chat_template_is_shareable() {
     fn check<T: Send + Sync>() {}
     check::<ChatTemplate>();
+}
+
+/// A chat template comes with the model, from wherever a link points: one that loops for ever or
+/// writes without end fails when the model loads, quickly, with a typed error.
+#[test]
+fn hostile_templates_fail_at_load_in_bounded_time() {
+    let started = std::time::Instant::now();
+    // CVE-2024-34359's class: nested loops (10^10 steps).
+    let nested = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    assert_eq!(
+        ChatTemplate::new(nested, None, None).unwrap_err(),
+        ChatError::TooCostly(carebot_model::chat::TEMPLATE_FUEL)
+    );
+    // Output without end: 10^5 × 10^4 bytes, far past the conversation.
+    let flood = "{% for i in range(100000) %}{{ 'x' * 10000 }}{% endfor %}";
+    assert!(matches!(
+        ChatTemplate::new(flood, None, None).unwrap_err(),
+        ChatError::TooLarge(_) | ChatError::TooCostly(_)
+    ));
+    // Recursion: a macro calling itself.
+    let recursive = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+    assert!(ChatTemplate::new(recursive, None, None).is_err());
+    // A template that fails on every conversation fails the load, not the first message.
+    assert!(matches!(
+        ChatTemplate::new("{{ messages[0].content | nosuchfilter }}", None, None),
+        Err(ChatError::Syntax(_) | ChatError::Render(_))
+    ));
+    assert!(matches!(ChatTemplate::new("{{ undefined_function() }}", None, None), Err(ChatError::Render(_))));
+    let elapsed = started.elapsed();
+    assert!(elapsed.as_secs() < 30, "{elapsed:?}");
+    eprintln!("hostile templates refused in {elapsed:?}");
+
+    // A template that refuses some conversations (here: system turns), or wants a clock, loads.
+    let picky = "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system role') }}{% endif %}{{ m.content }}{% endfor %}";
+    let t = ChatTemplate::new(picky, None, None).unwrap();
+    assert!(matches!(t.render(&[ChatMessage::system("s")], false), Err(ChatError::Raised(_))));
+    assert!(ChatTemplate::new("{{ strftime_now('%d %b %Y') }}", None, None).is_ok());
+    // Long real conversations stay well within the budget.
+    let long: Vec<ChatMessage> = (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                ChatMessage::user("症状 ".repeat(200))
+            } else {
+                ChatMessage::assistant("answer ".repeat(300))
+            }
+        })
+        .collect();
+    let prompt = ChatTemplate::new(LLAMA3_TEMPLATE, Some("<|begin_of_text|>".into()), None)
+        .unwrap()
+        .render(&long, true)
+        .unwrap();
+    assert!(prompt.len() > 300_000, "{}", prompt.len());
 }

@@ -197,8 +197,12 @@ fn absurd_counts_and_lengths_are_rejected_before_allocating() {
     push_str(&mut b, "arr");
     b.extend_from_slice(&9u32.to_le_bytes());
     b.extend_from_slice(&4u32.to_le_bytes());
-    b.extend_from_slice(&(1u64 << 28).to_le_bytes());
+    b.extend_from_slice(&(1u64 << 20).to_le_bytes());
     assert!(matches!(GgufFile::parse(&b, 4 << 30).unwrap_err(), GgufError::NeedMoreData { .. }));
+    // One that fits the file but not the metadata's memory bound: refused at its count.
+    let at = b.len() - 8;
+    b[at..].copy_from_slice(&(1u64 << 28).to_le_bytes());
+    assert!(matches!(GgufFile::parse(&b, 4 << 30).unwrap_err(), GgufError::MetadataTooLarge { .. }));
     // Deeply nested arrays.
     let mut b = header(3, 0, 1);
     push_str(&mut b, "deep");
@@ -399,4 +403,41 @@ fn wrong_architecture_and_missing_keys_name_the_problem() {
     let cfg = LlamaConfig::from_gguf(&GgufFile::parse(&bytes, bytes.len() as u64).unwrap()).unwrap();
     assert!(cfg.tied_output && !cfg.has_rope_freqs);
     assert!(cfg.summary().ends_with("RoPE scaling none, output tied to the embeddings"), "{}", cfg.summary());
+}
+
+/// The header of a GGUF whose only metadata is a `u8` array of `count` elements (the data itself
+/// not included), and the length of the whole file.
+fn header_with_u8_array(count: u64) -> (Vec<u8>, u64) {
+    let mut h = b"GGUF".to_vec();
+    h.extend(3u32.to_le_bytes());
+    h.extend(0u64.to_le_bytes()); // tensors
+    h.extend(1u64.to_le_bytes()); // key/value pairs
+    h.extend(4u64.to_le_bytes());
+    h.extend(b"evil");
+    h.extend(9u32.to_le_bytes()); // array
+    h.extend(0u32.to_le_bytes()); // of u8
+    h.extend(count.to_le_bytes());
+    let len = h.len() as u64 + count;
+    (h, len)
+}
+
+/// A 128 MiB metadata array would be 4 GiB as parsed values: refused at its count, before
+/// anything is allocated or read for it, quickly. A real vocabulary's arrays stay well within.
+#[test]
+fn metadata_memory_is_bounded() {
+    let started = std::time::Instant::now();
+    let (header, len) = header_with_u8_array(128 << 20);
+    let e = GgufFile::parse(&header, len).unwrap_err();
+    assert!(matches!(&e, GgufError::MetadataTooLarge { key, .. } if key == "evil"), "{e}");
+    assert!(started.elapsed().as_millis() < 100, "{:?}", started.elapsed());
+    // Small arrays parse (here: the data must be there).
+    let (mut header, len) = header_with_u8_array(1000);
+    header.resize(len as usize, 7);
+    let f = GgufFile::parse(&header, len).unwrap();
+    assert_eq!(f.metadata.get_array("evil").map(<[Value]>::len), Some(1000));
+    // The real model's metadata: the Llama-3 tokenizer's arrays, written the way a conversion does.
+    let spec = SyntheticSpec { vocab: 128_256, n_layers: 1, ..SyntheticSpec::tiny_llama3() };
+    let (header, len) = spec.gguf_header(carebot_model::quant::TypeMix::Uniform(GgmlType::Q4_K));
+    let f = GgufFile::parse(&header, len).unwrap();
+    assert_eq!(f.metadata.get_array("tokenizer.ggml.tokens").map(<[Value]>::len), Some(128_256));
 }

@@ -342,4 +342,14 @@ pub enum GgufError {
     TensorOutOfRange { tensor: String, start: u64, end: u64, file_len: u64 },
     #[error("I/O error reading the GGUF header: {0}")]
     Io(String),
+    /// The metadata would take more memory than any model's needs ([`MAX_METADATA_MEMORY`]).
+    #[error("the metadata would take over {limit} bytes of memory (at key {key:?}): no model needs that much")]
+    MetadataTooLarge { key: String, limit: u64 },
 }
+
+/// The memory the parsed metadata of one file may take: 256 MiB. Llama-3's (128 256 tokens,
+/// 280 147 merges, token types, template) takes ≈ 20 MB as parsed here, a 256k-token vocabulary
+/// about twice that; a hostile array (a 128 MiB `u8` array would take 4 GiB as values) is refused
+/// at its count, before anything is allocated for it. The bound matters most in the page, whose
+/// worker has a 32-bit memory.
+pub const MAX_METADATA_MEMORY: u64 = 256 << 20;

@@ -13,6 +13,8 @@ struct Cursor<'a> {
     buf: &'a [u8],
     pos: u64,
     file_len: u64,
+    /// Memory the metadata parsed so far takes (see [`MAX_METADATA_MEMORY`]).
+    memory: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -70,6 +72,15 @@ impl<'a> Cursor<'a> {
         Ok(String::from_utf8_lossy(self.bytes_with_len("string length")?).into_owned())
     }
 
+    /// Counts `bytes` more of parsed metadata against [`MAX_METADATA_MEMORY`].
+    fn spend(&mut self, bytes: u64, key: &str) -> Result<(), GgufError> {
+        self.memory = self.memory.saturating_add(bytes);
+        if self.memory > MAX_METADATA_MEMORY {
+            return Err(GgufError::MetadataTooLarge { key: key.to_string(), limit: MAX_METADATA_MEMORY });
+        }
+        Ok(())
+    }
+
     fn key(&mut self) -> Result<String, GgufError> {
         let offset = self.pos;
         let b = self.bytes_with_len("key length")?;
@@ -87,7 +98,11 @@ impl<'a> Cursor<'a> {
             ValueType::F32 => Value::F32(f32::from_le_bytes(self.array()?)),
             // Any non-zero byte is true, as in llama.cpp.
             ValueType::Bool => Value::Bool(self.array::<1>()?[0] != 0),
-            ValueType::String => Value::String(self.string()?),
+            ValueType::String => {
+                let s = self.string()?;
+                self.spend(s.len() as u64, key)?;
+                Value::String(s)
+            }
             ValueType::U64 => Value::U64(self.u64()?),
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.array()?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array()?)),
@@ -100,6 +115,7 @@ impl<'a> Cursor<'a> {
                     .ok_or_else(|| GgufError::UnknownValueType { key: key.to_string(), type_id })?;
                 let count = self.u64()?;
                 self.check_count("array length", count, elem.min_size())?;
+                self.spend(count.saturating_mul(std::mem::size_of::<Value>() as u64), key)?;
                 let mut items = Vec::with_capacity(self.capacity(count, elem.min_size()));
                 for _ in 0..count {
                     items.push(self.value(elem, key, depth + 1)?);
@@ -122,7 +138,7 @@ impl GgufFile {
     /// bound; the header may turn out to be longer still).
     pub fn parse(prefix: &[u8], file_len: u64) -> Result<GgufFile, GgufError> {
         let file_len = file_len.max(prefix.len() as u64);
-        let mut c = Cursor { buf: prefix, pos: 0, file_len };
+        let mut c = Cursor { buf: prefix, pos: 0, file_len, memory: 0 };
         let magic = c.array::<4>()?;
         if magic != GGUF_MAGIC {
             return Err(GgufError::BadMagic(magic));
@@ -147,6 +163,7 @@ impl GgufFile {
             let type_id = c.u32()?;
             let ty =
                 ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.clone(), type_id })?;
+            c.spend((std::mem::size_of::<(String, Value)>() + key.len()) as u64, &key)?;
             let value = c.value(ty, &key, 0)?;
             if metadata.contains(&key) {
                 return Err(GgufError::DuplicateKey(key));

@@ -243,6 +243,9 @@ impl Worker {
                 if file.architecture() != Some("llama") { ErrorKind::WrongArchitecture } else { ErrorKind::Model };
             failure(kind, e.to_string())
         })?;
+        // A chat template that cannot render, or runs or writes without end, is refused before
+        // anything is downloaded (ChatTemplate checks it, within a bounded cost).
+        ChatTemplate::from_gguf(&file.metadata).map_err(|e| failure(ErrorKind::Model, e.to_string()))?;
         let name = match (&source, file.metadata.get_str("general.name")) {
             (_, Some(n)) => n.to_string(),
             (ModelSource::File { name, .. }, None) => name.clone(),

@@ -12,8 +12,8 @@ use crate::hub::{HubRepo, OutTensor, is_commit, resume_at, rows_per_piece};
 use crate::protocol::{ErrorKind, Failure, PrepareInfo, PrepareProgress, PrepareStats};
 use carebot_gpu::{GpuContext, GpuQuantizer};
 use carebot_model::convert::{
-    Conversion, ConvertError, HfConfig, HfFiles, Quant, SAFETENSORS_PREFIX, SourceTensor, parse_safetensors_header,
-    permute_rows_for_rope, safetensors_header_len, weight_map,
+    Conversion, ConvertError, HfConfig, HfFiles, Quant, SAFETENSORS_PREFIX, SourceTensor, json_file_limit,
+    parse_safetensors_header, permute_rows_for_rope, safetensors_header_len, weight_map,
 };
 use carebot_model::offsets::{alloc_len, piece_len};
 use carebot_model::quant::{self, GgmlType};
@@ -69,14 +69,16 @@ impl Plan {
             )
         };
         let config_url = repo.file_url(&repo.revision, "config.json");
-        let (config, commit) = fetch_file(&config_url).await?.ok_or_else(|| missing(&config_url, "config.json"))?;
+        let (config, commit) = fetch_file(&config_url, json_file_limit("config.json"))
+            .await?
+            .ok_or_else(|| missing(&config_url, "config.json"))?;
         let commit = commit.filter(|c| is_commit(c)).unwrap_or_else(|| repo.revision.clone());
         let config = parse_json(&config, "config.json")?;
         HfConfig::from_json(&config).map_err(convert_failure)?;
 
         let get = |file: &'static str| {
             let url = repo.file_url(&commit, file);
-            async move { fetch_file(&url).await.map(|r| r.map(|(bytes, _)| bytes)) }
+            async move { fetch_file(&url, json_file_limit(file)).await.map(|r| r.map(|(bytes, _)| bytes)) }
         };
         let optional = |r: Option<Vec<u8>>, name: &str| match r {
             Some(bytes) => parse_json(&bytes, name),

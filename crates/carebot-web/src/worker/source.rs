@@ -106,7 +106,9 @@ async fn fetch(url: &str, init: &RequestInit) -> Result<Response, Failure> {
 
 /// A whole small file (a repository's JSON), and the commit the hub says it came from. `None`
 /// when there is no such file (HTTP 404).
-pub async fn fetch_file(url: &str) -> Result<Option<(Vec<u8>, Option<String>)>, Failure> {
+/// Refuses a file bigger than `limit` bytes, by its Content-Length before reading it and by what
+/// arrived after (a server may send none).
+pub async fn fetch_file(url: &str, limit: u64) -> Result<Option<(Vec<u8>, Option<String>)>, Failure> {
     let init = RequestInit::new();
     init.set_cache(RequestCache::NoStore);
     let response = fetch(url, &init).await?;
@@ -129,10 +131,20 @@ pub async fn fetch_file(url: &str) -> Result<Option<(Vec<u8>, Option<String>)>, 
         s => return Err(failure(ErrorKind::Http, format!("{url}: HTTP {s} {}", response.status_text()))),
     }
     let commit = response.headers().get("X-Repo-Commit").ok().flatten();
+    let too_big =
+        |n: u64| failure(ErrorKind::Model, format!("{url}: {n} bytes, more than the {limit} such a file can need"));
+    let announced = response.headers().get("Content-Length").ok().flatten().and_then(|n| n.parse::<u64>().ok());
+    if let Some(n) = announced.filter(|&n| n > limit) {
+        return Err(too_big(n));
+    }
     let body = await_promise(response.array_buffer().map_err(|e| failure(ErrorKind::Network, js_error(&e)))?)
         .await
         .map_err(|e| failure(ErrorKind::Network, format!("download of {url} interrupted: {}", js_error(&e))))?;
-    Ok(Some((js_sys::Uint8Array::new(&body).to_vec(), commit)))
+    let body = js_sys::Uint8Array::new(&body);
+    if u64::from(body.length()) > limit {
+        return Err(too_big(u64::from(body.length())));
+    }
+    Ok(Some((body.to_vec(), commit)))
 }
 
 /// The version a response names: its strong ETag, else its Last-Modified date. A weak ETag
