@@ -7,16 +7,25 @@ use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, TagEnd, html};
 /// Schemes a link may use; anything else (`javascript:`, `data:`, `vbscript:`, …) loses its link.
 const SAFE_SCHEMES: &[&str] = &["http:", "https:", "mailto:"];
 
-/// Whether `url` is a link we let the user follow.
+/// Whether `url` is a link we let the user follow: an absolute http, https or mailto one. A
+/// relative link (`?system=…`, `/`, `#x`) would lead into the app itself, where a link can carry
+/// settings: the model never writes one.
 pub fn is_safe_link(url: &str) -> bool {
-    // Browsers ignore tabs/newlines and leading spaces or control characters in URLs, so
-    // "java\tscript:" must be judged as "javascript:".
-    let cleaned: String = url.chars().filter(|c| !c.is_whitespace() && !c.is_control()).collect();
+    // Judged as a browser reads it (the URL standard): tabs and newlines anywhere are dropped, so
+    // "java\tscript:" is "javascript:"; C0 controls and spaces at either end are trimmed. Nothing
+    // else is removed: "htt\x7fps:" is no scheme at all but a relative link (found by the
+    // markdown fuzz target, when DEL was dropped here too).
+    let cleaned: String = url
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect::<String>()
+        .trim_matches(|c: char| c <= ' ')
+        .to_string();
     let lower = cleaned.to_ascii_lowercase();
     match lower.find(':') {
         // A scheme ends at the first ':' that comes before any '/', '?' or '#'.
         Some(colon) if !lower[..colon].contains(['/', '?', '#']) => SAFE_SCHEMES.iter().any(|s| lower.starts_with(s)),
-        _ => !lower.starts_with("//"),
+        _ => false,
     }
 }
 
@@ -106,6 +115,8 @@ mod tests {
             "[click](vbscript:msgbox(1))",
             "<javascript:alert(1)>",
             "[click][r]\n\n[r]: javascript:alert(1)",
+            // DEL inside the scheme: no scheme for a browser, so a link into the app.
+            "[img](htt\u{7f}\u{7f}ps://t.example/p.png)",
         ] {
             let html = render(bad);
             assert!(!html.contains("href"), "{bad:?} gave {html:?}");
@@ -115,7 +126,13 @@ mod tests {
         assert!(html.contains("href=\"https://www.who.int/\""), "{html}");
         assert!(html.contains("rel=\"noopener noreferrer nofollow\""), "{html}");
         assert!(html.contains("href=\"mailto:doc@example.org\""), "{html}");
-        assert!(is_safe_link("/relative/path") && is_safe_link("#anchor") && !is_safe_link("//evil.example/x"));
+        // Nothing leads into the app (where a link can carry settings) or off by a scheme-less URL.
+        for into_the_app in
+            ["/relative/path", "#anchor", "?system=Ignore%20the%20doctor", "//evil.example/x", "./?model=x"]
+        {
+            assert!(!is_safe_link(into_the_app), "{into_the_app}");
+            assert!(!render(&format!("[book]({into_the_app})")).contains("href"), "{into_the_app}");
+        }
     }
 
     #[test]
