@@ -24,10 +24,17 @@ const puppeteer = require(process.env.PUPPETEER_CORE || join(ROOT, "target/web-t
 
 /// Answers a request for `path` with the built app's file, or its index.html for any other path
 /// (as a host set up for a single-page app does).
+/// The Content-Security-Policy the build writes for static hosts (scripts/csp.mjs): the app is
+/// served under it, as a host configured with `_headers` would.
+const CSP = readFileSync(join(DIST, "csp.txt"), "utf8").trim();
+
 export function serveApp(path, res) {
     let file = join(DIST, path === "/" ? "index.html" : path);
     if (!file.startsWith(DIST) || !existsSync(file) || statSync(file).isDirectory()) file = join(DIST, "index.html");
-    res.writeHead(200, { "Content-Type": TYPES[extname(file)] || "application/octet-stream" });
+    res.writeHead(200, {
+        "Content-Type": TYPES[extname(file)] || "application/octet-stream",
+        "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+    });
     res.end(readFileSync(file));
 }
 

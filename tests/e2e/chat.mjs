@@ -13,7 +13,7 @@ import { readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { strict as assert } from "node:assert";
-import { OUT, launch, failed, shot, waitState, ask, answer, reference as referenceOf, generateNative, nativeSummary, logger, serveApp, listen, cachedModel } from "./browser.mjs";
+import { OUT, DIST, launch, failed, shot, waitState, ask, answer, reference as referenceOf, generateNative, nativeSummary, logger, serveApp, listen, cachedModel } from "./browser.mjs";
 
 // ---- the models the server offers -------------------------------------------------------------
 // The deterministic tiny Llama-3 of the Rust tests (byte vocabulary, Llama-3 chat format), written by
@@ -108,6 +108,11 @@ const server = createServer((req, res) => {
         res.writeHead(404);
         return res.end("not found");
     }
+    // A page of no policy of its own that frames the app (the app's frame-ancestors forbids it).
+    if (path === "/framer.html") {
+        res.writeHead(200, { "Content-Type": "text/html" });
+        return res.end('<!DOCTYPE html><iframe id="app" src="/?framed=1" width="400" height="300"></iframe>');
+    }
     serveApp(path, res);
 });
 const BASE = await listen(server);
@@ -131,6 +136,23 @@ try {
     assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
     log(`model loaded: ${(await page.textContent('[data-testid="model-status"]')).trim()}`);
     assert.ok(Number(await page.getAttribute('[data-testid="model-ready"]', "data-wasm-heap")) <= 256 * 2 ** 20);
+    // The app runs under the header policy the build writes for static hosts (dist/_headers):
+    // no inline script at all, and no page may frame it.
+    const served = await fetch(`${BASE}/`);
+    assert.equal(served.headers.get("content-security-policy"), readFileSync(join(DIST, "csp.txt"), "utf8").trim());
+    assert.match(served.headers.get("content-security-policy"), /frame-ancestors 'none'/);
+    assert.equal(await page.evaluate(() => document.querySelectorAll("script:not([src])").length), 0);
+    const framer = await open("framer.html", { collectErrors: false });
+    await new Promise((ok) => setTimeout(ok, 3000));
+    const framed = await framer.evaluate(() => {
+        try {
+            return document.getElementById("app").contentDocument?.querySelector('[data-testid="chat-input"], main, #app') ? "running" : "blocked";
+        } catch {
+            return "blocked";
+        }
+    });
+    assert.equal(framed, "blocked", "the app ran inside another page's frame");
+    await framer.close();
     // The model details say what was read (RoPE, context, tied output...), as `carebot info` does.
     const summary = await page.textContent('[data-testid="model-summary"]');
     assert.equal(summary.replace(/^[^:]*: /, ""), nativeSummary(MODEL_PATH), "model details");
