@@ -318,6 +318,26 @@ fn value_bytes(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// The GGUF at `path` holds exactly the tensors of llama.cpp's summarized file `reference`
+/// (names, types, shapes, bytes); returns its header.
+fn same_tensors_as(path: &Path, reference: &Json, label: &str) -> GgufFile {
+    let mut f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    let ours = read_header(&mut f, len).unwrap();
+    let tensors = reference["tensors"].as_array().unwrap();
+    assert_eq!(ours.tensors.len(), tensors.len(), "{label}: tensor count");
+    for t in tensors {
+        let name = t["name"].as_str().unwrap();
+        let info = ours.tensor(name).unwrap_or_else(|| panic!("{label}: no {name}"));
+        assert_eq!(info.ty.name(), t["type"].as_str().unwrap(), "{label} {name}: type");
+        let dims: Vec<u64> = t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        assert_eq!(info.dims, dims, "{label} {name}: dims");
+        let data = read_tensor_data(&mut f, info).unwrap();
+        assert_eq!(fnv_hex(&data), t["fnv1a64"].as_str().unwrap(), "{label} {name}: bytes differ from llama.cpp's");
+    }
+    ours
+}
+
 /// Every metadata key llama.cpp wrote has the same value in ours, except the ones named in
 /// `differ` (checked by the caller); returns the keys we write that llama.cpp does not.
 fn compare_metadata(ours: &GgufFile, reference: &Json, differ: &[&str]) -> Vec<String> {
@@ -376,21 +396,7 @@ fn converted_files_equal_llama_cpp_conversions() {
         assert!(ok, "{quant}: {err}");
         greedy_tokens_match(&out, &logits["prompt_ids"], &logits["files"][quant], quant);
         let reference = read_fixture(&format!("llamacpp_{quant}.json"));
-        let mut f = std::fs::File::open(&out).unwrap();
-        let len = f.metadata().unwrap().len();
-        let ours = read_header(&mut f, len).unwrap();
-
-        let tensors = reference["tensors"].as_array().unwrap();
-        assert_eq!(ours.tensors.len(), tensors.len(), "{quant}: tensor count");
-        for t in tensors {
-            let name = t["name"].as_str().unwrap();
-            let info = ours.tensor(name).unwrap_or_else(|| panic!("{quant}: no {name}"));
-            assert_eq!(info.ty.name(), t["type"].as_str().unwrap(), "{quant} {name}: type");
-            let dims: Vec<u64> = t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
-            assert_eq!(info.dims, dims, "{quant} {name}: dims");
-            let data = read_tensor_data(&mut f, info).unwrap();
-            assert_eq!(fnv_hex(&data), t["fnv1a64"].as_str().unwrap(), "{quant} {name}: bytes differ from llama.cpp's");
-        }
+        let ours = same_tensors_as(&out, &reference, quant);
 
         // Ours differs on purpose in: the name (ours from config or folder, llama.cpp title-cases
         // the folder), and the pre-tokenizer: llama.cpp labels this copy of the Llama-3 tokenizer
@@ -507,19 +513,7 @@ fn the_checkpoint_matrix_converts_as_llama_cpp_does() {
         }
         assert!(ok, "{name}: {err}");
         let reference = read_fixture(&format!("matrix/{name}/llamacpp_f16.json"));
-        let mut f = std::fs::File::open(&out).unwrap();
-        let len = f.metadata().unwrap().len();
-        let ours = read_header(&mut f, len).unwrap();
-        let tensors = reference["tensors"].as_array().unwrap();
-        assert_eq!(ours.tensors.len(), tensors.len(), "{name}: tensor count");
-        for t in tensors {
-            let tn = t["name"].as_str().unwrap();
-            let info = ours.tensor(tn).unwrap_or_else(|| panic!("{name}: no {tn}"));
-            let dims: Vec<u64> = t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
-            assert_eq!((info.ty.name(), &info.dims), (t["type"].as_str().unwrap(), &dims), "{name} {tn}");
-            let data = read_tensor_data(&mut f, info).unwrap();
-            assert_eq!(fnv_hex(&data), t["fnv1a64"].as_str().unwrap(), "{name} {tn}: bytes differ from llama.cpp's");
-        }
+        let ours = same_tensors_as(&out, &reference, name);
         // As in converted_files_equal_llama_cpp_conversions: the name and the pre-tokenizer label
         // differ on purpose, and we add the end-of-turn id.
         let extra = compare_metadata(&ours, &reference, &["general.name", "tokenizer.ggml.pre"]);
