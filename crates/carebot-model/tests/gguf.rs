@@ -408,12 +408,8 @@ fn wrong_architecture_and_missing_keys_name_the_problem() {
 /// The header of a GGUF whose only metadata is a `u8` array of `count` elements (the data itself
 /// not included), and the length of the whole file.
 fn header_with_u8_array(count: u64) -> (Vec<u8>, u64) {
-    let mut h = b"GGUF".to_vec();
-    h.extend(3u32.to_le_bytes());
-    h.extend(0u64.to_le_bytes()); // tensors
-    h.extend(1u64.to_le_bytes()); // key/value pairs
-    h.extend(4u64.to_le_bytes());
-    h.extend(b"evil");
+    let mut h = header(3, 0, 1);
+    push_str(&mut h, "evil");
     h.extend(9u32.to_le_bytes()); // array
     h.extend(0u32.to_le_bytes()); // of u8
     h.extend(count.to_le_bytes());
