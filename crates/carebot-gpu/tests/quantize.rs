@@ -203,7 +203,7 @@ async fn a_large_call_matches_the_cpu() {
     }
 }
 
-/// A GPU quantizer that writes one wrong block (a byte of the first block flipped after the
+/// A GPU quantizer that writes one wrong block (two quants of the first block 8 steps off after the
 /// readback, as a miscomputing driver would leave it) is caught by the CPU check of the call's
 /// sample before its bytes go anywhere; the device is not trusted again.
 #[cfg_attr(not(target_arch = "wasm32"), pollster::test)]

@@ -151,3 +151,32 @@ fn int8_rounding_keeps_each_block_within_half_a_step() {
     assert_eq!(y[..16], r[..16]);
     assert_eq!(y[32..], r[32..]);
 }
+
+/// `check_k_block`, the CPU's check of the GPU quantizer's output, passes what rounding can
+/// change (any quant one step off) and refuses a real miscomputation (a quant 8 steps off), on
+/// fresh checkpoint-like blocks. The byte ranges are the quants: Q4_K `qs` (bytes 16..144), Q6_K
+/// `ql` (bytes 0..128); bit 0 of a byte moves a value one step, bit 3 moves it 8.
+#[test]
+fn the_block_check_passes_rounding_and_refuses_real_errors() {
+    let seed = std::env::var("CAREBOT_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("CAREBOT_TEST_SEED={seed}");
+    let mut rng = SplitMix64::new(seed);
+    for (ty, quants) in [(GgmlType::Q4_K, 16..144), (GgmlType::Q6_K, 0..128)] {
+        for _ in 0..400 {
+            let scale = 10f32.powf(-3.0 + 2.5 * rng.next_f32());
+            let x: Vec<f32> = (0..256).map(|_| scale * (rng.next_signed() + rng.next_signed())).collect();
+            let cpu = quant::quantize(ty, &x).unwrap();
+            quant::check_k_block(ty, &x, &cpu).unwrap();
+            let byte = quants.start + (rng.next_u64() % quants.len() as u64) as usize;
+            let mut block = cpu.clone();
+            block[byte] ^= 0x01;
+            if let Err(e) = quant::check_k_block(ty, &x, &block) {
+                panic!("{}: one step at byte {byte} refused: {e}", ty.name());
+            }
+            block[byte] ^= 0x01 | 0x08;
+            assert!(quant::check_k_block(ty, &x, &block).is_err(), "{}: 8 steps at byte {byte} passed", ty.name());
+        }
+    }
+}

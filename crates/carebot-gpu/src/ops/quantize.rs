@@ -156,7 +156,10 @@ impl GpuQuantizer {
         let mut bytes = read?;
         bytes.truncate(len as usize);
         if self.corrupt_next.take() {
-            bytes[20] ^= 0xff;
+            // Byte 20 holds quants in both layouts (Q4_K `qs`, Q6_K `ql`); flipping bit 3 of each
+            // nibble moves two values by 8 steps. (0xff could turn 7 into 8: one step, which the
+            // check rightly tolerates as rounding.)
+            bytes[20] ^= 0x88;
         }
         self.check_sample(ctx, ty, values, &bytes)?;
         Ok(bytes)
@@ -183,7 +186,7 @@ impl GpuQuantizer {
     }
 
     /// For fault tests only (never called by the app): the next call's first block comes back
-    /// with a byte flipped, as a miscomputing driver would write it.
+    /// with two quants 8 steps off, as a miscomputing driver would write them.
     #[doc(hidden)]
     pub fn corrupt_next_block_for_tests(&self) {
         self.corrupt_next.set(true);
