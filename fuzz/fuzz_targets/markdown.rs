@@ -45,7 +45,9 @@ const ATTRIBUTES: &[&str] =
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let html = markdown::render(text);
+    // The app's origin, as the page's URL parser would judge it (here: a plain prefix test).
+    let leads_into_app = |u: &str| u.to_ascii_lowercase().starts_with("https://app.example");
+    let html = markdown::render(text, &leads_into_app);
     let mut rest = html.as_str();
     while let Some(open) = rest.find('<') {
         let tag = &rest[open + 1..];
@@ -67,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
             if attr == "href" {
                 let v = v.replace("&amp;", "&").to_ascii_lowercase();
                 assert!(["http:", "https:", "mailto:"].iter().any(|s| v.starts_with(s)), "link {v:?} in {html:?}");
+                assert!(!v.starts_with("https://app.example"), "a link into the app: {v:?} in {html:?}");
             }
             if attr == "style" {
                 assert!(v.starts_with("text-align: "), "style {v:?} in {html:?}");

@@ -80,7 +80,10 @@ export async function launch(base, { userDataDir } = {}) {
     const routes = []; // [url prefix, response] answered in the browser, for every page opened after
     const tabs = [];
 
-    async function open(query, { collectErrors = true } = {}) {
+    /// Opens the app at `query`. A link that sets anything asks the user first (once per profile
+    /// for the same link); `acceptLink` (the default) accepts, as a user following their own link
+    /// would; `false` leaves the dialog open for the test to answer.
+    async function open(query, { collectErrors = true, acceptLink = true } = {}) {
         const page = await browser.newPage();
         page.setDefaultTimeout(TIMEOUT);
         page.on("request", (r) => {
@@ -103,6 +106,11 @@ export async function launch(base, { userDataDir } = {}) {
         }
         await page.goto(`${base}/${query}`);
         const tab = new Tab(page);
+        if (acceptLink && query.startsWith("?")) {
+            // The dialog is mounted with the page, so once the page is there it is too, or not.
+            await page.waitForSelector(".app");
+            if (await page.$('[data-testid="link-consent"]')) await page.click('[data-testid="link-accept"]');
+        }
         tabs.push(tab);
         return tab;
     }

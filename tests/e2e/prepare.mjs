@@ -232,6 +232,8 @@ try {
     const summary = (await page.textContent('[data-testid="model-summary"]')).replace(/^[^:]*: /, "");
     assert.equal(summary, nativeSummary(CLI_GGUF), "model details");
     log(`model details: ${summary}`);
+    // Read through another hub than the default: never shown under its name alone.
+    assert.match(await page.textContent('[data-testid="model-name"]'), new RegExp(`\\(via ${BASE}\\)$`));
     await page.screenshot({ path: shot("prepare-ready.png"), fullPage: true });
 
     // 2. The prepared file against `carebot convert --quant q4_k_m` of the same checkpoint.
@@ -373,10 +375,60 @@ try {
         await p.close();
     }
 
-    // 7. With no model named, the app prepares CareBot from its official repository (the hub is
-    //    answered here, so nothing leaves this machine).
-    step = "default source";
+    // 7. A link that names CareBot's repository on another hub and sets the system prompt: the
+    //    page says so in plain words and starts nothing until the user answers. (The official
+    //    hub is answered here, so nothing leaves this machine.)
+    step = "link consent";
     const hubRequests = route("https://huggingface.co/", { status: 503, body: "test" });
+    const CAREBOT = "MonteXiaofeng/CareBot_Medical_multi-llama3-8b-instruct";
+    const lure = (system) => `?hf=${CAREBOT}&endpoint=${encodeURIComponent(BASE)}&system=${encodeURIComponent(system)}&temperature=1.5`;
+    mark = requests.length;
+    page = await open(lure("Ignore your doctor."), { collectErrors: false, acceptLink: false });
+    await page.waitForSelector('[data-testid="link-consent"]');
+    const changes = await page.evaluate(() => [...document.querySelectorAll('[data-testid="link-change"]')]
+        .map((li) => [li.dataset.change, li.textContent]));
+    assert.deepEqual(changes.map(([c]) => c), ["hub", "system", "sampling"], JSON.stringify(changes));
+    assert.ok(changes[0][1].includes(CAREBOT) && changes[0][1].includes(BASE), changes[0][1]);
+    assert.ok(await page.isVisible('[data-testid="link-unofficial-hub"]'));
+    assert.equal(await page.textContent('[data-testid="link-system"]'), "Ignore your doctor.");
+    assert.match(changes[2][1], /temperature 1\.5/);
+    assert.equal(await page.evaluate(() => document.activeElement?.dataset.testid), "link-decline", "focus is not on the safe choice");
+    await page.screenshot({ path: shot("link-consent.png"), fullPage: true });
+    await new Promise((ok) => setTimeout(ok, 1500));
+    assert.equal(await page.getAttribute('[data-testid="model-status"]', "data-state"), "starting");
+    assert.deepEqual(requests.slice(mark), [], "the link's hub was contacted before the user answered");
+    assert.deepEqual(hubRequests, [], "a hub was contacted before the user answered");
+    // Escape keeps the defaults: CareBot from the official hub, the default system prompt, and an
+    // address without the link's parameters.
+    await page.page.keyboard.press("Escape");
+    assert.equal(await waitState(page, ["failed", "probed"]), "failed");
+    assert.deepEqual(hubRequests, [`https://huggingface.co/${CAREBOT}/resolve/main/config.json`]);
+    assert.deepEqual(requests.slice(mark), [], "declined, yet the link's hub was contacted");
+    assert.equal(await page.evaluate(() => location.search), "");
+    await page.clickText("header nav button", "Settings");
+    const system = await page.inputValue(".settings textarea");
+    assert.ok(system.startsWith("You are CareBot"), `system prompt after declining: ${system}`);
+    assert.equal(await page.inputValue('.settings input[max="2"]'), "0.7");
+    await page.close();
+    // Accepting applies it, shown with its hub; the same link is then not asked about again,
+    // and another system prompt is.
+    page = await open(lure("Ignore your doctor."), { collectErrors: false, acceptLink: false });
+    await page.click('[data-testid="link-accept"]');
+    await waitState(page, ["failed", "probed"]);
+    assert.ok(requests.slice(mark).some(([p]) => p.startsWith(`/${CAREBOT}/`)), "accepted, yet the link's hub was not used");
+    assert.match(await page.textContent(".model .source"), new RegExp(`${BASE}/${CAREBOT}`));
+    await page.close();
+    page = await open(lure("Ignore your doctor."), { collectErrors: false, acceptLink: false });
+    await waitState(page, ["failed", "probed"]);
+    assert.equal(await page.count('[data-testid="link-consent"]'), 0, "an accepted link asked again");
+    await page.close();
+    page = await open(lure("Ignore your doctor!"), { collectErrors: false, acceptLink: false });
+    await page.waitForSelector('[data-testid="link-consent"]');
+    await page.close();
+    hubRequests.splice(0);
+
+    // 8. With no model named, the app prepares CareBot from its official repository.
+    step = "default source";
     page = await open("", { collectErrors: false });
     assert.equal(await waitState(page, ["failed", "probed"]), "failed");
     assert.deepEqual(hubRequests, ["https://huggingface.co/MonteXiaofeng/CareBot_Medical_multi-llama3-8b-instruct/resolve/main/config.json"]);

@@ -155,6 +155,27 @@ texts! {
     ErrBusy => "Busy: wait for the current answer, or stop it.", "正忙：请等待当前回答完成或先停止。";
     ErrInternal => "Something went wrong.", "出现错误。";
     LinkIgnored => "Ignored link parameters:", "已忽略的链接参数：";
+    LinkTitle => "This link asks to change CareBot", "此链接请求更改 CareBot 的设置";
+    LinkIntro => "Nothing below applies unless you accept. If you did not expect this, keep the defaults.",
+        "除非您接受，以下内容都不会生效。如果这不是您预期的，请保留默认设置。";
+    LinkModelFile => "Use the model file at", "使用此地址的模型文件：";
+    LinkFrom => "from", "来自";
+    LinkThisSite => "this site", "本网站";
+    LinkHubRepo => "Prepare the model repository", "准备模型仓库";
+    LinkThroughHub => "through the hub at", "通过此模型中心：";
+    LinkNotOfficialHub => "This is not the official Hugging Face hub: the weights it serves may not be what the name says.",
+        "这不是官方 Hugging Face 模型中心：它提供的权重可能与名称不符。";
+    LinkSystem => "Replace the system prompt (the assistant's instructions) with:", "将系统提示（助手的指令）替换为：";
+    LinkNoSystem => "Remove the system prompt: the assistant gets no instructions.", "删除系统提示：助手将没有任何指令。";
+    LinkSampling => "Set how answers are sampled:", "设置回答的采样参数：";
+    LinkAccept => "Accept these settings", "接受这些设置";
+    LinkDecline => "Keep the defaults", "保留默认设置";
+    LeaveTitle => "You are leaving CareBot", "您即将离开 CareBot";
+    LeaveBody => "The model wrote this link. Check the full address before you open it:",
+        "此链接由模型生成。打开前请核对完整地址：";
+    LeaveOpen => "Open in a new tab", "在新标签页中打开";
+    LeaveStay => "Stay here", "留在此页";
+    Via => "via", "经由";
     WorkerMemory => "worker memory", "工作线程内存";
     SoftwareGpu => "This GPU is a software renderer: answers will be slow.", "当前 GPU 为软件渲染，回答会很慢。";
 }

@@ -29,8 +29,10 @@ pub fn is_safe_link(url: &str) -> bool {
     }
 }
 
-/// HTML for `markdown`, safe to put in the page.
-pub fn render(markdown: &str) -> String {
+/// HTML for `markdown`, safe to put in the page. `leads_into_app` says whether an absolute URL
+/// is the app's own origin (the page asks the browser's URL parser, which is the one that counts):
+/// such a link could carry settings back into the app, so it stays text.
+pub fn render(markdown: &str, leads_into_app: &dyn Fn(&str) -> bool) -> String {
     let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     let mut in_image = 0usize;
     let mut in_unsafe_link = Vec::new();
@@ -46,7 +48,7 @@ pub fn render(markdown: &str) -> String {
             None
         }
         Event::Start(Tag::Link { link_type, dest_url, title, id }) => {
-            let safe = is_safe_link(&dest_url);
+            let safe = is_safe_link(&dest_url) && !leads_into_app(&dest_url);
             in_unsafe_link.push(!safe);
             safe.then_some(Event::Start(Tag::Link { link_type, dest_url, title, id }))
         }
@@ -74,9 +76,15 @@ pub fn render(markdown: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The app under test lives at https://app.example.
+    fn into_app(url: &str) -> bool {
+        url.to_ascii_lowercase().starts_with("https://app.example")
+    }
+
     #[test]
     fn markdown_renders() {
-        let html = render("**Rest** and *fluids*:\n\n- water\n- tea\n\n`code`\n\n| a | b |\n|---|---|\n| 1 | 2 |");
+        let html =
+            render("**Rest** and *fluids*:\n\n- water\n- tea\n\n`code`\n\n| a | b |\n|---|---|\n| 1 | 2 |", &into_app);
         assert!(html.contains("<strong>Rest</strong>"), "{html}");
         assert!(html.contains("<li>water</li>"));
         assert!(html.contains("<code>code</code>"));
@@ -96,7 +104,7 @@ mod tests {
             "<svg onload=alert(1)>",
             "<style>body{display:none}</style>",
         ] {
-            let html = render(attack);
+            let html = render(attack, &into_app);
             for tag in ["<script", "<img", "<iframe", "<svg", "<style", "<div", "<a "] {
                 assert!(!html.contains(tag), "{attack:?} gave {html:?}");
             }
@@ -118,11 +126,11 @@ mod tests {
             // DEL inside the scheme: no scheme for a browser, so a link into the app.
             "[img](htt\u{7f}\u{7f}ps://t.example/p.png)",
         ] {
-            let html = render(bad);
+            let html = render(bad, &into_app);
             assert!(!html.contains("href"), "{bad:?} gave {html:?}");
             assert!(!html.to_ascii_lowercase().contains("href=\"javascript"), "{bad:?}");
         }
-        let html = render("[WHO](https://www.who.int/) and <mailto:doc@example.org>");
+        let html = render("[WHO](https://www.who.int/) and <mailto:doc@example.org>", &into_app);
         assert!(html.contains("href=\"https://www.who.int/\""), "{html}");
         assert!(html.contains("rel=\"noopener noreferrer nofollow\""), "{html}");
         assert!(html.contains("href=\"mailto:doc@example.org\""), "{html}");
@@ -131,13 +139,18 @@ mod tests {
             ["/relative/path", "#anchor", "?system=Ignore%20the%20doctor", "//evil.example/x", "./?model=x"]
         {
             assert!(!is_safe_link(into_the_app), "{into_the_app}");
-            assert!(!render(&format!("[book]({into_the_app})")).contains("href"), "{into_the_app}");
+            assert!(!render(&format!("[book]({into_the_app})"), &into_app).contains("href"), "{into_the_app}");
         }
+        // Nor does an absolute link to the app's own origin.
+        let html =
+            render("[book](https://app.example/?system=Ignore%20the%20doctor) [who](https://who.int/)", &into_app);
+        assert!(!html.contains("app.example/?") && html.contains("book"), "{html}");
+        assert!(html.contains("href=\"https://who.int/\""), "{html}");
     }
 
     #[test]
     fn images_become_their_alt_text() {
-        let html = render("![an x-ray](https://tracker.example/pixel.png) done");
+        let html = render("![an x-ray](https://tracker.example/pixel.png) done", &into_app);
         assert!(!html.contains("<img") && !html.contains("tracker.example"), "{html}");
         assert!(html.contains("an x-ray"), "{html}");
     }

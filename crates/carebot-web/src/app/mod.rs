@@ -6,7 +6,7 @@ mod view;
 
 use crate::conversation::{Conversation, Turn};
 use crate::i18n::Lang;
-use crate::params::{LinkParams, default_model_url};
+use crate::params::{LinkChange, LinkParams, default_model_url};
 use crate::protocol::{Failure, FromWorker, HubRepo, ModelInfo, ModelSource, Phase, ProbeInfo, Settings, ToWorker};
 use history::StoreError;
 use leptos::prelude::*;
@@ -73,6 +73,61 @@ pub struct State {
     /// A conversation another tab is writing an answer in: its unfinished answer is not shown
     /// as interrupted.
     pub written_elsewhere: RwSignal<Option<String>>,
+    /// What the page's link asks to change, waiting for the user's yes or no: until then no
+    /// model is looked at and nothing it sets applies.
+    pub link_request: RwSignal<Option<LinkRequest>>,
+    /// A link in an answer the user clicked: its full address is shown before leaving.
+    pub leaving: RwSignal<Option<String>>,
+}
+
+/// A link's settings, held until the user accepts or declines them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkRequest {
+    /// What accepting changes, in the dialog's words.
+    pub changes: Vec<LinkChange>,
+    /// The model the link names (`None`: the default one).
+    source: Option<ModelSource>,
+    settings: Settings,
+    /// What an acceptance is remembered by ([`LinkParams::canonical`]).
+    canonical: String,
+}
+
+/// `localStorage` key of the links the user accepted (their canonical form), newest first: the
+/// same link again (a bookmark, a reload) applies without asking; any other value asks again.
+const ACCEPTED_LINKS_KEY: &str = "carebot.accepted-links";
+const ACCEPTED_LINKS_KEPT: usize = 32;
+
+fn accepted_links() -> Vec<String> {
+    use gloo_storage::Storage;
+    gloo_storage::LocalStorage::get(ACCEPTED_LINKS_KEY).unwrap_or_default()
+}
+
+fn remember_accepted_link(canonical: &str) {
+    use gloo_storage::Storage;
+    let mut links = accepted_links();
+    links.retain(|l| l != canonical);
+    links.insert(0, canonical.to_string());
+    links.truncate(ACCEPTED_LINKS_KEPT);
+    // Not remembered (storage full or off): the link asks again next time, nothing worse.
+    let _ = gloo_storage::LocalStorage::set(ACCEPTED_LINKS_KEY, &links);
+}
+
+/// The model the page uses when no (accepted) link names one.
+fn default_source() -> ModelSource {
+    match default_model_url() {
+        Some(url) => ModelSource::Url { url: absolute(url) },
+        None => ModelSource::Hub(HubRepo::carebot()),
+    }
+}
+
+/// Whether `url` (absolute) is on this page's own origin, as the browser parses it; a URL it
+/// cannot parse counts as one (so a model-written link to it stays text).
+pub fn leads_into_app(url: &str) -> bool {
+    let own = web_sys::window().and_then(|w| w.location().origin().ok());
+    match (web_sys::Url::new(url), own) {
+        (Ok(u), Some(own)) => u.origin() == own,
+        _ => true,
+    }
 }
 
 thread_local! {
@@ -270,6 +325,57 @@ impl State {
             show_settings: RwSignal::new(false),
             persisted: RwSignal::new(None),
             written_elsewhere: RwSignal::new(None),
+            link_request: RwSignal::new(None),
+            leaving: RwSignal::new(None),
+        }
+    }
+
+    /// The user accepted what the page's link sets: it applies, and the same link is not asked
+    /// about again.
+    pub fn accept_link(&self) {
+        let Some(request) = self.link_request.get_untracked() else { return };
+        remember_accepted_link(&request.canonical);
+        self.link_request.set(None);
+        self.apply_link(request);
+    }
+
+    /// The user declined: the defaults apply, and the address bar loses the link's parameters
+    /// (a reload or a bookmark of this page is the plain app).
+    pub fn decline_link(&self) {
+        if self.link_request.get_untracked().is_none() {
+            return;
+        }
+        self.link_request.set(None);
+        if let Some(window) = web_sys::window()
+            && let (Ok(history), Ok(path)) = (window.history(), window.location().pathname())
+        {
+            let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&path));
+        }
+        self.source.set(default_source());
+        self.settings.set(Settings::default());
+        self.begin();
+    }
+
+    fn apply_link(&self, request: LinkRequest) {
+        self.source.set(request.source.unwrap_or_else(default_source));
+        self.settings.set(request.settings);
+        self.begin();
+    }
+
+    /// With the model decided: the page's policy narrowed to its origins, and the worker started.
+    fn begin(&self) {
+        let origins = match &self.source.get_untracked() {
+            ModelSource::Url { url } => {
+                web_sys::Url::new(url).ok().map(|u| u.origin()).filter(|o| o != "null").into_iter().collect()
+            }
+            ModelSource::Hub(repo) => repo.connect_origins(),
+            ModelSource::File { .. } => Vec::new(),
+        };
+        install_content_security_policy(&origins);
+        if has_webgpu() {
+            start_worker(*self);
+        } else {
+            self.model.set(ModelState::NoWebGpu);
         }
     }
 
@@ -692,40 +798,29 @@ pub fn start() {
         .unwrap_or_default();
     let link = LinkParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut ignored = link.ignored.clone();
-    let source = match (&link.model, &link.hf, default_model_url()) {
-        (Some(url), _, _) => ModelSource::Url { url: absolute(url) },
-        (None, Some(spec), _) => {
-            let endpoint = link.endpoint.as_deref().unwrap_or(crate::hub::default_endpoint());
-            match HubRepo::parse(spec, &absolute(endpoint)) {
-                Ok(repo) => ModelSource::Hub(repo),
-                Err(e) => {
-                    ignored.push(format!("hf={spec}: {e}"));
-                    ModelSource::Hub(HubRepo::carebot())
-                }
-            }
-        }
-        (None, None, Some(url)) => ModelSource::Url { url: absolute(url) },
-        (None, None, None) => ModelSource::Hub(HubRepo::carebot()),
-    };
-    let origins = match &source {
-        ModelSource::Url { url } => {
-            web_sys::Url::new(url).ok().map(|u| u.origin()).filter(|o| o != "null").into_iter().collect()
-        }
-        ModelSource::Hub(repo) => repo.connect_origins(),
-        ModelSource::File { .. } => Vec::new(),
-    };
-    install_content_security_policy(&origins);
-    state.source.set(source);
-    state.settings.set(link.settings.clone());
+    let source = link.source(&absolute).unwrap_or_else(|e| {
+        ignored.push(e);
+        None
+    });
     if !ignored.is_empty() {
         let lang = state.lang.get_untracked();
         state.notice.set(Some(format!("{} {}", crate::i18n::Key::LinkIgnored.text(lang), ignored.join("; "))));
     }
-
-    if has_webgpu() {
-        start_worker(state);
-    } else {
+    let request = LinkRequest {
+        changes: link.changes(source.as_ref()),
+        source,
+        settings: link.settings.clone(),
+        canonical: link.canonical(),
+    };
+    if !has_webgpu() {
         state.model.set(ModelState::NoWebGpu);
+    }
+    // (A link whose only parameters were unusable changes nothing: the notice says why.)
+    if link.changes_anything() && !request.changes.is_empty() && !accepted_links().contains(&request.canonical) {
+        // Nothing starts until the user answers (see `accept_link`, `decline_link`).
+        state.link_request.set(Some(request));
+    } else {
+        state.apply_link(request);
     }
     listen_for_other_tabs(state);
     keep_on_leaving(state);

@@ -5,6 +5,7 @@ use super::{ModelState, State};
 use crate::conversation::Turn;
 use crate::i18n::{Key, Lang};
 use crate::markdown;
+use crate::params::LinkChange;
 use crate::protocol::{ErrorKind, ModelSource, Phase, ToWorker};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
@@ -113,6 +114,9 @@ pub fn App() -> impl IntoView {
             }}
             <Disclaimer/>
             <SettingsPanel/>
+            <LeaveDialog/>
+            // Last, so it is on top: the first decision on a visit through a link.
+            <LinkConsent/>
         </div>
     }
 }
@@ -203,6 +207,172 @@ fn SettingsPanel() -> impl IntoView {
                             on:change=move |ev| if let Some(v) = field(&ev, 0, u64::MAX) { set(&|x| x.seed = v) }/>
                     </label>
                     <button class="primary" on:click=move |_| s.show_settings.set(false)>{t(Key::Close)}</button>
+                </div>
+            </div>
+        </Show>
+    }
+}
+
+/// The origin of an absolute URL, as the browser reads it ("" when it cannot).
+fn origin_of(url: &str) -> String {
+    web_sys::Url::new(url).map(|u| u.origin()).unwrap_or_default()
+}
+
+/// The model's name as the page shows it: a hub repository read through another hub than the
+/// default one is never shown under its name alone.
+fn shown_name(name: &str, source: &ModelSource, lang: Lang) -> String {
+    match source {
+        ModelSource::Hub(repo) if repo.endpoint != crate::hub::default_endpoint() => {
+            format!("{name} ({} {})", Key::Via.text(lang), repo.endpoint)
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// Focuses `target` once it is in the page (a dialog's safe choice).
+fn focus_when_shown<E: leptos::html::ElementType>(target: NodeRef<E>)
+where
+    E::Output: JsCast + Clone + 'static,
+{
+    Effect::new(move |_| {
+        if let Some(el) = target.get() {
+            let _ = el.unchecked_into::<web_sys::HtmlElement>().focus();
+        }
+    });
+}
+
+/// Keeps Tab inside the dialog whose card is `card`: from its last control to its first and back.
+fn trap_tab(ev: &leptos::ev::KeyboardEvent, card: &web_sys::Element) {
+    let Ok(controls) = card.query_selector_all("button, a[href], input, select, textarea") else { return };
+    let (Some(first), Some(last)) = (controls.item(0), controls.item(controls.length().saturating_sub(1))) else {
+        return;
+    };
+    let active = document().active_element().map(wasm_bindgen::JsValue::from);
+    let (from, to) = if ev.shift_key() { (first, last) } else { (last, first) };
+    if active.as_ref() == Some(&wasm_bindgen::JsValue::from(from)) {
+        ev.prevent_default();
+        let _ = to.unchecked_into::<web_sys::HtmlElement>().focus();
+    }
+}
+
+/// What the page's link asks to change, in plain words with origins. Nothing applies, and no
+/// model is looked at, until the user accepts; Escape or "keep the defaults" declines.
+#[component]
+fn LinkConsent() -> impl IntoView {
+    let s = state();
+    let decline = NodeRef::<leptos::html::Button>::new();
+    let card = NodeRef::<leptos::html::Div>::new();
+    focus_when_shown(decline);
+    let item = move |change: LinkChange| {
+        let lang = s.lang.get();
+        match change {
+            LinkChange::ModelUrl { url } => {
+                let origin = origin_of(&url);
+                let own = window().location().origin().is_ok_and(|o| o == origin);
+                let whose = if own { format!("{origin} ({})", Key::LinkThisSite.text(lang)) } else { origin };
+                view! {
+                    <li data-testid="link-change" data-change="model">
+                        {Key::LinkModelFile.text(lang)}" "<code class="url">{url}</code>" "
+                        {Key::LinkFrom.text(lang)}" "<strong data-testid="link-origin">{whose}</strong>
+                    </li>
+                }
+                .into_any()
+            }
+            LinkChange::Hub { repo, revision, endpoint, official_hub } => view! {
+                <li data-testid="link-change" data-change="hub">
+                    {Key::LinkHubRepo.text(lang)}" "<code>{format!("{repo}@{revision}")}</code>" "
+                    {Key::LinkThroughHub.text(lang)}" "<strong data-testid="link-origin">{endpoint}</strong>
+                    {(!official_hub).then(|| view! {
+                        <p class="warning" data-testid="link-unofficial-hub">{Key::LinkNotOfficialHub.text(lang)}</p>
+                    })}
+                </li>
+            }
+            .into_any(),
+            LinkChange::System(text) if text.is_empty() => view! {
+                <li data-testid="link-change" data-change="system">{Key::LinkNoSystem.text(lang)}</li>
+            }
+            .into_any(),
+            LinkChange::System(text) => view! {
+                <li data-testid="link-change" data-change="system">
+                    {Key::LinkSystem.text(lang)}<blockquote data-testid="link-system">{text}</blockquote>
+                </li>
+            }
+            .into_any(),
+            LinkChange::Sampling(pairs) => view! {
+                <li data-testid="link-change" data-change="sampling">
+                    {Key::LinkSampling.text(lang)}" "
+                    <code>{pairs.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" · ")}</code>
+                </li>
+            }
+            .into_any(),
+        }
+    };
+    let on_key = move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
+        "Escape" => s.decline_link(),
+        "Tab" => {
+            if let Some(card) = card.get() {
+                trap_tab(&ev, &card)
+            }
+        }
+        _ => {}
+    };
+    view! {
+        <Show when=move || s.link_request.with(Option::is_some)>
+            <div class="modal" role="dialog" aria-modal="true" aria-labelledby="link-consent-title"
+                data-testid="link-consent" on:keydown=on_key>
+                <div class="card" node_ref=card>
+                    <h2 id="link-consent-title">{t(Key::LinkTitle)}</h2>
+                    <p>{t(Key::LinkIntro)}</p>
+                    <ul class="link-changes">
+                        {move || s.link_request.get().map(|r| r.changes.into_iter().map(item).collect_view())}
+                    </ul>
+                    <div class="buttons">
+                        <button node_ref=decline data-testid="link-decline" on:click=move |_| s.decline_link()>
+                            {t(Key::LinkDecline)}
+                        </button>
+                        <button class="primary" data-testid="link-accept" on:click=move |_| s.accept_link()>
+                            {t(Key::LinkAccept)}
+                        </button>
+                    </div>
+                </div>
+            </div>
+        </Show>
+    }
+}
+
+/// A link in an answer is the model's words: its full address (origin in bold) is shown before
+/// the user leaves, and it opens in a new tab that learns nothing about this one.
+#[component]
+fn LeaveDialog() -> impl IntoView {
+    let s = state();
+    let stay = NodeRef::<leptos::html::Button>::new();
+    let card = NodeRef::<leptos::html::Div>::new();
+    focus_when_shown(stay);
+    let on_key = move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
+        "Escape" => s.leaving.set(None),
+        "Tab" => {
+            if let Some(card) = card.get() {
+                trap_tab(&ev, &card)
+            }
+        }
+        _ => {}
+    };
+    view! {
+        <Show when=move || s.leaving.with(Option::is_some)>
+            <div class="modal" role="dialog" aria-modal="true" aria-labelledby="leave-title" data-testid="leave-dialog"
+                on:keydown=on_key>
+                <div class="card" node_ref=card>
+                    <h2 id="leave-title">{t(Key::LeaveTitle)}</h2>
+                    <p>{t(Key::LeaveBody)}</p>
+                    {move || s.leaving.get().map(|url| view! {
+                        <p><strong data-testid="leave-origin">{origin_of(&url)}</strong></p>
+                        <p><code class="url" data-testid="leave-url">{url.clone()}</code></p>
+                        <div class="buttons">
+                            <button node_ref=stay data-testid="leave-stay" on:click=move |_| s.leaving.set(None)>{t(Key::LeaveStay)}</button>
+                            <a class="button primary" data-testid="leave-open" href=url target="_blank" rel="noopener noreferrer"
+                                on:click=move |_| s.leaving.set(None)>{t(Key::LeaveOpen)}</a>
+                        </div>
+                    })}
                 </div>
             </div>
         </Show>
@@ -312,7 +482,7 @@ fn ModelPanel() -> impl IntoView {
             });
             let preparing = info.preparation.is_some();
             view! {
-                <p><strong>{info.name.clone()}</strong>" · "{info.architecture.clone()}" · "{format!("{:.2}B", info.parameters as f64 / 1e9)}
+                <p><strong data-testid="model-name">{shown_name(&info.name, &s.source.get_untracked(), lang)}</strong>" · "{info.architecture.clone()}" · "{format!("{:.2}B", info.parameters as f64 / 1e9)}
                    " · "{bytes(info.size)}{space}</p>
                 {preparation}
                 <p>{if info.cached > 0 { Key::ModelPartlyCached.text(lang) } else { Key::ModelNotCached.text(lang) }}</p>
@@ -367,7 +537,7 @@ fn ModelPanel() -> impl IntoView {
             view! {
                 <p data-testid="model-ready" data-wasm-heap=info.wasm_heap_bytes.to_string()
                    data-load-seconds=info.load_seconds.to_string() data-times=serde_json::to_string(&info.times).unwrap_or_default()>
-                   <strong>{Key::ModelReady.text(lang)}</strong>": "{info.name.clone()}" · "{info.adapter.clone()}
+                   <strong>{Key::ModelReady.text(lang)}</strong>": "<span data-testid="model-name">{shown_name(&info.name, &s.source.get_untracked(), lang)}</span>" · "{info.adapter.clone()}
                    {info.from_cache.then(|| format!(" · {}", Key::FromCache.text(lang)))}
                    {format!(" · {:.1}s · {} {}", info.load_seconds, bytes(info.wasm_heap_bytes), Key::WorkerMemory.text(lang))}</p>
                 {info.prepared.clone().map(|p| view! {
@@ -419,8 +589,20 @@ fn ModelPanel() -> impl IntoView {
 #[component]
 fn Messages() -> impl IntoView {
     let s = state();
+    // A click (or middle click) on a link in an answer asks first (see `LeaveDialog`).
+    let on_link = move |ev: leptos::ev::MouseEvent| {
+        let link = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+            .and_then(|e| e.closest(".markdown a[href]").ok().flatten())
+            .and_then(|a| a.dyn_into::<web_sys::HtmlAnchorElement>().ok());
+        if let Some(a) = link {
+            ev.prevent_default();
+            s.leaving.set(Some(a.href()));
+        }
+    };
     view! {
-        <div class="messages" data-testid="messages">
+        <div class="messages" data-testid="messages" on:click=on_link on:auxclick=on_link>
             {move || {
                 let answering = s.answering.get().is_some();
                 let (turns, id) = s.conversation.with(|c| (c.turns.clone(), c.id.clone()));
@@ -451,7 +633,7 @@ fn message(turn: Turn, index: usize, writing: bool, elsewhere: bool) -> impl Int
         }
         .into_any();
     }
-    let html = markdown::render(&turn.content);
+    let html = markdown::render(&turn.content, &super::leads_into_app);
     let stats = turn.stats.clone().map(|st| {
         let stop = match st.stop.as_str() {
             "cancelled" => format!(" · {}", Key::Stopped.text(lang)),
