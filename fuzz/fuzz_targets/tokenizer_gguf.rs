@@ -3,7 +3,7 @@
 //! decodes text that comes from the input too. Any panic or runaway loop is a bug.
 #![no_main]
 
-use carebot_model::gguf::{Metadata, Value, ValueType};
+use carebot_model::gguf::{Metadata, Value};
 use carebot_model::tokenizer::Tokenizer;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,11 +17,11 @@ fuzz_target!(|data: &[u8]| {
     let mut m = Metadata::default();
     m.insert("tokenizer.ggml.model", Value::String(if control & 1 == 0 { "gpt2" } else { "llama" }.into()));
     m.insert("tokenizer.ggml.pre", Value::String(if control & 2 == 0 { "llama-bpe" } else { "default" }.into()));
-    let merges: Vec<Value> = tokens.windows(2).take(256).map(|w| Value::String(format!("{} {}", w[0], w[1]))).collect();
-    let types: Vec<Value> = (0..n).map(|i| Value::I32(((i + u32::from(control)) % 7) as i32)).collect();
-    m.insert("tokenizer.ggml.tokens", Value::Array(ValueType::String, tokens.into_iter().map(Value::String).collect()));
-    m.insert("tokenizer.ggml.merges", Value::Array(ValueType::String, merges));
-    m.insert("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types));
+    let merges: Vec<String> = tokens.windows(2).take(256).map(|w| format!("{} {}", w[0], w[1])).collect();
+    let types: Vec<i32> = (0..n).map(|i| ((i + u32::from(control)) % 7) as i32).collect();
+    m.insert("tokenizer.ggml.tokens", Value::Array(tokens.into()));
+    m.insert("tokenizer.ggml.merges", Value::Array(merges.into()));
+    m.insert("tokenizer.ggml.token_type", Value::Array(types.into()));
     m.insert("tokenizer.ggml.bos_token_id", Value::U32(u32::from(control) % n.max(1)));
     m.insert("tokenizer.ggml.eos_token_id", Value::U32(u32::from(control >> 2)));
     let Ok(tok) = Tokenizer::from_gguf(&m) else { return };

@@ -314,7 +314,7 @@ fn value_bytes(v: &Value, out: &mut Vec<u8>) {
         Value::F64(x) => out.extend(x.to_le_bytes()),
         Value::Bool(x) => out.push(*x as u8),
         Value::String(x) => out.extend(x.as_bytes()),
-        Value::Array(_, items) => items.iter().for_each(|i| value_bytes(i, out)),
+        Value::Array(a) => a.iter().for_each(|i| value_bytes(&i, out)),
     }
 }
 
@@ -350,7 +350,7 @@ fn compare_metadata(ours: &GgufFile, reference: &Json, differ: &[&str]) -> Vec<S
         }
         let v = ours.metadata.get(key).unwrap_or_else(|| panic!("{key} is missing"));
         if m["type"] == "array" {
-            let Value::Array(_, items) = v else { panic!("{key} is not an array") };
+            let Value::Array(items) = v else { panic!("{key} is not an array") };
             assert_eq!(items.len() as u64, m["length"].as_u64().unwrap(), "{key} length");
             let mut bytes = Vec::new();
             value_bytes(v, &mut bytes);

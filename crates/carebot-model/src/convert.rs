@@ -9,7 +9,7 @@
 //! browser `usize` has 32 bits); counts from config.json must fit the GGUF's u32 fields.
 #![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 
-use crate::gguf::{GgufWriter, TensorSpec, Value, ValueType};
+use crate::gguf::{GgufWriter, TensorSpec, Value};
 use crate::quant::{GgmlType, TypeMix};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -477,24 +477,24 @@ fn tokenizer_metadata(
         // Special added tokens are control tokens; the others are user-defined.
         types[id] = if added["special"].as_bool().unwrap_or(false) { 3 } else { 4 };
     }
-    let tokens: Vec<Value> = tokens
+    let tokens: Vec<String> = tokens
         .into_iter()
         .enumerate()
         .map(|(i, t)| {
-            Value::String(t.unwrap_or_else(|| {
+            t.unwrap_or_else(|| {
                 types[i] = 5;
                 format!("[PAD{i}]")
-            }))
+            })
         })
         .collect();
-    let merges: Vec<Value> = m["merges"]
+    let merges: Vec<String> = m["merges"]
         .as_array()
         .ok_or_else(|| invalid("tokenizer.json: model.merges is missing"))?
         .iter()
         .map(|mg| match mg {
-            Json::String(s) => Ok(Value::String(s.clone())),
+            Json::String(s) => Ok(s.clone()),
             Json::Array(pair) if pair.len() == 2 => {
-                Ok(Value::String(format!("{} {}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or(""))))
+                Ok(format!("{} {}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or("")))
             }
             other => Err(invalid(format!("tokenizer.json: unreadable merge {other}"))),
         })
@@ -516,9 +516,9 @@ fn tokenizer_metadata(
     }
     w.set("tokenizer.ggml.model", Value::String("gpt2".into()))
         .set("tokenizer.ggml.pre", Value::String(pre.into()))
-        .set("tokenizer.ggml.tokens", Value::Array(ValueType::String, tokens))
-        .set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()))
-        .set("tokenizer.ggml.merges", Value::Array(ValueType::String, merges));
+        .set("tokenizer.ggml.tokens", Value::Array(tokens.into()))
+        .set("tokenizer.ggml.token_type", Value::Array(types.into()))
+        .set("tokenizer.ggml.merges", Value::Array(merges.into()));
 
     // BOS/EOS: the token named by tokenizer_config.json, else the id in generation_config.json.
     let tc = &model.tokenizer_config;
@@ -842,6 +842,7 @@ pub use crate::synthetic::permute_rows_for_rope;
 #[allow(clippy::cast_possible_truncation)] // Offsets into small files built in memory.
 mod tests {
     use super::*;
+    use crate::gguf::Array;
     use safetensors::{Dtype, tensor::TensorView};
 
     fn shard() -> Vec<u8> {
@@ -1167,10 +1168,10 @@ mod tests {
         let Ok(mut c) = c else { panic!("a padded vocabulary is read") };
         let header = c.header();
         let file = crate::gguf::GgufFile::parse(&header, u64::MAX).unwrap();
-        let Some(Value::Array(_, tokens)) = file.metadata.get("tokenizer.ggml.tokens") else { panic!() };
-        assert_eq!((tokens.len(), &tokens[263]), (264, &Value::String("[PAD263]".into())));
-        let Some(Value::Array(_, types)) = file.metadata.get("tokenizer.ggml.token_type") else { panic!() };
-        assert_eq!((&types[255], &types[256]), (&Value::I32(1), &Value::I32(5)));
+        let Some(Value::Array(Array::String(tokens))) = file.metadata.get("tokenizer.ggml.tokens") else { panic!() };
+        assert_eq!((tokens.len(), tokens[263].as_str()), (264, "[PAD263]"));
+        let Some(Value::Array(Array::I32(types))) = file.metadata.get("tokenizer.ggml.token_type") else { panic!() };
+        assert_eq!((types[255], types[256]), (1, 5));
         // A token past the model's rows: refused, naming it.
         let m = plan_error(&tiny_files(256, 260, false), &names);
         assert!(m.contains("vocab_size 256") && m.contains("t25"), "{m}");

@@ -7,7 +7,7 @@
 //! llama.cpp's converter does.
 
 use crate::config::block_tensor;
-use crate::gguf::{GgufFile, GgufWriter, TensorSpec, Value, ValueType};
+use crate::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 pub use crate::quant::TypeMix;
 use crate::quant::{self, GgmlType};
 
@@ -180,9 +180,9 @@ impl SyntheticSpec {
             .set("llama.vocab_size", u(self.vocab))
             .set("tokenizer.ggml.model", Value::String("gpt2".into()))
             .set("tokenizer.ggml.pre", Value::String("default".into()))
-            .set("tokenizer.ggml.tokens", Value::Array(ValueType::String, byte_tokens(self.vocab)))
-            .set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, vec![Value::I32(1); self.vocab]))
-            .set("tokenizer.ggml.merges", Value::Array(ValueType::String, vec![]));
+            .set("tokenizer.ggml.tokens", Value::Array(byte_tokens(self.vocab).into()))
+            .set("tokenizer.ggml.token_type", Value::Array(vec![1i32; self.vocab].into()))
+            .set("tokenizer.ggml.merges", Value::Array(Vec::<String>::new().into()));
         let mut names: Vec<(String, Vec<u64>)> = self
             .tensors()
             .into_iter()
@@ -318,7 +318,7 @@ fn write_shard_with_front(path: &Path, views: Vec<(String, TensorView)>, front_b
 }
 
 /// GPT-2's byte-to-unicode alphabet as the first `n` tokens (so llama.cpp can load the vocab).
-fn byte_tokens(n: usize) -> Vec<Value> {
+fn byte_tokens(n: usize) -> Vec<String> {
     let printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
     let mut extra = 256;
     let mut map = vec![0u32; 256];
@@ -331,9 +331,7 @@ fn byte_tokens(n: usize) -> Vec<Value> {
         };
     }
     (0..n)
-        .map(|i| {
-            Value::String(if i < 256 { char::from_u32(map[i]).unwrap_or('?').to_string() } else { format!("<t{i}>") })
-        })
+        .map(|i| if i < 256 { char::from_u32(map[i]).unwrap_or('?').to_string() } else { format!("<t{i}>") })
         .collect()
 }
 

@@ -4,7 +4,7 @@
 //! Encoding runs on the `tokenizers` crate; decoding is done here, from each token's bytes, so that
 //! whole-text decoding and [`StreamDecoder`] agree byte for byte.
 
-use crate::gguf::{Metadata, Value};
+use crate::gguf::{Array, Metadata};
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
@@ -584,11 +584,8 @@ fn unicode_to_byte(c: char) -> Option<u8> {
 fn string_array<'a>(meta: &'a Metadata, key: &'static str) -> Result<Option<Vec<&'a str>>, TokenizerError> {
     let Some(v) = meta.get(key) else { return Ok(None) };
     let wrong = TokenizerError::WrongType { key, expected: "a string array" };
-    let arr = match v {
-        Value::Array(_, items) => items,
-        _ => return Err(wrong),
-    };
-    arr.iter().map(Value::as_str).collect::<Option<Vec<_>>>().map(Some).ok_or(wrong)
+    let strings = v.as_array().and_then(Array::strings).ok_or(wrong)?;
+    Ok(Some(strings.iter().map(String::as_str).collect()))
 }
 
 fn is_byte_level(decoder: Option<&DecoderWrapper>) -> bool {

@@ -2,7 +2,7 @@
 //! (tests/fixtures/chat/gen_chat_expected.py). Needs no downloaded files.
 
 use carebot_model::chat::{ChatError, ChatMessage, ChatTemplate, LLAMA3_TEMPLATE, stop_token_ids, strftime};
-use carebot_model::gguf::{Metadata, Value, ValueType};
+use carebot_model::gguf::{Metadata, Value};
 use carebot_model::tokenizer::Tokenizer;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -102,10 +102,7 @@ fn tiny_vocab_meta(chat_template: Option<&str>) -> Metadata {
     let mut m = Metadata::default();
     let tokens = ["<|begin_of_text|>", "<|eot_id|>", "a"];
     m.insert("tokenizer.ggml.model", Value::String("gpt2".into()));
-    m.insert(
-        "tokenizer.ggml.tokens",
-        Value::Array(ValueType::String, tokens.map(|t| Value::String(t.into())).to_vec()),
-    );
+    m.insert("tokenizer.ggml.tokens", Value::Array(tokens.map(String::from).to_vec().into()));
     m.insert("tokenizer.ggml.bos_token_id", Value::U32(0));
     m.insert("tokenizer.ggml.eos_token_id", Value::U32(1));
     if let Some(t) = chat_template {
@@ -200,12 +197,9 @@ fn hf_config_template() {
 #[test]
 fn stop_tokens_come_from_the_vocabulary() {
     let mut m = tiny_vocab_meta(None);
-    m.insert("tokenizer.ggml.merges", Value::Array(ValueType::String, vec![]));
+    m.insert("tokenizer.ggml.merges", Value::Array(Vec::<String>::new().into()));
     m.insert("tokenizer.ggml.pre", Value::String("llama-bpe".into()));
-    m.insert(
-        "tokenizer.ggml.token_type",
-        Value::Array(ValueType::I32, vec![Value::I32(3), Value::I32(3), Value::I32(1)]),
-    );
+    m.insert("tokenizer.ggml.token_type", Value::Array(vec![3i32, 3, 1].into()));
     let tok = Tokenizer::from_gguf(&m).unwrap();
     assert_eq!(stop_token_ids(&tok), [1]);
     let tpl = ChatTemplate::from_gguf(&m).unwrap();

@@ -2,7 +2,7 @@
 //! bad file must give a typed error, never a panic or an allocation beyond the bytes present.
 
 use carebot_model::config::{ConfigError, LlamaConfig};
-use carebot_model::gguf::{GgufError, GgufFile, GgufWriter, TensorSpec, Value, ValueType, read_header};
+use carebot_model::gguf::{Array, GgufError, GgufFile, GgufWriter, TensorSpec, Value, ValueType, read_header};
 use carebot_model::quant::{self, GgmlType};
 use carebot_model::rng::SplitMix64;
 use carebot_model::synthetic::SyntheticSpec;
@@ -23,21 +23,12 @@ fn sample_file() -> (Vec<u8>, Vec<Vec<u8>>) {
         .set("test.u64", Value::U64(1 << 40))
         .set("test.i64", Value::I64(-(1 << 40)))
         .set("test.f64", Value::F64(-1.5))
-        .set("test.empty", Value::Array(ValueType::String, vec![]))
-        .set(
-            "test.nested",
-            Value::Array(
-                ValueType::Array,
-                vec![
-                    Value::Array(ValueType::I32, vec![Value::I32(1), Value::I32(2)]),
-                    Value::Array(ValueType::I32, vec![]),
-                ],
-            ),
-        )
-        .set(
-            "test.strings",
-            Value::Array(ValueType::String, vec![Value::String("a".into()), Value::String("bc".into())]),
-        );
+        .set("test.empty", Value::Array(Vec::<String>::new().into()))
+        .set("test.nested", Value::Array(Array::Array(vec![vec![1i32, 2].into(), Vec::<i32>::new().into()])))
+        .set("test.strings", Value::Array(vec!["a".to_string(), "bc".to_string()].into()))
+        .set("test.bytes", Value::Array(vec![0u8, 7, 255].into()))
+        .set("test.f64s", Value::Array(vec![-1.5f64, 1e300].into()))
+        .set("test.bools", Value::Array(vec![true, false, true].into()));
     let mut rng = SplitMix64::new(11);
     let vals: Vec<f32> = (0..96 * 3).map(|_| rng.next_signed()).collect();
     let tensors = [
@@ -60,13 +51,20 @@ fn round_trip_metadata_and_tensors() {
     let (bytes, data) = sample_file();
     let f = GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
     assert_eq!(f.version, 3);
-    assert_eq!(f.metadata.len(), 16);
+    assert_eq!(f.metadata.len(), 19);
     assert_eq!(f.metadata.get_str("test.string"), Some("病人 patient ❤"));
     assert_eq!(f.metadata.get("test.i16"), Some(&Value::I16(-700)));
     assert_eq!(f.metadata.get_u64("test.u64"), Some(1 << 40));
     assert_eq!(f.metadata.get("test.f64"), Some(&Value::F64(-1.5)));
-    assert_eq!(f.metadata.get("test.empty"), Some(&Value::Array(ValueType::String, vec![])));
-    assert_eq!(f.metadata.get_array("test.nested").unwrap().len(), 2);
+    assert_eq!(f.metadata.get("test.empty"), Some(&Value::Array(Vec::<String>::new().into())));
+    assert_eq!(f.metadata.get_array("test.empty").map(Array::elem_type), Some(ValueType::String));
+    assert_eq!(
+        f.metadata.get_array("test.nested"),
+        Some(&Array::Array(vec![vec![1i32, 2].into(), Vec::<i32>::new().into()]))
+    );
+    assert_eq!(f.metadata.get_array("test.bytes"), Some(&Array::U8(vec![0, 7, 255])));
+    assert_eq!(f.metadata.get_array("test.f64s"), Some(&Array::F64(vec![-1.5, 1e300])));
+    assert_eq!(f.metadata.get_array("test.bools"), Some(&Array::Bool(vec![true, false, true])));
     assert_eq!(f.tensors.len(), 3);
     for (t, d) in f.tensors.iter().zip(&data) {
         assert_eq!(t.offset % 32, 0, "tensor data aligned");
@@ -347,7 +345,7 @@ fn wrong_architecture_and_missing_keys_name_the_problem() {
         ("llama.embedding_length_out", Value::U32(512)),
         ("llama.attention.value_length", Value::U32(32)),
         ("llama.rope.dimension_count", Value::U32(32)),
-        ("llama.attention.head_count", Value::Array(ValueType::U32, vec![Value::U32(4), Value::U32(4)])),
+        ("llama.attention.head_count", Value::Array(vec![4u32, 4].into())),
     ] {
         let mut g = f.clone();
         g.metadata.insert(key, value);
@@ -371,9 +369,11 @@ fn wrong_architecture_and_missing_keys_name_the_problem() {
     }
     // A tokenizer with more or fewer tokens than the model has rows.
     let mut g = f.clone();
-    let Some(Value::Array(ty, mut tokens)) = g.metadata.get("tokenizer.ggml.tokens").cloned() else { panic!() };
+    let Some(Value::Array(Array::String(mut tokens))) = g.metadata.get("tokenizer.ggml.tokens").cloned() else {
+        panic!()
+    };
     tokens.pop();
-    g.metadata.insert("tokenizer.ggml.tokens", Value::Array(ty, tokens));
+    g.metadata.insert("tokenizer.ggml.tokens", Value::Array(tokens.into()));
     let e = LlamaConfig::from_gguf(&g).unwrap_err();
     assert!(matches!(&e, ConfigError::BadValue { key, .. } if key == "tokenizer.ggml.tokens"), "{e}");
 
@@ -417,8 +417,9 @@ fn header_with_u8_array(count: u64) -> (Vec<u8>, u64) {
     (h, len)
 }
 
-/// A 128 MiB metadata array would be 4 GiB as parsed values: refused at its count, before
-/// anything is allocated or read for it, quickly. A real vocabulary's arrays stay well within.
+/// A 128 MiB metadata array is past the 64 MiB bound: refused at its count, before anything is
+/// allocated or read for it, quickly. Arrays are stored as their type, so a 48 MiB byte array
+/// takes 48 MiB (as boxed values it took 1.5 GiB), and a real vocabulary stays well within.
 #[test]
 fn metadata_memory_is_bounded() {
     let started = std::time::Instant::now();
@@ -430,10 +431,15 @@ fn metadata_memory_is_bounded() {
     let (mut header, len) = header_with_u8_array(1000);
     header.resize(len as usize, 7);
     let f = GgufFile::parse(&header, len).unwrap();
-    assert_eq!(f.metadata.get_array("evil").map(<[Value]>::len), Some(1000));
+    assert_eq!(f.metadata.get_array("evil").map(Array::len), Some(1000));
+    let (mut header, len) = header_with_u8_array(48 << 20);
+    let values: Vec<u8> = (0..48u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    header.extend_from_slice(&values);
+    let f = GgufFile::parse(&header, len).unwrap();
+    assert_eq!(f.metadata.get_array("evil"), Some(&Array::U8(values)));
     // The real model's metadata: the Llama-3 tokenizer's arrays, written the way a conversion does.
     let spec = SyntheticSpec { vocab: 128_256, n_layers: 1, ..SyntheticSpec::tiny_llama3() };
     let (header, len) = spec.gguf_header(carebot_model::quant::TypeMix::Uniform(GgmlType::Q4_K));
     let f = GgufFile::parse(&header, len).unwrap();
-    assert_eq!(f.metadata.get_array("tokenizer.ggml.tokens").map(<[Value]>::len), Some(128_256));
+    assert_eq!(f.metadata.get_array("tokenizer.ggml.tokens").map(Array::len), Some(128_256));
 }

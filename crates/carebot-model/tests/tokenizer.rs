@@ -7,7 +7,7 @@
 //! variables these tests fail, unless `CAREBOT_SKIP_NETWORK_FIXTURES=1`.
 
 use carebot_model::chat::{ChatMessage, ChatTemplate, stop_token_ids};
-use carebot_model::gguf::{GgufWriter, Metadata, Value, ValueType, read_header};
+use carebot_model::gguf::{Array, GgufWriter, Metadata, Value, read_header};
 use carebot_model::tokenizer::{TokenType, Tokenizer, TokenizerError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -109,18 +109,18 @@ fn llama3_gguf_metadata(tokenizer_json: &[u8], config_json: Option<&[u8]>) -> Me
             (true, Some(false)) => 4, // USER_DEFINED
             (true, None) => 1,        // NORMAL
         };
-        tok_values.push(Value::String(t.unwrap_or_else(|| format!("[PAD{i}]"))));
-        types.push(Value::I32(ty));
+        tok_values.push(t.unwrap_or_else(|| format!("[PAD{i}]")));
+        types.push(ty);
     }
-    let merges: Vec<Value> = j["model"]["merges"]
+    let merges: Vec<String> = j["model"]["merges"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| match m {
-            serde_json::Value::String(s) => Value::String(s.clone()),
+            serde_json::Value::String(s) => s.clone(),
             // Newer tokenizer.json files store merges as pairs; the converter joins them with a space.
             serde_json::Value::Array(p) => {
-                Value::String(format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap()))
+                format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap())
             }
             other => panic!("odd merge {other}"),
         })
@@ -130,9 +130,9 @@ fn llama3_gguf_metadata(tokenizer_json: &[u8], config_json: Option<&[u8]>) -> Me
     w.set("general.architecture", Value::String("llama".into()))
         .set("tokenizer.ggml.model", Value::String("gpt2".into()))
         .set("tokenizer.ggml.pre", Value::String("llama-bpe".into()))
-        .set("tokenizer.ggml.tokens", Value::Array(ValueType::String, tok_values))
-        .set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types))
-        .set("tokenizer.ggml.merges", Value::Array(ValueType::String, merges))
+        .set("tokenizer.ggml.tokens", Value::Array(tok_values.into()))
+        .set("tokenizer.ggml.token_type", Value::Array(types.into()))
+        .set("tokenizer.ggml.merges", Value::Array(merges.into()))
         .set("tokenizer.ggml.bos_token_id", Value::U32(128000))
         .set("tokenizer.ggml.eos_token_id", Value::U32(128009))
         .set("tokenizer.ggml.add_bos_token", Value::Bool(true));
@@ -271,12 +271,9 @@ fn tiny_meta(pre: &str) -> Metadata {
     let mut m = Metadata::default();
     m.insert("tokenizer.ggml.model", Value::String("gpt2".into()));
     m.insert("tokenizer.ggml.pre", Value::String(pre.into()));
-    m.insert("tokenizer.ggml.tokens", Value::Array(ValueType::String, tokens.into_iter().map(Value::String).collect()));
-    m.insert("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()));
-    m.insert(
-        "tokenizer.ggml.merges",
-        Value::Array(ValueType::String, merges.iter().map(|s| Value::String(s.to_string())).collect()),
-    );
+    m.insert("tokenizer.ggml.tokens", Value::Array(tokens.into()));
+    m.insert("tokenizer.ggml.token_type", Value::Array(types.into()));
+    m.insert("tokenizer.ggml.merges", Value::Array(merges.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()));
     m.insert("tokenizer.ggml.bos_token_id", Value::U32(268));
     m.insert("tokenizer.ggml.eos_token_id", Value::U32(269));
     m
@@ -376,22 +373,22 @@ fn gguf_metadata_errors_are_typed() {
     assert_eq!(err(&Metadata::default()), TokenizerError::MissingKey("tokenizer.ggml.model"));
 
     let mut m = tiny_meta("llama-bpe");
-    m.insert("tokenizer.ggml.tokens", Value::Array(ValueType::U32, vec![Value::U32(1)]));
+    m.insert("tokenizer.ggml.tokens", Value::Array(vec![1u32].into()));
     assert!(matches!(err(&m), TokenizerError::WrongType { key: "tokenizer.ggml.tokens", .. }));
-    m.insert("tokenizer.ggml.tokens", Value::Array(ValueType::String, vec![]));
+    m.insert("tokenizer.ggml.tokens", Value::Array(Vec::<String>::new().into()));
     assert_eq!(err(&m), TokenizerError::EmptyVocab);
 
     let mut m = tiny_meta("llama-bpe");
-    m.insert("tokenizer.ggml.token_type", Value::Array(ValueType::I32, vec![Value::I32(1); 3]));
+    m.insert("tokenizer.ggml.token_type", Value::Array(vec![1i32; 3].into()));
     assert_eq!(err(&m), TokenizerError::LengthMismatch { key: "tokenizer.ggml.token_type", len: 3, vocab: 271 });
 
     let mut m = tiny_meta("llama-bpe");
-    m.insert("tokenizer.ggml.merges", Value::Array(ValueType::String, vec![Value::String("x ☃".into())]));
+    m.insert("tokenizer.ggml.merges", Value::Array(vec!["x ☃".to_string()].into()));
     assert!(matches!(err(&m), TokenizerError::BadMerge { index: 0, .. }), "{:?}", err(&m));
-    m.insert("tokenizer.ggml.merges", Value::Array(ValueType::String, vec![Value::String("hel".into())]));
+    m.insert("tokenizer.ggml.merges", Value::Array(vec!["hel".to_string()].into()));
     assert!(matches!(err(&m), TokenizerError::BadMerge { index: 0, .. }));
     // Both halves known, but the merged token is missing.
-    m.insert("tokenizer.ggml.merges", Value::Array(ValueType::String, vec![Value::String("a b".into())]));
+    m.insert("tokenizer.ggml.merges", Value::Array(vec!["a b".to_string()].into()));
     assert!(matches!(err(&m), TokenizerError::BadMerge { index: 0, .. }));
     let m = without(&tiny_meta("llama-bpe"), "tokenizer.ggml.merges");
     assert_eq!(err(&m), TokenizerError::MissingKey("tokenizer.ggml.merges"));
@@ -407,12 +404,12 @@ fn gguf_metadata_errors_are_typed() {
     m.insert("tokenizer.ggml.bos_token_id", Value::I32(-1));
     assert!(matches!(err(&m), TokenizerError::WrongType { key: "tokenizer.ggml.bos_token_id", .. }));
     let mut m = tiny_meta("llama-bpe");
-    m.insert("tokenizer.ggml.token_type", Value::Array(ValueType::String, vec![Value::String("1".into()); 271]));
+    m.insert("tokenizer.ggml.token_type", Value::Array(vec!["1".to_string(); 271].into()));
     assert!(matches!(err(&m), TokenizerError::WrongType { key: "tokenizer.ggml.token_type", .. }));
     m.insert("tokenizer.ggml.token_type", Value::U32(1));
     assert!(matches!(err(&m), TokenizerError::WrongType { key: "tokenizer.ggml.token_type", .. }));
     let mut m = tiny_meta("llama-bpe");
-    m.insert("tokenizer.ggml.merges", Value::Array(ValueType::U8, vec![Value::U8(1)]));
+    m.insert("tokenizer.ggml.merges", Value::Array(vec![1u8].into()));
     assert!(matches!(err(&m), TokenizerError::WrongType { key: "tokenizer.ggml.merges", .. }));
     let mut m = tiny_meta("llama-bpe");
     m.insert("tokenizer.ggml.add_bos_token", Value::String("yes".into()));
@@ -437,17 +434,16 @@ fn without(m: &Metadata, key: &str) -> Metadata {
 #[test]
 fn odd_gguf_metadata_loads_like_llama_cpp() {
     let mut m = tiny_meta("gpt2");
-    let Some(Value::Array(_, tokens)) = m.get("tokenizer.ggml.tokens").cloned() else { unreachable!() };
-    let mut tokens = tokens;
-    tokens[10] = Value::String("he".into()); // a second "he" (the real one is id 259)
-    tokens[11] = Value::String(String::new());
-    m.insert("tokenizer.ggml.tokens", Value::Array(ValueType::String, tokens));
-    let Some(Value::Array(_, mut types)) = m.get("tokenizer.ggml.token_type").cloned() else { unreachable!() };
-    types[12] = Value::I32(42);
-    m.insert("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types));
-    let Some(Value::Array(_, mut merges)) = m.get("tokenizer.ggml.merges").cloned() else { unreachable!() };
-    merges.push(Value::String("h e".into()));
-    m.insert("tokenizer.ggml.merges", Value::Array(ValueType::String, merges));
+    let Some(Value::Array(Array::String(mut tokens))) = m.get("tokenizer.ggml.tokens").cloned() else { unreachable!() };
+    tokens[10] = "he".into(); // a second "he" (the real one is id 259)
+    tokens[11] = String::new();
+    m.insert("tokenizer.ggml.tokens", Value::Array(tokens.into()));
+    let Some(Value::Array(Array::I32(mut types))) = m.get("tokenizer.ggml.token_type").cloned() else { unreachable!() };
+    types[12] = 42;
+    m.insert("tokenizer.ggml.token_type", Value::Array(types.into()));
+    let Some(Value::Array(Array::String(mut merges))) = m.get("tokenizer.ggml.merges").cloned() else { unreachable!() };
+    merges.push("h e".into());
+    m.insert("tokenizer.ggml.merges", Value::Array(merges.into()));
     let tok = Tokenizer::from_gguf(&m).unwrap();
     assert_eq!(tok.vocab_size(), 271);
     assert_eq!(tok.id_to_piece(11), Some("[EMPTY_11]"));

@@ -20,7 +20,7 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml tensors have at most four dimensions.
 pub const MAX_DIMS: usize = 4;
 
-/// A metadata value. Arrays keep their element type so that an empty array round-trips.
+/// A metadata value. Arrays are stored compactly, as their element type ([`Array`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     U8(u8),
@@ -32,7 +32,7 @@ pub enum Value {
     F32(f32),
     Bool(bool),
     String(String),
-    Array(ValueType, Vec<Value>),
+    Array(Array),
     U64(u64),
     I64(i64),
     F64(f64),
@@ -86,6 +86,95 @@ impl ValueType {
             U32 | I32 | F32 => 4,
             U64 | I64 | F64 | String => 8,
             Array => 12,
+        }
+    }
+}
+
+/// A metadata array, each element type in its own vector: a 128k-token vocabulary's token types
+/// take 4 bytes each, not a 32-byte [`Value`] each, and a byte array takes its bytes. The type
+/// survives an empty array. (Arrays of arrays are allowed by GGUF; no model we read has one.)
+macro_rules! arrays {
+    ($($variant:ident($t:ty)),*) => {
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Array {
+            $($variant(Vec<$t>),)*
+            String(Vec<String>),
+            Array(Vec<Array>),
+        }
+
+        impl Array {
+            pub fn elem_type(&self) -> ValueType {
+                match self {
+                    $(Array::$variant(_) => ValueType::$variant,)*
+                    Array::String(_) => ValueType::String,
+                    Array::Array(_) => ValueType::Array,
+                }
+            }
+
+            pub fn len(&self) -> usize {
+                match self {
+                    $(Array::$variant(v) => v.len(),)*
+                    Array::String(v) => v.len(),
+                    Array::Array(v) => v.len(),
+                }
+            }
+
+            /// Element `i` as a value (a copy).
+            pub fn get(&self, i: usize) -> Option<Value> {
+                Some(match self {
+                    $(Array::$variant(v) => Value::$variant(*v.get(i)?),)*
+                    Array::String(v) => Value::String(v.get(i)?.clone()),
+                    Array::Array(v) => Value::Array(v.get(i)?.clone()),
+                })
+            }
+
+            /// An array of `ty` from `items`; `None` if one of them has another type.
+            pub fn from_values(ty: ValueType, items: Vec<Value>) -> Option<Array> {
+                Some(match ty {
+                    $(ValueType::$variant => Array::$variant(
+                        items.into_iter().map(|v| match v { Value::$variant(x) => Some(x), _ => None }).collect::<Option<_>>()?,
+                    ),)*
+                    ValueType::String => Array::String(
+                        items.into_iter().map(|v| match v { Value::String(x) => Some(x), _ => None }).collect::<Option<_>>()?,
+                    ),
+                    ValueType::Array => Array::Array(
+                        items.into_iter().map(|v| match v { Value::Array(x) => Some(x), _ => None }).collect::<Option<_>>()?,
+                    ),
+                })
+            }
+        }
+
+        $(impl From<Vec<$t>> for Array {
+            fn from(v: Vec<$t>) -> Array {
+                Array::$variant(v)
+            }
+        })*
+    };
+}
+
+arrays!(U8(u8), I8(i8), U16(u16), I16(i16), U32(u32), I32(i32), F32(f32), Bool(bool), U64(u64), I64(i64), F64(f64));
+
+impl From<Vec<String>> for Array {
+    fn from(v: Vec<String>) -> Array {
+        Array::String(v)
+    }
+}
+
+impl Array {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every element as a value (copies; for small arrays and tests).
+    pub fn iter(&self) -> impl Iterator<Item = Value> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// The strings of a string array.
+    pub fn strings(&self) -> Option<&[String]> {
+        match self {
+            Array::String(v) => Some(v),
+            _ => None,
         }
     }
 }
@@ -156,9 +245,9 @@ impl Value {
         }
     }
 
-    pub fn as_array(&self) -> Option<&[Value]> {
+    pub fn as_array(&self) -> Option<&Array> {
         match self {
-            Value::Array(_, v) => Some(v),
+            Value::Array(a) => Some(a),
             _ => None,
         }
     }
@@ -170,11 +259,11 @@ impl Value {
                 format!("{:?}… ({} chars)", s.chars().take(60).collect::<String>(), s.chars().count())
             }
             Value::String(s) => format!("{s:?}"),
-            Value::Array(t, v) if v.len() > 6 => {
-                let head: Vec<String> = v.iter().take(4).map(Value::summary).collect();
-                format!("[{}, …] ({} × {:?})", head.join(", "), v.len(), t)
+            Value::Array(a) if a.len() > 6 => {
+                let head: Vec<String> = a.iter().take(4).map(|v| v.summary()).collect();
+                format!("[{}, …] ({} × {:?})", head.join(", "), a.len(), a.elem_type())
             }
-            Value::Array(_, v) => format!("[{}]", v.iter().map(Value::summary).collect::<Vec<_>>().join(", ")),
+            Value::Array(a) => format!("[{}]", a.iter().map(|v| v.summary()).collect::<Vec<_>>().join(", ")),
             Value::U8(v) => v.to_string(),
             Value::I8(v) => v.to_string(),
             Value::U16(v) => v.to_string(),
@@ -234,7 +323,7 @@ impl Metadata {
         self.get(key).and_then(Value::as_bool)
     }
 
-    pub fn get_array(&self, key: &str) -> Option<&[Value]> {
+    pub fn get_array(&self, key: &str) -> Option<&Array> {
         self.get(key).and_then(Value::as_array)
     }
 
@@ -347,9 +436,10 @@ pub enum GgufError {
     MetadataTooLarge { key: String, limit: u64 },
 }
 
-/// The memory the parsed metadata of one file may take: 256 MiB. Llama-3's (128 256 tokens,
-/// 280 147 merges, token types, template) takes ≈ 20 MB as parsed here, a 256k-token vocabulary
-/// about twice that; a hostile array (a 128 MiB `u8` array would take 4 GiB as values) is refused
-/// at its count, before anything is allocated for it. The bound matters most in the page, whose
-/// worker has a 32-bit memory.
-pub const MAX_METADATA_MEMORY: u64 = 256 << 20;
+/// The memory the parsed metadata of one file may take: 64 MiB, counted as it is stored (each
+/// number at its own size, each string its bytes plus a `String`, each key and entry its own).
+/// Llama-3's (128 256 tokens, 280 147 merges, token types, template) takes ≈ 15 MB, a 256k-token
+/// vocabulary with scores about as much; a hostile array (a 128 MiB `u8` array) is refused at its
+/// count, before anything is allocated for it. The bound matters most in the page, whose worker
+/// keeps its whole wasm memory under 256 MiB.
+pub const MAX_METADATA_MEMORY: u64 = 64 << 20;

@@ -106,21 +106,71 @@ impl<'a> Cursor<'a> {
             ValueType::U64 => Value::U64(self.u64()?),
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.array()?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array()?)),
-            ValueType::Array => {
-                if depth >= MAX_ARRAY_DEPTH {
-                    return Err(GgufError::NestingTooDeep(MAX_ARRAY_DEPTH, key.to_string()));
-                }
-                let type_id = self.u32()?;
-                let elem = ValueType::from_id(type_id)
-                    .ok_or_else(|| GgufError::UnknownValueType { key: key.to_string(), type_id })?;
-                let count = self.u64()?;
-                self.check_count("array length", count, elem.min_size())?;
-                self.spend(count.saturating_mul(std::mem::size_of::<Value>() as u64), key)?;
+            ValueType::Array => Value::Array(self.array_value(key, depth)?),
+        })
+    }
+
+    /// An array: its element type, its count, its elements.
+    fn array_value(&mut self, key: &str, depth: usize) -> Result<Array, GgufError> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(GgufError::NestingTooDeep(MAX_ARRAY_DEPTH, key.to_string()));
+        }
+        let type_id = self.u32()?;
+        let elem =
+            ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.to_string(), type_id })?;
+        let count = self.u64()?;
+        self.check_count("array length", count, elem.min_size())?;
+        self.array_items(elem, count, key, depth)
+    }
+
+    /// `count` elements of type `elem`, stored as that type: numbers in one read of their bytes.
+    fn array_items(&mut self, elem: ValueType, count: u64, key: &str, depth: usize) -> Result<Array, GgufError> {
+        macro_rules! numbers {
+            ($variant:ident, $t:ty) => {{
+                const SIZE: usize = std::mem::size_of::<$t>();
+                self.spend(count.saturating_mul(SIZE as u64), key)?;
+                let bytes = self.take(count.saturating_mul(SIZE as u64))?;
+                let values = bytes.chunks_exact(SIZE).map(|c| {
+                    let mut a = [0u8; SIZE];
+                    a.copy_from_slice(c);
+                    <$t>::from_le_bytes(a)
+                });
+                Array::$variant(values.collect())
+            }};
+        }
+        Ok(match elem {
+            ValueType::U8 => numbers!(U8, u8),
+            ValueType::I8 => numbers!(I8, i8),
+            ValueType::U16 => numbers!(U16, u16),
+            ValueType::I16 => numbers!(I16, i16),
+            ValueType::U32 => numbers!(U32, u32),
+            ValueType::I32 => numbers!(I32, i32),
+            ValueType::F32 => numbers!(F32, f32),
+            ValueType::U64 => numbers!(U64, u64),
+            ValueType::I64 => numbers!(I64, i64),
+            ValueType::F64 => numbers!(F64, f64),
+            ValueType::Bool => {
+                self.spend(count, key)?;
+                // Any non-zero byte is true, as in llama.cpp.
+                Array::Bool(self.take(count)?.iter().map(|&b| b != 0).collect())
+            }
+            ValueType::String => {
+                self.spend(count.saturating_mul(std::mem::size_of::<String>() as u64), key)?;
                 let mut items = Vec::with_capacity(self.capacity(count, elem.min_size()));
                 for _ in 0..count {
-                    items.push(self.value(elem, key, depth + 1)?);
+                    let s = self.string()?;
+                    self.spend(s.len() as u64, key)?;
+                    items.push(s);
                 }
-                Value::Array(elem, items)
+                Array::String(items)
+            }
+            ValueType::Array => {
+                self.spend(count.saturating_mul(std::mem::size_of::<Array>() as u64), key)?;
+                let mut items = Vec::with_capacity(self.capacity(count, elem.min_size()));
+                for _ in 0..count {
+                    items.push(self.array_value(key, depth + 1)?);
+                }
+                Array::Array(items)
             }
         })
     }
