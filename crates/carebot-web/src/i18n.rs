@@ -124,6 +124,13 @@ texts! {
     Assistant => "CareBot", "CareBot";
     TokensPerSecond => "tokens/s", "词元/秒";
     Tokens => "tokens", "词元";
+    WritingSpeed => "writing", "生成";
+    ReadingPrompt => "read the prompt", "读取提示";
+    Copy => "Copy", "复制";
+    Copied => "Copied", "已复制";
+    CopyFailed => "Could not copy", "无法复制";
+    ResetSettings => "Reset to defaults", "恢复默认设置";
+    SettingsUnreadable => "Saved settings could not be read, so the defaults are used:", "无法读取已保存的设置，已使用默认设置：";
     Context => "Context", "上下文";
     Dropped => "The conversation outgrew the model's context: the oldest turns were left out of this answer:",
         "对话超出了模型的上下文长度，本次回答未包含最早的几轮对话：";

@@ -43,16 +43,16 @@ pub enum LinkChange {
 }
 
 impl LinkParams {
-    /// From the decoded query pairs, in order (a later repeat wins, as for any form).
+    /// From the decoded query pairs, in order (a later repeat wins, as for any form), over the
+    /// default settings.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut p = LinkParams {
-            model: None,
-            hf: None,
-            endpoint: None,
-            settings: Settings::default(),
-            set: Vec::new(),
-            ignored: Vec::new(),
-        };
+        Self::from_pairs_over(Settings::default(), pairs)
+    }
+
+    /// The same, over `base` (the user's saved settings): what the link does not set stays.
+    pub fn from_pairs_over<'a>(base: Settings, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut p =
+            LinkParams { model: None, hf: None, endpoint: None, settings: base, set: Vec::new(), ignored: Vec::new() };
         for (key, value) in pairs {
             let bad = |what: &str| format!("{key}={value}: {what}");
             let usable = match key {

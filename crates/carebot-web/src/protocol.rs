@@ -87,6 +87,10 @@ pub struct ProbeInfo {
     pub size: u64,
     /// Bytes already in the cache (equal to `size` when complete).
     pub cached: u64,
+    /// Whether an earlier visit left part of it here (the probe's own first read does not count:
+    /// a first visit is never told that a download "continues").
+    #[serde(default)]
+    pub resumed: bool,
     /// What the browser says this origin may still store (None: it would not say).
     pub available: Option<u64>,
     /// `general.name`, else the file name.
@@ -190,6 +194,9 @@ pub struct AnswerStats {
     /// Prompt tokens that had to run (the rest came from the KV cache).
     pub prompt_tokens_run: usize,
     pub tokens_per_second: f64,
+    /// From the request to the first token: reading the prompt (`prompt_tokens_run` of it).
+    #[serde(default)]
+    pub prompt_seconds: f64,
     /// `stop`, `max_tokens`, `cancelled` or `context_full`.
     pub stop: String,
     /// Positions of the context in use after the answer, and its size.

@@ -438,7 +438,7 @@ pub enum GgufError {
 
 /// The memory the parsed metadata of one file may take: 64 MiB, counted as it is stored (each
 /// number at its own size, each string its bytes plus a `String`, each key and entry its own).
-/// Llama-3's (128 256 tokens, 280 147 merges, token types, template) takes ≈ 15 MB, a 256k-token
+/// Llama-3's (128 256 tokens, 280 147 merges, token types, template) takes ≈ 14 MB, a 256k-token
 /// vocabulary with scores about as much; a hostile array (a 128 MiB `u8` array) is refused at its
 /// count, before anything is allocated for it. The bound matters most in the page, whose worker
 /// keeps its whole wasm memory under 256 MiB.

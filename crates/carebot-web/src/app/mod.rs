@@ -112,6 +112,20 @@ fn remember_accepted_link(canonical: &str) {
     let _ = gloo_storage::LocalStorage::set(ACCEPTED_LINKS_KEY, &links);
 }
 
+/// `localStorage` key of the settings the user chose in the settings panel.
+const SETTINGS_KEY: &str = "carebot.settings";
+
+/// The user's saved settings; the defaults when none were saved, and also (with why, for a
+/// notice) when what was saved cannot be read.
+fn saved_settings() -> (Settings, Option<String>) {
+    use gloo_storage::Storage;
+    match gloo_storage::LocalStorage::get::<Settings>(SETTINGS_KEY) {
+        Ok(s) => (s, None),
+        Err(gloo_storage::errors::StorageError::KeyNotFound(_)) => (Settings::default(), None),
+        Err(e) => (Settings::default(), Some(e.to_string())),
+    }
+}
+
 /// The model the page uses when no (accepted) link names one.
 fn default_source() -> ModelSource {
     match default_model_url() {
@@ -352,7 +366,7 @@ impl State {
             let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&path));
         }
         self.source.set(default_source());
-        self.settings.set(Settings::default());
+        self.settings.set(saved_settings().0);
         self.begin();
     }
 
@@ -377,6 +391,22 @@ impl State {
         } else {
             self.model.set(ModelState::NoWebGpu);
         }
+    }
+
+    /// Keeps the settings as they are now for the next visits (the settings panel calls this
+    /// after each change the user makes; what a link set is kept only if the user then edits).
+    pub fn save_settings(&self) {
+        use gloo_storage::Storage;
+        if let Err(e) = gloo_storage::LocalStorage::set(SETTINGS_KEY, self.settings.get_untracked()) {
+            self.notice.set(Some(e.to_string()));
+        }
+    }
+
+    /// Back to the defaults, now and on the next visits.
+    pub fn reset_settings(&self) {
+        use gloo_storage::Storage;
+        gloo_storage::LocalStorage::delete(SETTINGS_KEY);
+        self.settings.set(Settings::default());
     }
 
     pub fn set_lang(&self, lang: Lang) {
@@ -796,7 +826,12 @@ pub fn start() {
                 .collect()
         })
         .unwrap_or_default();
-    let link = LinkParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let (saved, unreadable) = saved_settings();
+    if let Some(e) = unreadable {
+        let lang = state.lang.get_untracked();
+        state.notice.set(Some(format!("{} {e}", crate::i18n::Key::SettingsUnreadable.text(lang))));
+    }
+    let link = LinkParams::from_pairs_over(saved, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut ignored = link.ignored.clone();
     let source = link.source(&absolute).unwrap_or_else(|e| {
         ignored.push(e);

@@ -129,7 +129,7 @@ fn Header() -> impl IntoView {
             <h1>{t(Key::AppTitle)}</h1>
             <p class="tagline">{t(Key::Tagline)}</p>
             <nav>
-                <button on:click=move |_| s.show_settings.set(true)>{t(Key::Settings)}</button>
+                <button data-testid="open-settings" on:click=move |_| s.show_settings.set(true)>{t(Key::Settings)}</button>
                 <button on:click=move |_| s.show_disclaimer.set(true)>{t(Key::About)}</button>
                 <label>
                     {t(Key::Language)} " "
@@ -160,13 +160,23 @@ fn NoWebGpu() -> impl IntoView {
 #[component]
 fn Disclaimer() -> impl IntoView {
     let s = state();
+    let accept = NodeRef::<leptos::html::Button>::new();
+    let card = NodeRef::<leptos::html::Div>::new();
+    focus_when_shown(accept);
+    // No Escape here: the notice is read and acknowledged, not dismissed.
+    let on_key = move |ev: leptos::ev::KeyboardEvent| {
+        if let (true, Some(card)) = (ev.key() == "Tab", card.get()) {
+            trap_tab(&ev, &card)
+        }
+    };
     view! {
         <Show when=move || s.show_disclaimer.get()>
-            <div class="modal" role="dialog" aria-modal="true" data-testid="disclaimer">
-                <div class="card">
-                    <h2>{t(Key::DisclaimerTitle)}</h2>
+            <div class="modal" role="dialog" aria-modal="true" aria-labelledby="disclaimer-title" data-testid="disclaimer"
+                on:keydown=on_key>
+                <div class="card" node_ref=card>
+                    <h2 id="disclaimer-title">{t(Key::DisclaimerTitle)}</h2>
                     <p>{t(Key::DisclaimerBody)}</p>
-                    <button class="primary" data-testid="accept-disclaimer" on:click=move |_| s.accept_disclaimer()>
+                    <button node_ref=accept class="primary" data-testid="accept-disclaimer" on:click=move |_| s.accept_disclaimer()>
                         {t(Key::DisclaimerAccept)}
                     </button>
                 </div>
@@ -180,15 +190,32 @@ fn SettingsPanel() -> impl IntoView {
     let s = state();
     // A number field changes its setting only when it holds a number in range.
     // Each field parses as its setting's own type, so no number is cast on the way.
-    let set = move |apply: &dyn Fn(&mut crate::protocol::Settings)| s.settings.update(apply);
+    // Each change is kept for the next visits at once.
+    let set = move |apply: &dyn Fn(&mut crate::protocol::Settings)| {
+        s.settings.update(apply);
+        s.save_settings();
+    };
+    let first = NodeRef::<leptos::html::Textarea>::new();
+    let card = NodeRef::<leptos::html::Div>::new();
+    focus_when_shown(first);
+    let on_key = move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
+        "Escape" => s.show_settings.set(false),
+        "Tab" => {
+            if let Some(card) = card.get() {
+                trap_tab(&ev, &card)
+            }
+        }
+        _ => {}
+    };
     view! {
         <Show when=move || s.show_settings.get()>
-            <div class="modal" role="dialog" aria-modal="true">
-                <div class="card settings">
-                    <h2>{t(Key::Settings)}</h2>
+            <div class="modal" role="dialog" aria-modal="true" aria-labelledby="settings-title" data-testid="settings"
+                on:keydown=on_key>
+                <div class="card settings" node_ref=card>
+                    <h2 id="settings-title">{t(Key::Settings)}</h2>
                     <label>{t(Key::SystemPrompt)}
-                        <textarea rows="4" prop:value=move || s.settings.with(|x| x.system.clone())
-                            on:input=move |ev| s.settings.update(|x| x.system = event_target_value(&ev))></textarea>
+                        <textarea node_ref=first rows="4" data-testid="setting-system" prop:value=move || s.settings.with(|x| x.system.clone())
+                            on:input=move |ev| set(&|x| x.system = event_target_value(&ev))></textarea>
                     </label>
                     <label>{t(Key::Temperature)}
                         <input type="number" min="0" max="2" step="0.05" prop:value=move || s.settings.with(|x| x.temperature.to_string())
@@ -206,7 +233,10 @@ fn SettingsPanel() -> impl IntoView {
                         <input type="number" min="0" step="1" prop:value=move || s.settings.with(|x| x.seed.to_string())
                             on:change=move |ev| if let Some(v) = field(&ev, 0, u64::MAX) { set(&|x| x.seed = v) }/>
                     </label>
-                    <button class="primary" on:click=move |_| s.show_settings.set(false)>{t(Key::Close)}</button>
+                    <div class="buttons">
+                        <button data-testid="reset-settings" on:click=move |_| s.reset_settings()>{t(Key::ResetSettings)}</button>
+                        <button class="primary" data-testid="close-settings" on:click=move |_| s.show_settings.set(false)>{t(Key::Close)}</button>
+                    </div>
                 </div>
             </div>
         </Show>
@@ -485,7 +515,9 @@ fn ModelPanel() -> impl IntoView {
                 <p><strong data-testid="model-name">{shown_name(&info.name, &s.source.get_untracked(), lang)}</strong>" · "{info.architecture.clone()}" · "{format!("{:.2}B", info.parameters as f64 / 1e9)}
                    " · "{bytes(info.size)}{space}</p>
                 {preparation}
-                <p>{if info.cached > 0 { Key::ModelPartlyCached.text(lang) } else { Key::ModelNotCached.text(lang) }}</p>
+                <p data-testid="cache-state" data-resumed=info.resumed.to_string()>
+                    {if info.resumed { Key::ModelPartlyCached.text(lang) } else { Key::ModelNotCached.text(lang) }}
+                </p>
                 {short.then(|| view! {
                     <p class="error" data-testid="storage-short">
                         {format!("{} {}, {} {}. ", Key::StorageShort.text(lang), bytes(needed), Key::StorageShortAvail.text(lang), bytes(info.available.unwrap_or(0)))}
@@ -602,7 +634,9 @@ fn Messages() -> impl IntoView {
         }
     };
     view! {
-        <div class="messages" data-testid="messages" on:click=on_link on:auxclick=on_link>
+        // Screen readers hear an answer once it is written (busy while it streams), not token by token.
+        <div class="messages" data-testid="messages" aria-live="polite" aria-busy=move || s.answering.get().is_some().to_string()
+            on:click=on_link on:auxclick=on_link>
             {move || {
                 let answering = s.answering.get().is_some();
                 let (turns, id) = s.conversation.with(|c| (c.turns.clone(), c.id.clone()));
@@ -646,14 +680,38 @@ fn message(turn: Turn, index: usize, writing: bool, elsewhere: bool) -> impl Int
         view! {
             {dropped}
             <div class="stats" data-testid="answer-stats" data-stats=serde_json::to_string(&st).unwrap_or_default()>
-                {format!("{} {} · {:.1} {}{stop}", st.generated, Key::Tokens.text(lang), st.tokens_per_second, Key::TokensPerSecond.text(lang))}
+                {format!("{} {} · {} {:.1} {}", st.generated, Key::Tokens.text(lang), Key::WritingSpeed.text(lang),
+                    st.tokens_per_second, Key::TokensPerSecond.text(lang))}
+                // Reading the prompt is its own figure: a long conversation's first token waits for it.
+                <span data-testid="prompt-stats">{format!(" · {} ({} {}) {:.1} s{stop}", Key::ReadingPrompt.text(lang),
+                    st.prompt_tokens_run, Key::Tokens.text(lang), st.prompt_seconds)}</span>
             </div>
         }
     });
     let done = !writing;
+    // None: not tried; then whether the clipboard took the answer's Markdown.
+    let copied = RwSignal::new(None::<bool>);
+    let text = turn.content.clone();
+    let copy = move |_| {
+        let promise = window().navigator().clipboard().write_text(&text);
+        leptos::task::spawn_local(async move {
+            copied.set(Some(wasm_bindgen_futures::JsFuture::from(promise).await.is_ok()));
+        });
+    };
     view! {
         <div class="msg assistant" data-testid="assistant-message" data-done=done.to_string() data-text=turn.content.clone()>
-            <div class="who">{Key::Assistant.text(lang)}</div>
+            <div class="who">{Key::Assistant.text(lang)}
+                {done.then(|| view! {
+                    <button class="small copy" data-testid="copy" on:click=copy
+                        data-copied=move || copied.get().map(|c| c.to_string()).unwrap_or_default()>
+                        {move || match copied.get() {
+                            None => Key::Copy.text(lang),
+                            Some(true) => Key::Copied.text(lang),
+                            Some(false) => Key::CopyFailed.text(lang),
+                        }}
+                    </button>
+                })}
+            </div>
             <div class="text markdown" inner_html=html></div>
             {turn.error.clone().map(|e| view! { <p class="error" data-testid="answer-error">{e}</p> })}
             {(turn.unfinished && !writing).then(|| if elsewhere {

@@ -193,12 +193,13 @@ impl Worker {
     async fn probe(&self, source: ModelSource) -> Result<ProbeInfo, Failure> {
         self.probed.borrow_mut().take();
         let mut plan = None;
-        let (remote, cache, size, fetched) = match &source {
+        // Whether the cache held any of it before this probe read the first piece.
+        let (remote, cache, size, fetched, resumed) = match &source {
             ModelSource::Hub(repo) => {
                 let key = repo.cache_key();
                 match CachedFile::peek(&key).await {
                     Some(p) if p.complete => {
-                        (None, Some(CachedFile::open(&key, p.size, &p.version).await?), p.size, false)
+                        (None, Some(CachedFile::open(&key, p.size, &p.version).await?), p.size, false, true)
                     }
                     _ => {
                         // Resumed only from the same commit: one that moved on starts over.
@@ -206,7 +207,8 @@ impl Worker {
                         let cache = CachedFile::open(&key, p.size, p.version()).await?;
                         let size = p.size;
                         plan = Some(p);
-                        (None, Some(cache), size, true)
+                        let resumed = cache.cached()? > 0;
+                        (None, Some(cache), size, true, resumed)
                     }
                 }
             }
@@ -216,20 +218,23 @@ impl Worker {
                     .borrow()
                     .clone()
                     .ok_or_else(|| failure(ErrorKind::Internal, format!("{name}: no file given")))?;
-                (Some(Remote::File(file)), None, *size, false)
+                (Some(Remote::File(file)), None, *size, false, false)
             }
             ModelSource::Url { url } => match CachedFile::peek(url).await {
-                Some(p) if p.complete => (None, Some(CachedFile::open(url, p.size, &p.version).await?), p.size, false),
+                Some(p) if p.complete => {
+                    (None, Some(CachedFile::open(url, p.size, &p.version).await?), p.size, false, true)
+                }
                 _ => {
                     // Resumed only from the version the server names now (its ETag or date).
                     let remote = Remote::url(url.clone());
                     let mut first = vec![0; PROBE_BYTES];
                     let size = remote.read(0, &mut first).await?;
                     let cache = CachedFile::open(url, size, &remote.version().unwrap_or_default()).await?;
-                    if cache.cached()? == 0 {
+                    let resumed = cache.cached()? > 0;
+                    if !resumed {
                         cache.append(0, &first[..piece_len(size, PROBE_BYTES)])?;
                     }
-                    (Some(remote), Some(cache), size, true)
+                    (Some(remote), Some(cache), size, true, resumed)
                 }
             },
         };
@@ -260,6 +265,7 @@ impl Worker {
         let info = ProbeInfo {
             size,
             cached,
+            resumed,
             available,
             name,
             architecture: file.architecture().unwrap_or_default().to_string(),
@@ -465,6 +471,7 @@ impl Worker {
                 prompt_tokens: fitted.ids.len(),
                 prompt_tokens_run: g.prompt_tokens_run,
                 tokens_per_second,
+                prompt_seconds: (first_token_at.unwrap_or(end) - t0) / 1000.0,
                 stop: match g.stop {
                     StopReason::StopToken(_) => "stop",
                     StopReason::MaxTokens => "max_tokens",
