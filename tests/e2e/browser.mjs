@@ -147,10 +147,18 @@ export class Tab {
         return this.page.$$eval(sel, (all, i, n) => all.at(i)?.getAttribute(n) ?? null, index, name);
     }
     async textOf(sel, index) { return this.page.$$eval(sel, (all, i) => all.at(i)?.textContent ?? null, index); }
+    /// Clicks the `index`th element matching `sel` (negative: from the end); one drawn again
+    /// between finding and clicking it is found again.
     async clickOf(sel, index) {
         await this.page.bringToFront();
-        const all = await this.page.$$(sel);
-        await all.at(index).click();
+        for (let tries = 1; ; tries++) {
+            const all = await this.page.$$(sel);
+            try {
+                return await all.at(index).click();
+            } catch (e) {
+                if (tries === 5 || !/detached/i.test(String(e))) throw e;
+            }
+        }
     }
     /// Clicks the first element matching `sel` whose text contains `text`. A locator, so a list
     /// drawn again between finding the element and clicking it is found again, not clicked detached.

@@ -197,7 +197,7 @@ try {
     const shown = JSON.parse(await page.attributeOf('[data-testid="answer-stats"]', -1, "data-stats"));
     assert.ok(shown.prompt_seconds > 0 && shown.prompt_tokens_run > 0, JSON.stringify(shown));
     assert.match(await page.textOf('[data-testid="prompt-stats"]', -1), /read the prompt \(\d+ tokens\) \d+\.\d s/);
-    if (ENGINE === "chromium") await page.page.browserContext().overridePermissions(BASE, ["clipboard-read", "clipboard-write"]);
+    if (ENGINE === "chromium") await page.page.browserContext().overridePermissions(BASE, ["clipboard-read", "clipboard-write", "clipboard-sanitized-write"]);
     await page.clickOf('[data-testid="copy"]', -1);
     await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="copy"]')].at(-1)?.dataset.copied === "true");
     if (ENGINE === "chromium") assert.equal(await page.evaluate(() => navigator.clipboard.readText()), want);
@@ -208,6 +208,24 @@ try {
     };
     // (In a tab of its own: this one's greedy settings stay for the steps below.)
     const mine = await open("?model=/models/tiny.gguf&max_tokens=60");
+    // Where a page has no Clipboard API (plain http on a clinic's intranet), the copy command.
+    const original = await mine.evaluate(async (chromium) => {
+        // (So that the read-back below cannot see the first copy's text.)
+        if (chromium) await navigator.clipboard.writeText("before");
+        window.__clipboard = Object.getOwnPropertyDescriptor(Navigator.prototype, "clipboard");
+        Object.defineProperty(Navigator.prototype, "clipboard", { get: () => undefined, configurable: true });
+        return navigator.clipboard === undefined;
+    }, ENGINE === "chromium");
+    assert.ok(original, "the Clipboard API could not be hidden");
+    await mine.clickOf('[data-testid="copy"]', -1);
+    await mine.waitForFunction(() => [...document.querySelectorAll('[data-testid="copy"]')].at(-1)?.dataset.copied === "true");
+    if (ENGINE === "chromium") {
+        const copied = await mine.evaluate(() => {
+            Object.defineProperty(Navigator.prototype, "clipboard", window.__clipboard);
+            return navigator.clipboard.readText();
+        });
+        assert.equal(copied, want, "the copy command's text");
+    }
     await openSettings(mine);
     assert.equal(await mine.evaluate(() => document.activeElement?.dataset.testid), "setting-system", "focus is not in the settings");
     await mine.fill('[data-testid="setting-system"]', "Answer in one sentence.");
@@ -233,10 +251,14 @@ try {
 
     // 3. Stop ends the answer early; regenerate and edit-and-resend work.
     step = "stop";
+    // Tokens redraw only the answer being written: the earlier answer keeps its very element.
+    await page.evaluate(() => { document.querySelector('[data-testid="assistant-message"]').__kept = true; });
     const j = await ask(page, "Tell me about fever in children.");
     await page.waitForFunction((k) => (document.querySelectorAll('[data-testid="assistant-message"]')[k]?.dataset.text || "").length > 0, j);
     await page.click('[data-testid="stop"]');
     const stopped = await answer(page, j);
+    assert.ok(await page.evaluate(() => document.querySelector('[data-testid="assistant-message"]').__kept === true),
+        "an earlier answer was drawn again while a new one streamed");
     const stats = await page.textOf('[data-testid="answer-stats"]', -1);
     const generated = Number(/^(\d+)/.exec(stats)[1]);
     assert.ok(generated < 60 && /stopped/.test(stats), `stop: ${stats}`);

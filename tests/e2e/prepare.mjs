@@ -112,6 +112,18 @@ const REPOS = {
     [`moved/${NAME}`]: { files, failOnce: shards[1] },
     [`t5/${NAME}`]: { files: filesT5 },
     "t5/yarn": { files: { ...filesT5, "config.json": inMemory(Buffer.from(JSON.stringify(yarn))) } },
+    // Hostile sizes: a tokenizer.json past its 64 MiB bound, a shard whose header claims 100 MB.
+    "test/huge-tokenizer": { files: { ...files, "tokenizer.json": { size: (64 << 20) + 1, read: (a, b) => Buffer.alloc(b - a, 0x20) } } },
+    "test/huge-header": { files: { ...files, [shards[0]]: {
+        size: files[shards[0]].size,
+        read(a, b) {
+            const out = Buffer.from(files[shards[0]].read(a, b));
+            const prefix = Buffer.alloc(8);
+            prefix.writeBigUInt64LE(100_000_000n);
+            if (a < 8) prefix.copy(out, 0, a, Math.min(8, b));
+            return out;
+        },
+    } } },
 };
 const requests = []; // [path, range start or null]
 
@@ -147,7 +159,7 @@ const server = createServer((req, res) => {
         const headers = { "X-Repo-Commit": commit, "Accept-Ranges": "bytes" };
         if (!range) {
             // Whole files: the JSON ones (the client reads shards only by Range).
-            assert.ok(body.size < 64 << 20, `a whole ${body.size}-byte ${file} was asked for`);
+            assert.ok(body.size < 64 << 20 || repo === "test/huge-tokenizer", `a whole ${body.size}-byte ${file} was asked for`);
             res.writeHead(200, { ...headers, "Content-Length": body.size });
             return res.end(body.read(0, body.size));
         }
@@ -362,6 +374,9 @@ try {
         ["test/missing", "NotFound", ["config.json"]],
         ["test/no-tokenizer", "NotFound", ["config.json", "tokenizer.json"]],
         ["t5/yarn", "Model", ["config.json"], "rope_parameters.rope_type"],
+        ["test/huge-tokenizer", "Model", ["config.json", "tokenizer.json"], "more than the 67108864"],
+        ["test/huge-header", "Model", ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+            "chat_template.jinja", "model.safetensors.index.json", shards[0]], shards[0]],
     ]) {
         mark = requests.length;
         const p = await open(query(repo), { collectErrors: false });

@@ -633,23 +633,72 @@ fn Messages() -> impl IntoView {
             s.leaving.set(Some(a.href()));
         }
     };
+    // One row per turn, keyed by everything it shows: a token changes only the streaming
+    // answer's key, so only that answer is rendered again (its Markdown and its DOM), however
+    // long the conversation (BENCHMARKS.md: the time per token with 5 and 50 turns).
+    let rows = move || {
+        let answering = s.answering.get().is_some();
+        let lang = s.lang.get();
+        s.conversation.with(|c| {
+            let elsewhere = s.written_elsewhere.with(|w| w.as_deref() == Some(c.id.as_str()));
+            let last = c.turns.len().saturating_sub(1);
+            c.turns
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let writing = i == last && answering;
+                    (turn_key(&c.id, i, t, writing, elsewhere, lang), i, writing, elsewhere)
+                })
+                .collect::<Vec<_>>()
+        })
+    };
     view! {
         // Screen readers hear an answer once it is written (busy while it streams), not token by token.
         <div class="messages" data-testid="messages" aria-live="polite" aria-busy=move || s.answering.get().is_some().to_string()
             on:click=on_link on:auxclick=on_link>
-            {move || {
-                let answering = s.answering.get().is_some();
-                let (turns, id) = s.conversation.with(|c| (c.turns.clone(), c.id.clone()));
-                let elsewhere = s.written_elsewhere.with(|w| w.as_ref() == Some(&id));
-                let last = turns.len().saturating_sub(1);
-                turns
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, turn)| message(turn, i, i == last && answering, elsewhere))
-                    .collect_view()
-            }}
+            <For each=rows key=|row| row.0 let:row>
+                {
+                    let (_, index, writing, elsewhere) = row;
+                    s.conversation
+                        .with_untracked(|c| c.turns.get(index).cloned())
+                        .map(|turn| message(turn, index, writing, elsewhere))
+                }
+            </For>
         </div>
     }
+}
+
+/// Puts `text` on the clipboard: the Clipboard API, or where a page has none (served over plain
+/// http, as on a clinic's intranet) the older copy command on a hidden text box.
+async fn copy_to_clipboard(text: &str) -> bool {
+    let navigator = window().navigator();
+    let has_api = js_sys::Reflect::get(&navigator, &"clipboard".into()).is_ok_and(|c| !c.is_undefined());
+    if has_api {
+        return wasm_bindgen_futures::JsFuture::from(navigator.clipboard().write_text(text)).await.is_ok();
+    }
+    let document = document();
+    let Some(area) =
+        document.create_element("textarea").ok().and_then(|e| e.dyn_into::<web_sys::HtmlTextAreaElement>().ok())
+    else {
+        return false;
+    };
+    area.set_value(text);
+    let _ = area.set_attribute("style", "position: fixed; opacity: 0");
+    let Some(body) = document.body() else { return false };
+    let _ = body.append_child(&area);
+    area.select();
+    let copied = document.unchecked_ref::<web_sys::HtmlDocument>().exec_command("copy").unwrap_or(false);
+    area.remove();
+    copied
+}
+
+/// What a turn's row shows, as one number: the row is made again only when it changes.
+fn turn_key(conversation: &str, index: usize, t: &Turn, writing: bool, elsewhere: bool, lang: Lang) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (conversation, index, &t.role, &t.content, &t.error, t.unfinished, writing, elsewhere, lang.tag()).hash(&mut h);
+    t.stats.as_ref().map(|st| (st.generated, &st.stop, st.prompt_tokens, st.dropped_turns)).hash(&mut h);
+    h.finish()
 }
 
 /// Turn `index`; `writing`: this page is writing it now; `elsewhere`: another tab is writing an
@@ -693,10 +742,8 @@ fn message(turn: Turn, index: usize, writing: bool, elsewhere: bool) -> impl Int
     let copied = RwSignal::new(None::<bool>);
     let text = turn.content.clone();
     let copy = move |_| {
-        let promise = window().navigator().clipboard().write_text(&text);
-        leptos::task::spawn_local(async move {
-            copied.set(Some(wasm_bindgen_futures::JsFuture::from(promise).await.is_ok()));
-        });
+        let text = text.clone();
+        leptos::task::spawn_local(async move { copied.set(Some(copy_to_clipboard(&text).await)) });
     };
     view! {
         <div class="msg assistant" data-testid="assistant-message" data-done=done.to_string() data-text=turn.content.clone()>
