@@ -9,7 +9,7 @@
 // CAREBOT_BROWSER: chromium or firefox; CAREBOT_E2E_OUT: where the screenshots go.
 
 import { createServer } from "node:http";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { strict as assert } from "node:assert";
@@ -208,6 +208,9 @@ try {
     };
     // (In a tab of its own: this one's greedy settings stay for the steps below.)
     const mine = await open("?model=/models/tiny.gguf&max_tokens=60");
+    assert.equal(await waitState(mine, ["ready", "failed"]), "ready");
+    await mine.waitForFunction(() => document.querySelectorAll('[data-testid="copy"]').length > 0);
+    await mine.evaluate(() => { window.__copyButton = [...document.querySelectorAll('[data-testid="copy"]')].at(-1); });
     // Where a page has no Clipboard API (plain http on a clinic's intranet), the copy command.
     const original = await mine.evaluate(async (chromium) => {
         // (So that the read-back below cannot see the first copy's text.)
@@ -218,7 +221,10 @@ try {
     }, ENGINE === "chromium");
     assert.ok(original, "the Clipboard API could not be hidden");
     await mine.clickOf('[data-testid="copy"]', -1);
-    await mine.waitForFunction(() => [...document.querySelectorAll('[data-testid="copy"]')].at(-1)?.dataset.copied === "true");
+    await mine.waitForFunction(() => [...document.querySelectorAll('[data-testid="copy"]')].at(-1)?.dataset.copied === "true"
+        || window.__copyButton !== [...document.querySelectorAll('[data-testid="copy"]')].at(-1));
+    assert.equal(await mine.evaluate(() => window.__copyButton === [...document.querySelectorAll('[data-testid="copy"]')].at(-1)), true,
+        "the answer was drawn again after the page had settled");
     if (ENGINE === "chromium") {
         const copied = await mine.evaluate(() => {
             Object.defineProperty(Navigator.prototype, "clipboard", window.__clipboard);
@@ -248,6 +254,72 @@ try {
     later = await open("?model=/models/tiny.gguf&max_tokens=60");
     assert.deepEqual(await openSettings(later), [system0, "0.7"]);
     await later.close();
+    // Export all, then import: a file with what is here plus one new conversation adds exactly
+    // that one; the same file again adds nothing.
+    const books = await open("?model=/models/tiny.gguf&max_tokens=60");
+    await books.waitForFunction(() => document.querySelectorAll('[data-testid="history"] li button.open').length > 0);
+    await books.evaluate(() => {
+        window.__blobs = [];
+        const make = URL.createObjectURL;
+        URL.createObjectURL = (b) => { window.__blobs.push(b); return make.call(URL, b); };
+    });
+    await books.click('[data-testid="export-all"]');
+    await books.waitForFunction(() => window.__blobs.length > 0);
+    const exported = JSON.parse(await books.evaluate(() => window.__blobs.at(-1).text()));
+    const rows = await books.count('[data-testid="history"] li button.open');
+    assert.equal(exported.length, rows, "Export all holds every saved conversation");
+    assert.ok(exported.some((c) => c.turns.some((t) => t.content === want)), "the first answer is not in the export");
+    const extra = { id: "imported-1", title: "Imported question", created: 1, updated: 2,
+        turns: [{ role: "user", content: "Imported question" }, { role: "assistant", content: "Imported answer" }] };
+    const importFile = join(OUT, "import.json");
+    writeFileSync(importFile, JSON.stringify([...exported, extra]));
+    for (const [round, added] of [[1, 1], [2, 0]]) {
+        await books.setInputFiles('[data-testid="import-file"]', importFile);
+        await books.waitForFunction((n) => (document.querySelector(".notice")?.textContent || "").includes(`imported: ${n} ·`), added);
+        assert.equal(await books.count('[data-testid="history"] li button.open'), rows + 1, `import round ${round}`);
+        await books.click(".notice button");
+    }
+    await books.close();
+    // On a phone-sized screen (390 px) the history is a drawer from the header.
+    const phone = await open("?model=/models/tiny.gguf&max_tokens=60");
+    await phone.page.setViewport({ width: 390, height: 844 });
+    const drawer = () => phone.evaluate(() => document.querySelector('[data-testid="sidebar"]').getBoundingClientRect().toJSON());
+    // (It slides away once the screen is narrow.)
+    await phone.waitForFunction(() => document.querySelector('[data-testid="sidebar"]').getBoundingClientRect().right <= 0, undefined, { timeout: 5000 })
+        .catch(async () => assert.fail(`the history covers the chat: ${JSON.stringify(await drawer())}`));
+    await phone.click('[data-testid="history-toggle"]');
+    await phone.waitForFunction(() => document.querySelector('[data-testid="sidebar"]').getBoundingClientRect().left >= 0);
+    await phone.screenshot({ path: shot("history-drawer.png") });
+    await phone.clickText('[data-testid="history"] li button.open', "I have had a he");
+    await phone.waitForFunction(() => document.querySelector('[data-testid="sidebar"]').getBoundingClientRect().right <= 0);
+    assert.ok(await phone.count('[data-testid="assistant-message"]') > 0, "the conversation did not open");
+    await phone.close();
+
+    // Auto-scroll: a streaming answer keeps the end in view, unless the user scrolled up to read.
+    const reader = await open("?model=/models/tiny.gguf&temperature=0&max_tokens=100&system=");
+    assert.equal(await waitState(reader, ["ready", "failed"]), "ready");
+    await reader.click('[data-testid="new-chat"]'); // (the conversation the steps below go on with stays as it is)
+    await reader.page.setViewport({ width: 390, height: 640 });
+    // (On a phone-sized screen the page itself scrolls; on a wide one the answers' own box.)
+    const box = () => reader.evaluate(() => {
+        const all = [document.querySelector('[data-testid="messages"]'), document.scrollingElement];
+        return { top: Math.max(...all.map((m) => m.scrollTop)), gap: Math.max(...all.map((m) => m.scrollHeight - m.scrollTop - m.clientHeight)),
+            overflow: all.some((m) => m.scrollHeight > m.clientHeight) };
+    });
+    let k2, b;
+    for (let n = 0; n < 6 && !(b && b.overflow); n++) {
+        k2 = await ask(reader, `Tell me about sleep and headaches (${n}).`);
+        await answer(reader, k2);
+        b = await box();
+    }
+    assert.ok(b.overflow && b.gap <= 48, `not at the end after streaming: ${JSON.stringify(b)}`);
+    k2 = await ask(reader, "And about coffee?");
+    await reader.waitForFunction((k) => (document.querySelectorAll('[data-testid="assistant-message"]')[k]?.dataset.text || "").length > 0, k2);
+    await reader.evaluate(() => { for (const m of [document.querySelector('[data-testid="messages"]'), document.scrollingElement]) m.scrollTop = 0; });
+    await answer(reader, k2);
+    b = await box();
+    assert.ok(b.top <= 48, `the answer pulled a reader who scrolled up back down: ${JSON.stringify(b)}`);
+    await reader.close();
 
     // 3. Stop ends the answer early; regenerate and edit-and-resend work.
     step = "stop";

@@ -112,12 +112,15 @@ const REPOS = {
     [`moved/${NAME}`]: { files, failOnce: shards[1] },
     [`t5/${NAME}`]: { files: filesT5 },
     "t5/yarn": { files: { ...filesT5, "config.json": inMemory(Buffer.from(JSON.stringify(yarn))) } },
-    // Hostile sizes: a tokenizer.json past its 64 MiB bound, a shard whose header claims 100 MB.
+    // Hostile sizes: a tokenizer.json past its 64 MiB bound; a header of 100 MB claimed by the
+    // second shard (over 4 GiB, so the claim fits the file: only the 16 MiB bound refuses it).
     "test/huge-tokenizer": { files: { ...files, "tokenizer.json": { size: (64 << 20) + 1, read: (a, b) => Buffer.alloc(b - a, 0x20) } } },
-    "test/huge-header": { files: { ...files, [shards[0]]: {
-        size: files[shards[0]].size,
+    // A config.json nested 100 000 levels deep (200 KB): the parser's depth limit refuses it.
+    "test/deep-json": { files: { ...files, "config.json": inMemory(Buffer.from("[".repeat(100_000) + "]".repeat(100_000))) } },
+    "test/huge-header": { files: { ...files, [shards[1]]: {
+        size: files[shards[1]].size,
         read(a, b) {
-            const out = Buffer.from(files[shards[0]].read(a, b));
+            const out = Buffer.from(files[shards[1]].read(a, b));
             const prefix = Buffer.alloc(8);
             prefix.writeBigUInt64LE(100_000_000n);
             if (a < 8) prefix.copy(out, 0, a, Math.min(8, b));
@@ -374,9 +377,10 @@ try {
         ["test/missing", "NotFound", ["config.json"]],
         ["test/no-tokenizer", "NotFound", ["config.json", "tokenizer.json"]],
         ["t5/yarn", "Model", ["config.json"], "rope_parameters.rope_type"],
+        ["test/deep-json", "Model", ["config.json"], "recursion limit"],
         ["test/huge-tokenizer", "Model", ["config.json", "tokenizer.json"], "more than the 67108864"],
         ["test/huge-header", "Model", ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-            "chat_template.jinja", "model.safetensors.index.json", shards[0]], shards[0]],
+            "chat_template.jinja", "model.safetensors.index.json", shards[0], shards[0], shards[1]], "more than"],
     ]) {
         mark = requests.length;
         const p = await open(query(repo), { collectErrors: false });

@@ -780,8 +780,13 @@ pub fn safetensors_header_len(prefix: &[u8], file_size: u64) -> Result<usize, Co
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| invalid("not a safetensors file (shorter than 8 bytes)"))?;
     let n = u64::from_le_bytes(bytes);
-    if n > MAX_SAFETENSORS_HEADER || n + 8 > file_size {
+    if n.saturating_add(8) > file_size {
         return Err(invalid(format!("not a safetensors file (header length {n} in a file of {file_size} bytes)")));
+    }
+    if n > MAX_SAFETENSORS_HEADER {
+        return Err(invalid(format!(
+            "a safetensors header of {n} bytes, more than the {MAX_SAFETENSORS_HEADER} any checkpoint needs"
+        )));
     }
     usize::try_from(n).map_err(|_| invalid(format!("a safetensors header of {n} bytes does not fit in memory here")))
 }
@@ -880,7 +885,7 @@ mod tests {
         // A 100 MB header (within safetensors' own cap) in a file that has it: refused from the
         // prefix alone.
         let e = safetensors_header_len(&100_000_000u64.to_le_bytes(), 200_000_000).unwrap_err();
-        assert!(e.to_string().contains("100000000"), "{e}");
+        assert!(e.to_string().contains("100000000 bytes, more than the 16777216"), "{e}");
         assert!(safetensors_header_len(&MAX_SAFETENSORS_HEADER.to_le_bytes(), 200_000_000).is_ok());
         let n = safetensors_header_len(&file[..8], size).unwrap();
         let json = &file[8..8 + n];

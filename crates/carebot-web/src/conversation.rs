@@ -120,6 +120,65 @@ impl Conversation {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("conversations serialize")
     }
+
+    /// What importing this copy does, given what is stored under its id.
+    pub fn import_onto(&self, stored: Option<&Conversation>) -> Import {
+        match stored {
+            Some(s) if s.contains(self) => Import::AlreadyHere,
+            _ => match self.rebase_onto(stored) {
+                Some(rev) => Import::Save { rev },
+                None => Import::SaveAsNew,
+            },
+        }
+    }
+}
+
+/// How an imported conversation joins the saved ones, so that importing a file twice (or a file
+/// exported here) adds nothing twice and erases no turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Import {
+    /// The stored copy holds all of it.
+    AlreadyHere,
+    /// New here, or a later point of the stored one: saved over it at `rev`.
+    Save { rev: u64 },
+    /// Differs from the stored copy with its id: kept beside it under a new id.
+    SaveAsNew,
+}
+
+/// The most an import file may be and hold: far past any year of conversations, bounded so a
+/// hostile file cannot exhaust the page.
+pub const IMPORT_MAX_BYTES: u64 = 64 << 20;
+pub const IMPORT_MAX_CONVERSATIONS: usize = 100_000;
+
+/// An export file's conversations: "Export all" writes a JSON array; the per-conversation JSON
+/// export (one object) reads too. Anything else is refused with why.
+pub fn parse_import(json: &str) -> Result<Vec<Conversation>, String> {
+    if json.len() as u64 > IMPORT_MAX_BYTES {
+        return Err(format!("{} bytes, more than the {IMPORT_MAX_BYTES} an export file can be", json.len()));
+    }
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        one @ serde_json::Value::Object(_) => vec![one],
+        _ => return Err("not a CareBot export (expected a conversation or a list of them)".into()),
+    };
+    if items.len() > IMPORT_MAX_CONVERSATIONS {
+        return Err(format!("{} conversations, more than {IMPORT_MAX_CONVERSATIONS}", items.len()));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let c: Conversation = serde_json::from_value(item).map_err(|e| format!("conversation {}: {e}", i + 1))?;
+            if c.id.is_empty() {
+                return Err(format!("conversation {}: no id", i + 1));
+            }
+            if let Some(t) = c.turns.iter().find(|t| t.role != "user" && t.role != "assistant") {
+                return Err(format!("conversation {} ({}): a turn of role {:?}", i + 1, c.id, t.role));
+            }
+            Ok(c)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -181,5 +240,41 @@ mod tests {
         assert_eq!(later.rebase_onto(Some(&stored)), Some(5), "saved over the record it holds");
         assert_eq!(other_tab.rebase_onto(Some(&stored)), None, "saved as its own conversation");
         assert_eq!(other_tab.rebase_onto(None), Some(0), "deleted elsewhere: saved anew");
+    }
+
+    #[test]
+    fn an_import_adds_nothing_twice_and_erases_nothing() {
+        let mut stored = Conversation::new(1.0, 1);
+        stored.turns = vec![Turn::user("q"), Turn { content: "answer".into(), unfinished: false, ..Turn::assistant() }];
+        stored.rev = 3;
+        assert_eq!(stored.import_onto(Some(&stored)), Import::AlreadyHere);
+        assert_eq!(stored.import_onto(None), Import::Save { rev: 0 });
+        let mut longer = stored.clone();
+        longer.turns.push(Turn::user("and then?"));
+        assert_eq!(longer.import_onto(Some(&stored)), Import::Save { rev: 3 });
+        let mut shorter = stored.clone();
+        shorter.turns.pop();
+        assert_eq!(shorter.import_onto(Some(&stored)), Import::AlreadyHere);
+        let mut other = stored.clone();
+        other.turns[1].content = "another answer".into();
+        assert_eq!(other.import_onto(Some(&stored)), Import::SaveAsNew);
+
+        // The file: a list (Export all) or one conversation (the per-conversation export).
+        let list = format!("[{},{}]", stored.to_json(), other.to_json());
+        assert_eq!(parse_import(&list).unwrap().len(), 2);
+        assert_eq!(parse_import(&stored.to_json()).unwrap(), vec![stored.clone()]);
+        for (bad, why) in [
+            ("42", "not a CareBot export"),
+            ("{\"id\": 1}", "conversation 1"),
+            ("[{\"id\":\"\",\"title\":\"\",\"created\":0,\"updated\":0,\"turns\":[]}]", "no id"),
+            (
+                "[{\"id\":\"x\",\"title\":\"\",\"created\":0,\"updated\":0,\"turns\":[{\"role\":\"system\",\"content\":\"\"}]}]",
+                "role",
+            ),
+            ("[", "not JSON"),
+        ] {
+            let e = parse_import(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -127,6 +127,11 @@ texts! {
     WritingSpeed => "writing", "生成";
     ReadingPrompt => "read the prompt", "读取提示";
     Copy => "Copy", "复制";
+    ExportAll => "Export all (JSON)", "全部导出（JSON）";
+    Import => "Import conversations", "导入对话";
+    Imported => "Conversations imported:", "已导入的对话：";
+    AlreadyHere => "already here:", "已存在：";
+    ImportFailed => "This file could not be imported:", "无法导入此文件：";
     Copied => "Copied", "已复制";
     CopyFailed => "Could not copy", "无法复制";
     ResetSettings => "Reset to defaults", "恢复默认设置";

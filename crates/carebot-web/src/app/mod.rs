@@ -68,6 +68,8 @@ pub struct State {
     pub notice: RwSignal<Option<String>>,
     pub show_disclaimer: RwSignal<bool>,
     pub show_settings: RwSignal<bool>,
+    /// The history drawer, on screens too narrow to show the history beside the chat.
+    pub show_history: RwSignal<bool>,
     /// Whether the browser granted persistent storage (asked before a download or preparation).
     pub persisted: RwSignal<Option<bool>>,
     /// A conversation another tab is writing an answer in: its unfinished answer is not shown
@@ -132,6 +134,29 @@ fn default_source() -> ModelSource {
         Some(url) => ModelSource::Url { url: absolute(url) },
         None => ModelSource::Hub(HubRepo::carebot()),
     }
+}
+
+/// What scrolls the answers: their own box on a wide screen, the page itself on a narrow one.
+fn scrollers() -> Vec<web_sys::Element> {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else { return Vec::new() };
+    [document.query_selector(".messages").ok().flatten(), document.scrolling_element()].into_iter().flatten().collect()
+}
+
+/// Whether the answers are scrolled to (within a line of) their end: only then does a new token
+/// scroll them on, so a user who scrolled up to read stays where they are.
+fn reading_the_end() -> bool {
+    scrollers().iter().all(|m| m.scroll_height() - m.scroll_top() - m.client_height() <= 48)
+}
+
+/// Scrolls the answers to their end once the page has drawn what was just added.
+fn scroll_to_end() {
+    let Some(window) = web_sys::window() else { return };
+    let scroll = Closure::once_into_js(|| {
+        for m in scrollers() {
+            m.set_scroll_top(m.scroll_height());
+        }
+    });
+    let _ = window.request_animation_frame(scroll.unchecked_ref());
 }
 
 /// Whether `url` (absolute) is on this page's own origin, as the browser parses it; a URL it
@@ -337,6 +362,7 @@ impl State {
             notice: RwSignal::new(None),
             show_disclaimer: RwSignal::new(!accepted),
             show_settings: RwSignal::new(false),
+            show_history: RwSignal::new(false),
             persisted: RwSignal::new(None),
             written_elsewhere: RwSignal::new(None),
             link_request: RwSignal::new(None),
@@ -489,6 +515,7 @@ impl State {
             return;
         }
         self.conversation.update(|c| c.turns.push(Turn::user(text)));
+        scroll_to_end();
         self.ask();
     }
 
@@ -529,6 +556,7 @@ impl State {
         if self.answering.get_untracked().is_some() {
             return;
         }
+        self.show_history.set(false);
         if let Some(c) = self.saved.with_untracked(|all| all.iter().find(|c| c.id == id).cloned()) {
             self.conversation.set(c);
         }
@@ -695,6 +723,70 @@ impl State {
         });
     }
 
+    /// Every saved conversation, as one JSON file (a list: what "Import" reads back).
+    pub fn export_all(&self) {
+        let state = *self;
+        wasm_bindgen_futures::spawn_local(async move {
+            match history::list().await {
+                Ok(listing) => match serde_json::to_string_pretty(&listing.conversations) {
+                    Ok(json) => view::download("carebot-conversations.json", "application/json", &json),
+                    Err(e) => state.notice.set(Some(e.to_string())),
+                },
+                Err(e) => state.notice.set(Some(e.to_string())),
+            }
+        });
+    }
+
+    /// Adds the conversations of an export file: one already here (all of it) is skipped, a
+    /// longer version of one replaces it, one that differs is kept beside it (see
+    /// [`Conversation::import_onto`]); importing the same file twice adds nothing.
+    pub fn import(&self, file: web_sys::File) {
+        use crate::conversation::{IMPORT_MAX_BYTES, Import, parse_import};
+        let state = *self;
+        let lang = self.lang.get_untracked();
+        wasm_bindgen_futures::spawn_local(async move {
+            let fail =
+                |why: String| state.notice.set(Some(format!("{} {why}", crate::i18n::Key::ImportFailed.text(lang))));
+            if file.size() > IMPORT_MAX_BYTES as f64 {
+                return fail(format!("{}: more than {IMPORT_MAX_BYTES} bytes", file.name()));
+            }
+            let text = match wasm_bindgen_futures::JsFuture::from(file.text()).await.map(|t| t.as_string()) {
+                Ok(Some(text)) => text,
+                _ => return fail(format!("{}: not readable as text", file.name())),
+            };
+            let conversations = match parse_import(&text) {
+                Ok(c) => c,
+                Err(e) => return fail(format!("{}: {e}", file.name())),
+            };
+            let (mut added, mut here) = (0, 0);
+            for mut c in conversations {
+                let stored = match history::get(&c.id).await {
+                    Ok(stored) => stored,
+                    Err(e) => return fail(e.to_string()),
+                };
+                match c.import_onto(stored.as_ref()) {
+                    Import::AlreadyHere => {
+                        here += 1;
+                        continue;
+                    }
+                    Import::Save { rev } => c.rev = rev,
+                    Import::SaveAsNew => settle(&mut c, None),
+                }
+                if let Err(e) = history::put(&c).await {
+                    return fail(e.to_string());
+                }
+                added += 1;
+            }
+            state.notice.set(Some(format!(
+                "{} {added} · {} {here}",
+                crate::i18n::Key::Imported.text(lang),
+                crate::i18n::Key::AlreadyHere.text(lang)
+            )));
+            announce("", false);
+            state.refresh_saved();
+        });
+    }
+
     pub fn delete_all_saved(&self) {
         let state = *self;
         wasm_bindgen_futures::spawn_local(async move {
@@ -770,11 +862,15 @@ impl State {
             FromWorker::Loaded { info } => self.model.set(ModelState::Ready(info)),
             FromWorker::Token { id, text } => {
                 if self.answering.get_untracked() == Some(id) {
+                    let follow = reading_the_end();
                     self.conversation.update(|c| {
                         if let Some(t) = c.turns.last_mut() {
                             t.content.push_str(&text)
                         }
                     });
+                    if follow {
+                        scroll_to_end();
+                    }
                     // Every word on screen is also in localStorage at once (synchronous, unlike
                     // IndexedDB, and not dependent on `pagehide` reaching us as the tab closes).
                     self.conversation.with_untracked(keep_rescue_copy);
@@ -787,7 +883,12 @@ impl State {
             }
             FromWorker::Done { id, stats } => {
                 if self.answering.get_untracked() == Some(id) {
+                    // The numbers under the answer keep the end in view too.
+                    let follow = reading_the_end();
                     self.finish_answer(|t| t.stats = Some(stats));
+                    if follow {
+                        scroll_to_end();
+                    }
                 }
             }
             FromWorker::CacheDeleted { .. } => {

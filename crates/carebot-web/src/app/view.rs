@@ -75,7 +75,7 @@ fn failure_text(kind: ErrorKind) -> Key {
 }
 
 /// Offers a text as a file download (made here, from a blob: nothing leaves the machine).
-fn download(name: &str, mime: &str, text: &str) {
+pub(super) fn download(name: &str, mime: &str, text: &str) {
     let parts = js_sys::Array::of1(&text.into());
     let options = web_sys::BlobPropertyBag::new();
     options.set_type(mime);
@@ -129,6 +129,9 @@ fn Header() -> impl IntoView {
             <h1>{t(Key::AppTitle)}</h1>
             <p class="tagline">{t(Key::Tagline)}</p>
             <nav>
+                <button class="history-toggle" data-testid="history-toggle" aria-controls="history-drawer"
+                    aria-expanded=move || s.show_history.get().to_string()
+                    on:click=move |_| s.show_history.update(|v| *v = !*v)>{t(Key::History)}</button>
                 <button data-testid="open-settings" on:click=move |_| s.show_settings.set(true)>{t(Key::Settings)}</button>
                 <button on:click=move |_| s.show_disclaimer.set(true)>{t(Key::About)}</button>
                 <label>
@@ -422,8 +425,12 @@ fn Sidebar() -> impl IntoView {
         }
     };
     view! {
-        <aside class="sidebar">
-            <button class="primary" data-testid="new-chat" on:click=move |_| s.new_conversation()>{t(Key::NewChat)}</button>
+        <aside class="sidebar" id="history-drawer" class:open=move || s.show_history.get() data-testid="sidebar"
+            on:keydown=move |ev: leptos::ev::KeyboardEvent| if ev.key() == "Escape" { s.show_history.set(false) }>
+            <button class="primary" data-testid="new-chat" on:click=move |_| {
+                s.new_conversation();
+                s.show_history.set(false);
+            }>{t(Key::NewChat)}</button>
             <h2>{t(Key::History)}</h2>
             <ul data-testid="history">
                 <Show when=move || s.saved.with(Vec::is_empty)>
@@ -448,6 +455,18 @@ fn Sidebar() -> impl IntoView {
             <div class="exports">
                 <button on:click=move |_| export(false)>{t(Key::ExportMarkdown)}</button>
                 <button on:click=move |_| export(true)>{t(Key::ExportJson)}</button>
+                <button data-testid="export-all" on:click=move |_| s.export_all()>{t(Key::ExportAll)}</button>
+                <label class="button">{t(Key::Import)}
+                    <input type="file" accept=".json,application/json" data-testid="import-file" class="visually-hidden"
+                        on:change=move |ev| {
+                            let input: web_sys::HtmlInputElement = event_target(&ev);
+                            if let Some(file) = input.files().and_then(|f| f.get(0)) {
+                                s.import(file);
+                            }
+                            // The same file can be chosen again.
+                            input.set_value("");
+                        }/>
+                </label>
                 <button class="danger" on:click=move |_| {
                     let sure = window().confirm_with_message(Key::ConfirmDeleteAll.text(s.lang.get_untracked())).unwrap_or(false);
                     if sure { s.delete_all_saved() }
