@@ -29,6 +29,11 @@ pub struct LinkParams {
     pub ignored: Vec<String>,
 }
 
+/// `value` as a `T` that `ok` accepts.
+fn in_range<T: std::str::FromStr>(value: &str, ok: impl Fn(&T) -> bool) -> Option<T> {
+    value.parse::<T>().ok().filter(|v| ok(v))
+}
+
 /// What a link asks to change, in the words the consent dialog shows (see [`LinkParams::changes`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum LinkChange {
@@ -54,70 +59,40 @@ impl LinkParams {
         let mut p =
             LinkParams { model: None, hf: None, endpoint: None, settings: base, set: Vec::new(), ignored: Vec::new() };
         for (key, value) in pairs {
-            let bad = |what: &str| format!("{key}={value}: {what}");
-            let usable = match key {
-                "model" if !value.trim().is_empty() => {
-                    p.model = Some(value.trim().to_string());
-                    true
-                }
-                "hf" if !value.trim().is_empty() => {
-                    p.hf = Some(value.trim().to_string());
-                    true
-                }
-                "endpoint" if !value.trim().is_empty() => {
-                    p.endpoint = Some(value.trim().to_string());
-                    true
+            let applied: Result<(), &str> = match key {
+                "model" | "hf" | "endpoint" if value.trim().is_empty() => continue,
+                "model" | "hf" | "endpoint" => {
+                    let slot = match key {
+                        "model" => &mut p.model,
+                        "hf" => &mut p.hf,
+                        _ => &mut p.endpoint,
+                    };
+                    *slot = Some(value.trim().to_string());
+                    Ok(())
                 }
                 "system" => {
                     p.settings.system = value.to_string();
-                    true
+                    Ok(())
                 }
-                "temperature" => match value.parse::<f32>() {
-                    Ok(t) if (0.0..=2.0).contains(&t) => {
-                        p.settings.temperature = t;
-                        true
-                    }
-                    _ => {
-                        p.ignored.push(bad("expected a number from 0 to 2"));
-                        false
-                    }
-                },
-                "top_p" => match value.parse::<f32>() {
-                    Ok(t) if t > 0.0 && t <= 1.0 => {
-                        p.settings.top_p = t;
-                        true
-                    }
-                    _ => {
-                        p.ignored.push(bad("expected a number above 0, at most 1"));
-                        false
-                    }
-                },
-                "max_tokens" => match value.parse::<usize>() {
-                    Ok(n) if (1..=8192).contains(&n) => {
-                        p.settings.max_tokens = n;
-                        true
-                    }
-                    _ => {
-                        p.ignored.push(bad("expected a whole number from 1 to 8192"));
-                        false
-                    }
-                },
-                "seed" => match value.parse::<u64>() {
-                    Ok(s) => {
-                        p.settings.seed = s;
-                        true
-                    }
-                    _ => {
-                        p.ignored.push(bad("expected a whole number"));
-                        false
-                    }
-                },
-                _ => false,
+                "temperature" => in_range(value, |t: &f32| (0.0..=2.0).contains(t))
+                    .map(|t| p.settings.temperature = t)
+                    .ok_or("expected a number from 0 to 2"),
+                "top_p" => in_range(value, |t: &f32| *t > 0.0 && *t <= 1.0)
+                    .map(|t| p.settings.top_p = t)
+                    .ok_or("expected a number above 0, at most 1"),
+                "max_tokens" => in_range(value, |n: &usize| (1..=8192).contains(n))
+                    .map(|n| p.settings.max_tokens = n)
+                    .ok_or("expected a whole number from 1 to 8192"),
+                "seed" => in_range(value, |_: &u64| true).map(|s| p.settings.seed = s).ok_or("expected a whole number"),
+                // Not a link parameter: left alone (other tools add their own to links).
+                _ => continue,
             };
-            if usable {
-                p.set.retain(|(k, _)| k != key);
-                p.set.push((key.to_string(), value.trim().to_string()));
+            if let Err(why) = applied {
+                p.ignored.push(format!("{key}={value}: {why}"));
+                continue;
             }
+            p.set.retain(|(k, _)| k != key);
+            p.set.push((key.to_string(), value.trim().to_string()));
         }
         if let (Some(_), Some(hf)) = (&p.model, &p.hf) {
             p.ignored.push(format!("hf={hf}: the link also names ?model=, which is used"));

@@ -167,11 +167,7 @@ fn Disclaimer() -> impl IntoView {
     let card = NodeRef::<leptos::html::Div>::new();
     focus_when_shown(accept);
     // No Escape here: the notice is read and acknowledged, not dismissed.
-    let on_key = move |ev: leptos::ev::KeyboardEvent| {
-        if let (true, Some(card)) = (ev.key() == "Tab", card.get()) {
-            trap_tab(&ev, &card)
-        }
-    };
+    let on_key = dialog_keys(card, || {});
     view! {
         <Show when=move || s.show_disclaimer.get()>
             <div class="modal" role="dialog" aria-modal="true" aria-labelledby="disclaimer-title" data-testid="disclaimer"
@@ -201,15 +197,7 @@ fn SettingsPanel() -> impl IntoView {
     let first = NodeRef::<leptos::html::Textarea>::new();
     let card = NodeRef::<leptos::html::Div>::new();
     focus_when_shown(first);
-    let on_key = move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
-        "Escape" => s.show_settings.set(false),
-        "Tab" => {
-            if let Some(card) = card.get() {
-                trap_tab(&ev, &card)
-            }
-        }
-        _ => {}
-    };
+    let on_key = dialog_keys(card, move || s.show_settings.set(false));
     view! {
         <Show when=move || s.show_settings.get()>
             <div class="modal" role="dialog" aria-modal="true" aria-labelledby="settings-title" data-testid="settings"
@@ -274,17 +262,32 @@ where
     });
 }
 
-/// Keeps Tab inside the dialog whose card is `card`: from its last control to its first and back.
-fn trap_tab(ev: &leptos::ev::KeyboardEvent, card: &web_sys::Element) {
-    let Ok(controls) = card.query_selector_all("button, a[href], input, select, textarea") else { return };
-    let (Some(first), Some(last)) = (controls.item(0), controls.item(controls.length().saturating_sub(1))) else {
-        return;
-    };
-    let active = document().active_element().map(wasm_bindgen::JsValue::from);
-    let (from, to) = if ev.shift_key() { (first, last) } else { (last, first) };
-    if active.as_ref() == Some(&wasm_bindgen::JsValue::from(from)) {
-        ev.prevent_default();
-        let _ = to.unchecked_into::<web_sys::HtmlElement>().focus();
+/// A dialog's keys: Tab from its last control goes to its first (and Shift+Tab back), so focus
+/// stays inside `card`; Escape does `escape`.
+fn dialog_keys(
+    card: NodeRef<leptos::html::Div>,
+    escape: impl Fn() + Copy + 'static,
+) -> impl Fn(leptos::ev::KeyboardEvent) + Copy + 'static {
+    move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
+        "Escape" => escape(),
+        "Tab" => {
+            let Some(controls) =
+                card.get().and_then(|c| c.query_selector_all("button, a[href], input, select, textarea").ok())
+            else {
+                return;
+            };
+            let (Some(first), Some(last)) = (controls.item(0), controls.item(controls.length().saturating_sub(1)))
+            else {
+                return;
+            };
+            let active = document().active_element().map(wasm_bindgen::JsValue::from);
+            let (from, to) = if ev.shift_key() { (first, last) } else { (last, first) };
+            if active.as_ref() == Some(&wasm_bindgen::JsValue::from(from)) {
+                ev.prevent_default();
+                let _ = to.unchecked_into::<web_sys::HtmlElement>().focus();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -340,15 +343,7 @@ fn LinkConsent() -> impl IntoView {
             .into_any(),
         }
     };
-    let on_key = move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
-        "Escape" => s.decline_link(),
-        "Tab" => {
-            if let Some(card) = card.get() {
-                trap_tab(&ev, &card)
-            }
-        }
-        _ => {}
-    };
+    let on_key = dialog_keys(card, move || s.decline_link());
     view! {
         <Show when=move || s.link_request.with(Option::is_some)>
             <div class="modal" role="dialog" aria-modal="true" aria-labelledby="link-consent-title"
@@ -381,15 +376,7 @@ fn LeaveDialog() -> impl IntoView {
     let stay = NodeRef::<leptos::html::Button>::new();
     let card = NodeRef::<leptos::html::Div>::new();
     focus_when_shown(stay);
-    let on_key = move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
-        "Escape" => s.leaving.set(None),
-        "Tab" => {
-            if let Some(card) = card.get() {
-                trap_tab(&ev, &card)
-            }
-        }
-        _ => {}
-    };
+    let on_key = dialog_keys(card, move || s.leaving.set(None));
     view! {
         <Show when=move || s.leaving.with(Option::is_some)>
             <div class="modal" role="dialog" aria-modal="true" aria-labelledby="leave-title" data-testid="leave-dialog"
