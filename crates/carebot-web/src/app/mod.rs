@@ -329,7 +329,9 @@ fn has_webgpu() -> bool {
 }
 
 /// A dedicated worker from a blob that imports trunk's worker script: a blob worker inherits this
-/// page's Content-Security-Policy.
+/// page's Content-Security-Policy. (Not gloo-worker: the page sends a picked `File` beside the
+/// JSON message, which gloo-worker's serialized messages cannot carry, and trunk builds the
+/// worker as its own wasm.)
 fn spawn_worker() -> Result<Worker, JsValue> {
     let js = absolute("carebot-worker.js");
     let wasm = absolute("carebot-worker_bg.wasm");

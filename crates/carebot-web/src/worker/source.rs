@@ -90,6 +90,9 @@ impl Remote {
 }
 
 /// Sends the request; only a network failure (no answer at all) is an error here.
+/// (Not gloo-net: its `Request` is built for the window or a worker alike, but every status,
+/// header (`Content-Range`, `X-Repo-Commit`, `X-Error-Code`) and body check here maps to our own
+/// typed failures, and `RequestInit` with `no-store` and an `AbortSignal` is what it would wrap.)
 async fn fetch(url: &str, init: &RequestInit) -> Result<Response, Failure> {
     let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
     let response = await_promise(scope.fetch_with_str_and_init(url, init)).await.map_err(|e| {
