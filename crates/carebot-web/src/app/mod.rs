@@ -142,21 +142,34 @@ fn scrollers() -> Vec<web_sys::Element> {
     [document.query_selector(".messages").ok().flatten(), document.scrolling_element()].into_iter().flatten().collect()
 }
 
-/// Whether the answers are scrolled to (within a line of) their end: only then does a new token
-/// scroll them on, so a user who scrolled up to read stays where they are.
+/// Whether the answers are scrolled to (within a line of) their end.
 fn reading_the_end() -> bool {
     scrollers().iter().all(|m| m.scroll_height() - m.scroll_top() - m.client_height() <= 48)
 }
 
-/// Scrolls the answers to their end once the page has drawn what was just added.
+/// Scrolls the answers to their end once the page has drawn what was just added, unless the
+/// user has scrolled away from the end by then (see [`follow_the_end`]).
 fn scroll_to_end() {
     let Some(window) = web_sys::window() else { return };
     let scroll = Closure::once_into_js(|| {
-        for m in scrollers() {
-            m.set_scroll_top(m.scroll_height());
+        if FOLLOW.get() {
+            for m in scrollers() {
+                m.set_scroll_top(m.scroll_height());
+            }
         }
     });
     let _ = window.request_animation_frame(scroll.unchecked_ref());
+}
+
+/// A streaming answer keeps the end in view only while the user is there: every scroll (theirs
+/// or ours) says whether it left the view at the end. Scroll events run before the frame's
+/// scheduled scrolls, so a scroll up wins over one already scheduled.
+fn follow_the_end() {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else { return };
+    let on_scroll = Closure::<dyn Fn()>::new(|| FOLLOW.set(reading_the_end()));
+    // Capturing: scroll events do not bubble, and the answers' own box scrolls on wide screens.
+    let _ = document.add_event_listener_with_callback_and_bool("scroll", on_scroll.as_ref().unchecked_ref(), true);
+    on_scroll.forget();
 }
 
 /// Whether `url` (absolute) is on this page's own origin, as the browser parses it; a URL it
@@ -181,6 +194,8 @@ thread_local! {
     static HEARD_AT: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
     /// The answer being written: when its last token came, and the longest wait between two.
     static PACE: std::cell::Cell<(f64, f64)> = const { std::cell::Cell::new((0.0, 0.0)) };
+    /// Whether new words scroll the answers on: the user is at their end (see `follow_the_end`).
+    static FOLLOW: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
 /// How long Stop waits for the worker at least: the worker reads Stop between tokens, so a
@@ -517,6 +532,7 @@ impl State {
             return;
         }
         self.conversation.update(|c| c.turns.push(Turn::user(text)));
+        FOLLOW.set(true);
         scroll_to_end();
         self.ask();
     }
@@ -864,15 +880,12 @@ impl State {
             FromWorker::Loaded { info } => self.model.set(ModelState::Ready(info)),
             FromWorker::Token { id, text } => {
                 if self.answering.get_untracked() == Some(id) {
-                    let follow = reading_the_end();
                     self.conversation.update(|c| {
                         if let Some(t) = c.turns.last_mut() {
                             t.content.push_str(&text)
                         }
                     });
-                    if follow {
-                        scroll_to_end();
-                    }
+                    scroll_to_end();
                     // Every word on screen is also in localStorage at once (synchronous, unlike
                     // IndexedDB, and not dependent on `pagehide` reaching us as the tab closes).
                     self.conversation.with_untracked(keep_rescue_copy);
@@ -885,12 +898,9 @@ impl State {
             }
             FromWorker::Done { id, stats } => {
                 if self.answering.get_untracked() == Some(id) {
-                    // The numbers under the answer keep the end in view too.
-                    let follow = reading_the_end();
                     self.finish_answer(|t| t.stats = Some(stats));
-                    if follow {
-                        scroll_to_end();
-                    }
+                    // The numbers under the answer keep the end in view too.
+                    scroll_to_end();
                 }
             }
             FromWorker::CacheDeleted { .. } => {
@@ -962,6 +972,7 @@ pub fn start() {
     }
     listen_for_other_tabs(state);
     keep_on_leaving(state);
+    follow_the_end();
     watch_worker(state);
     // A reload continues the most recent conversation, with what a closed tab left saved first.
     wasm_bindgen_futures::spawn_local(async move {
