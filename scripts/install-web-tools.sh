@@ -7,7 +7,10 @@
 #   - geckodriver (crates.io): drives Firefox for the wasm-bindgen kernel tests.
 # The browsers come from apt: apt-get install -y chromium chromium-driver firefox-esr.
 # Prints the PATH to use: eval "$(scripts/install-web-tools.sh)"
+# `scripts/install-web-tools.sh serve` installs only what building and serving the page needs
+# (trunk, wasm-bindgen-cli, wasm-opt).
 set -euo pipefail
+what="${1:-test}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/target/web-tools"
 wbg=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print }' "$ROOT/Cargo.lock")
@@ -20,9 +23,16 @@ have_version trunk 0.21.14 || CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELE
     cargo install --locked --no-default-features trunk --version 0.21.14 >&2
 # Without --locked: its lock file pins a crate version the registry no longer serves.
 have_version wasm-bindgen "$wbg" || cargo install wasm-bindgen-cli --version "$wbg" >&2
-have_version geckodriver 0.37.1 || cargo install --locked geckodriver --version 0.37.1 >&2
-if ! [ -x "$TOOLS/node_modules/.bin/wasm-opt" ] || ! [ -d "$TOOLS/node_modules/puppeteer-core" ]; then
-    mkdir -p "$TOOLS"
-    (cd "$TOOLS" && npm install --no-audit --no-fund --silent binaryen@132 puppeteer-core@25.19.0 >&2)
+if [ "$what" = serve ]; then
+    if ! [ -x "$TOOLS/node_modules/.bin/wasm-opt" ]; then
+        mkdir -p "$TOOLS"
+        (cd "$TOOLS" && npm install --no-audit --no-fund --silent binaryen@132 >&2)
+    fi
+else
+    have_version geckodriver 0.37.1 || cargo install --locked geckodriver --version 0.37.1 >&2
+    if ! [ -x "$TOOLS/node_modules/.bin/wasm-opt" ] || ! [ -d "$TOOLS/node_modules/puppeteer-core" ]; then
+        mkdir -p "$TOOLS"
+        (cd "$TOOLS" && npm install --no-audit --no-fund --silent binaryen@132 puppeteer-core@25.19.0 >&2)
+    fi
 fi
 echo "export PATH=\"$TOOLS/node_modules/.bin:\$HOME/.cargo/bin:\$PATH\" PUPPETEER_CORE=\"$TOOLS/node_modules/puppeteer-core\""

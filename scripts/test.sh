@@ -3,7 +3,7 @@
 # with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-eval "$(scripts/fetch-test-data.sh)"
+data_env="$(scripts/fetch-test-data.sh)"; eval "$data_env"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
