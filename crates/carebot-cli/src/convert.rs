@@ -62,18 +62,25 @@ impl Quant {
 }
 
 pub fn run(args: &ConvertArgs) -> Result<()> {
-    let dir = match (&args.hf, &args.hf_repo) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(repo)) => crate::download::snapshot(repo, &args.revision)?,
-        (None, None) => return Err("give --hf DIR or --hf-repo OWNER/NAME".into()),
-    };
-    let mut model = HfModel::open(&dir)?;
-    if let Some(repo) = &args.hf_repo {
-        // The snapshot directory is named by its commit: name the model after the repository, as
-        // the browser does when it prepares the same repository.
+    match (&args.hf, &args.hf_repo) {
+        (Some(dir), _) => convert_dir(dir, None, &args.out, args.quant),
+        (None, Some(repo)) => {
+            let checkpoint = crate::download::Snapshot::look_up(repo, &args.revision)?.download()?;
+            convert_dir(&checkpoint, Some(repo), &args.out, args.quant)
+        }
+        (None, None) => Err("give --hf DIR or --hf-repo OWNER/NAME".into()),
+    }
+}
+
+/// Converts the checkpoint in `dir` into `out`. `repo`: the hub repository it was downloaded
+/// from, whose name the model takes (the snapshot directory is named by its commit), as the
+/// browser names the same repository when it prepares it.
+pub fn convert_dir(dir: &Path, repo: Option<&str>, out: &Path, quant: Quant) -> Result<()> {
+    let mut model = HfModel::open(dir)?;
+    if let Some(repo) = repo {
         model.files.dir_name = repo.rsplit('/').next().unwrap_or(repo).to_string();
     }
-    convert(&model, &args.out, args.quant)
+    convert(&model, out, quant)
 }
 
 /// A checkpoint file read whole, once its size is known to be one such a file can have.

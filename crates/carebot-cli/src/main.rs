@@ -56,6 +56,16 @@ enum KvKind {
     F32,
 }
 
+impl ModelArgs {
+    /// The GGUF file to run: --model, else the hub repository's conversion (made on first use).
+    fn path(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(path) => Ok(path.clone()),
+            None => download::converted_model(&self.hf_repo, &self.revision),
+        }
+    }
+}
+
 impl From<KvKind> for KvFormat {
     fn from(kv: KvKind) -> Self {
         match kv {
@@ -68,9 +78,16 @@ impl From<KvKind> for KvFormat {
 /// Which model, on which backend, with how much context.
 #[derive(Args)]
 struct ModelArgs {
-    /// Path to the .gguf file.
+    /// Path to the .gguf file. Without it, the --hf-repo model (CareBot's by default) is
+    /// downloaded and converted to Q4_K_M once, into the cache, and reused after.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
+    /// The hub repository used when --model is not given.
+    #[arg(long, default_value = carebot_model::convert::CAREBOT_REPO, conflicts_with = "model")]
+    hf_repo: String,
+    /// Branch, tag or commit of --hf-repo.
+    #[arg(long, default_value = "main", conflicts_with = "model")]
+    revision: String,
     #[arg(long, value_enum, default_value_t = BackendKind::Gpu)]
     backend: BackendKind,
     /// KV cache format on the GPU.
@@ -367,7 +384,7 @@ fn load_cpu(f: &GgufFile, file: &mut File, args: &ModelArgs) -> Result<CpuModel>
 
 /// The GPU engine, its weights streamed from the file with a progress bar on stderr (hidden when
 /// stderr is not a terminal).
-fn load_gpu(args: &ModelArgs) -> Result<GpuModel> {
+fn load_gpu(path: &Path, args: &ModelArgs) -> Result<GpuModel> {
     let ctx = gpu_context()?;
     eprintln!("gpu: {}", ctx.describe());
     if ctx.is_software() {
@@ -385,7 +402,7 @@ fn load_gpu(args: &ModelArgs) -> Result<GpuModel> {
     )?
     .progress_chars("=> ");
     let bar = ProgressBar::new(0).with_style(style);
-    let model = GpuModel::load_file(ctx, &args.model, &options, |done, total| {
+    let model = GpuModel::load_file(ctx, path, &options, |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     });
@@ -394,7 +411,8 @@ fn load_gpu(args: &ModelArgs) -> Result<GpuModel> {
 }
 
 fn generate(args: &GenerateArgs) -> Result<()> {
-    let (f, mut file) = open(&args.model.model)?;
+    let path = args.model.path()?;
+    let (f, mut file) = open(&path)?;
     let tok = Tokenizer::from_gguf(&f.metadata)?;
     let ids = if args.chat {
         let mut messages = Vec::new();
@@ -411,7 +429,7 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     let t0 = Instant::now();
     match args.model.backend {
         BackendKind::Cpu => generate_on(load_cpu(&f, &mut file, &args.model)?, &tok, &ids, args, t0),
-        BackendKind::Gpu => generate_on(load_gpu(&args.model)?, &tok, &ids, args, t0),
+        BackendKind::Gpu => generate_on(load_gpu(&path, &args.model)?, &tok, &ids, args, t0),
     }
 }
 
@@ -489,12 +507,13 @@ fn stream_answer<B: Backend>(
 }
 
 fn chat(args: &ChatArgs) -> Result<()> {
-    let (f, mut file) = open(&args.model.model)?;
+    let path = args.model.path()?;
+    let (f, mut file) = open(&path)?;
     let tok = Tokenizer::from_gguf(&f.metadata)?;
     let template = ChatTemplate::from_gguf(&f.metadata)?;
     match args.model.backend {
         BackendKind::Cpu => chat_on(load_cpu(&f, &mut file, &args.model)?, &tok, &template, args),
-        BackendKind::Gpu => chat_on(load_gpu(&args.model)?, &tok, &template, args),
+        BackendKind::Gpu => chat_on(load_gpu(&path, &args.model)?, &tok, &template, args),
     }
 }
 

@@ -185,7 +185,8 @@ fn bad_checkpoints_fail_cleanly() {
 }
 
 /// A tiny stand-in for the Hugging Face hub on 127.0.0.1: the repo info API and `resolve` file
-/// downloads with Range support, serving the files of `dir` as repo `test/tiny` at revision `main`.
+/// downloads with Range support, serving the files of `dir` as repo `test/tiny` at revision `main`,
+/// which is commit `0123abcd`.
 /// Returns the endpoint and a log of the paths requested.
 fn serve_hub(dir: PathBuf) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Write};
@@ -214,14 +215,19 @@ fn serve_hub(dir: PathBuf) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Strin
             }
             let path = request.split(' ').nth(1).unwrap_or("").to_string();
             seen.lock().unwrap().push(path.clone());
-            let (status, headers, body): (&str, Vec<String>, Vec<u8>) = if path == "/api/models/test/tiny/revision/main"
+            let (status, headers, body): (&str, Vec<String>, Vec<u8>) = if ["main", "0123abcd"]
+                .iter()
+                .any(|rev| path == format!("/api/models/test/tiny/revision/{rev}"))
             {
                 let files: Vec<_> = std::fs::read_dir(&dir)
                     .unwrap()
                     .map(|e| serde_json::json!({ "rfilename": e.unwrap().file_name().to_string_lossy() }))
                     .collect();
                 ("200 OK", vec![], serde_json::json!({ "sha": "0123abcd", "siblings": files }).to_string().into_bytes())
-            } else if let Some(file) = path.strip_prefix("/test/tiny/resolve/main/") {
+            } else if let Some(file) = path
+                .strip_prefix("/test/tiny/resolve/main/")
+                .or_else(|| path.strip_prefix("/test/tiny/resolve/0123abcd/"))
+            {
                 match std::fs::read(dir.join(file)) {
                     Ok(data) => {
                         let (a, b) = range
@@ -283,14 +289,70 @@ fn hf_repo_downloads_then_converts() {
     assert_eq!(downloads(&log.lock().unwrap()), before, "cached files were downloaded again");
 }
 
-/// Not a test: writes a checkpoint of Llama-3.1-8B's shapes (16 GB of bf16) into
-/// `$CAREBOT_CHECKPOINT_OUT`, for measuring `carebot convert`'s memory and speed at full size:
-/// `cargo test --release -p carebot-cli --test convert -- --ignored write_llama3_8b_checkpoint`.
+/// `generate` with no `--model` converts the hub repository once into the cache (Q4_K_M), then
+/// reuses it: no download and no conversion the second time, and none needed with the hub out of
+/// reach. With nothing converted and no hub, it fails naming both.
 #[test]
-#[ignore]
-fn write_llama3_8b_checkpoint() {
-    let dir = PathBuf::from(std::env::var("CAREBOT_CHECKPOINT_OUT").expect("set CAREBOT_CHECKPOINT_OUT"));
-    write_checkpoint_of(&dir, &SyntheticSpec::llama3_8b(), 17);
+fn a_command_without_a_model_converts_the_hub_model_once() {
+    if skip_without_tokenizer() {
+        return;
+    }
+    let scratch = Scratch::new("default-model");
+    let repo = scratch.0.join("repo");
+    write_checkpoint(&repo);
+    let (endpoint, log) = serve_hub(repo);
+    let cache = scratch.0.join("carebot-cache");
+    let run = |endpoint: &str, cache: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_carebot"))
+            .args(["generate", "--hf-repo", "test/tiny", "--backend", "cpu", "--prompt", "Fever", "--max-tokens", "3"])
+            .args(["--temperature", "0", "--print-ids"])
+            .env("HF_ENDPOINT", endpoint)
+            .env("HF_HOME", scratch.0.join("hf-home"))
+            .env("CAREBOT_CACHE", cache)
+            .output()
+            .unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let first = run(&endpoint, &cache);
+    let (out1, err1) = text(&first);
+    assert!(first.status.success(), "{err1}");
+    assert!(err1.contains("converted to Q4_K_M once"), "{err1}");
+    let converted = cache.join("test--tiny--0123abcd.q4_k_m.gguf");
+    let written =
+        std::fs::metadata(&converted).unwrap_or_else(|e| panic!("{}: {e}", converted.display())).modified().unwrap();
+    let downloads = |log: &[String]| log.iter().filter(|p| p.contains("/resolve/")).count();
+    let before = downloads(&log.lock().unwrap());
+    assert!(log.lock().unwrap().iter().all(|p| !p.contains("/resolve/main/")), "files read at a moving revision");
+
+    let second = run(&endpoint, &cache);
+    let (out2, err2) = text(&second);
+    assert!(second.status.success(), "{err2}");
+    assert!(err2.contains("converted earlier"), "{err2}");
+    assert_eq!(downloads(&log.lock().unwrap()), before, "downloaded again");
+    assert_eq!(std::fs::metadata(&converted).unwrap().modified().unwrap(), written, "converted again");
+    let ids = |out: &str| out.lines().find(|l| l.starts_with("ids:")).map(str::to_string);
+    assert!(ids(&out1).is_some(), "{out1}");
+    assert_eq!(ids(&out1), ids(&out2));
+
+    // No hub: the earlier conversion, said so.
+    let unreachable = "http://127.0.0.1:9";
+    let offline = run(unreachable, &cache);
+    let (out3, err3) = text(&offline);
+    assert!(offline.status.success(), "{err3}");
+    assert!(err3.contains("cannot be reached"), "{err3}");
+    assert_eq!(ids(&out3), ids(&out1));
+
+    // No hub and nothing converted: a clear failure, and nothing left behind.
+    let empty = scratch.0.join("empty-cache");
+    let failed = run(unreachable, &empty);
+    let (_, err4) = text(&failed);
+    assert!(!failed.status.success());
+    assert!(
+        err4.contains("test/tiny cannot be fetched from the hub") && err4.contains("nothing was converted"),
+        "{err4}"
+    );
 }
 
 fn read_fixture(name: &str) -> Json {

@@ -742,6 +742,10 @@ pub struct SourceTensor {
 }
 
 /// Bytes of a safetensors file's header-length prefix.
+/// CareBot's official model repository on the Hugging Face hub: bf16 safetensors (nobody hosts a
+/// 4-bit file of it). The browser prepares it, and `carebot chat` converts it, when no model is named.
+pub const CAREBOT_REPO: &str = "MonteXiaofeng/CareBot_Medical_multi-llama3-8b-instruct";
+
 pub const SAFETENSORS_PREFIX: usize = 8;
 
 /// The largest safetensors header read: 16 MiB. A Llama shard lists at most a few hundred

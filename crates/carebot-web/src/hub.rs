@@ -5,8 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// CareBot's official model repository: bf16 safetensors, nobody hosts a 4-bit file of it.
-pub const CAREBOT_REPO: &str = "MonteXiaofeng/CareBot_Medical_multi-llama3-8b-instruct";
+pub use carebot_model::convert::CAREBOT_REPO;
 
 /// The revision the app prepares by default. `CAREBOT_HF_REVISION` at build time pins a commit;
 /// otherwise `main` is resolved to its commit (`X-Repo-Commit`) when preparation starts, and every
