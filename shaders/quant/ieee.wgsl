@@ -50,9 +50,9 @@ fn f16_value(h: u32) -> f32 {
         if (f == 0u) {
             return bitcast<f32>(sign);
         }
-        // f·2^−24 = 1.x·2^(p−24), p the top bit of f.
-        let p = 31u - countLeadingZeros(f);
-        return bitcast<f32>(sign | ((p + 103u) << 23u) | ((f << (23u - p)) & 0x7fffffu));
+        // f·2^−24 = 1.x·2^(top−24), top the top bit of f.
+        let top = 31u - countLeadingZeros(f);
+        return bitcast<f32>(sign | ((top + 103u) << 23u) | ((f << (23u - top)) & 0x7fffffu));
     }
     return bitcast<f32>(sign | ((e + 112u) << 23u) | (f << 13u));
 }
@@ -136,12 +136,12 @@ fn div_rn(a: f32, b: f32) -> f32 {
     for (var i = 0u; i < 3u; i++) {
         r <<= 8u;
         var digit = u32(f32(r) * inv);
-        var p = digit * mb;
-        if (p > r) {
+        var product = digit * mb;
+        if (product > r) {
             digit -= 1u;
-            p -= mb;
+            product -= mb;
         }
-        r -= p;
+        r -= product;
         if (r >= mb) {
             digit += 1u;
             r -= mb;

@@ -17,18 +17,18 @@ fn scale_min_k4_$W(s: u32, j: u32) -> vec2<u32> {
     return vec2<u32>(sc, m);
 }
 
-// (d · scale, −dmin · min) of the low and of the high nibbles' sub-blocks of piece `p` of the
+// (d · scale, −dmin · min) of the low and of the high nibbles' sub-blocks of chunk piece `piece` (0..8) of the
 // block at `b`: w = d · scale · q − dmin · min.
-fn piece_scales_$W(b: u32, p: u32) -> mat2x2<f32> {
+fn piece_scales_$W(b: u32, piece: u32) -> mat2x2<f32> {
     let dd = unpack2x16float(u32_$W(b >> 2u)) * vec2<f32>(1.0, -1.0);
-    let j = (p >> 1u) * 2u;
+    let j = (piece >> 1u) * 2u;
     let sm = ints_to_f32(vec4<u32>(scale_min_k4_$W(b + 4u, j), scale_min_k4_$W(b + 4u, j + 1u)), 0.0);
     return mat2x2<f32>(dd * sm.xy, dd * sm.zw);
 }
 
 // Which vec4 of the row's x the chunk's weights 4i .. 4i + 3 multiply.
 fn x4_$W(chunk: u32, i: u32) -> u32 {
-    let p = chunk & 7u;
-    let sub = (p >> 1u) * 2u + (i >> 2u);
-    return (chunk >> 3u) * 64u + sub * 8u + (p & 1u) * 4u + (i & 3u);
+    let piece = chunk & 7u;
+    let sub = (piece >> 1u) * 2u + (i >> 2u);
+    return (chunk >> 3u) * 64u + sub * 8u + (piece & 1u) * 4u + (i & 3u);
 }

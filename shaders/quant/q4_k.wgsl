@@ -12,8 +12,8 @@ struct Head_$W {
 
 fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let b = row_byte + (chunk >> 3u) * 144u;
-    let p = chunk & 7u;
-    return Head_$W(quad_$W(b + 16u + 16u * p), piece_scales_$W(b, p));
+    let piece = chunk & 7u;
+    return Head_$W(quad_$W(b + 16u + 16u * piece), piece_scales_$W(b, piece));
 }
 
 const MINS_$W: bool = true;

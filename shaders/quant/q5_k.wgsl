@@ -15,10 +15,10 @@ struct Head_$W {
 
 fn chunk_$W(row_byte: u32, chunk: u32) -> Head_$W {
     let b = row_byte + (chunk >> 3u) * 176u;
-    let p = chunk & 7u;
-    let q = quad_$W(b + 48u + 16u * p);
-    let qh = quad_$W(b + 16u + 16u * (p & 1u));
-    return Head_$W(q, qh, (p >> 1u) * 2u, piece_scales_$W(b, p));
+    let piece = chunk & 7u;
+    let q = quad_$W(b + 48u + 16u * piece);
+    let qh = quad_$W(b + 16u + 16u * (piece & 1u));
+    return Head_$W(q, qh, (piece >> 1u) * 2u, piece_scales_$W(b, piece));
 }
 
 const MINS_$W: bool = true;

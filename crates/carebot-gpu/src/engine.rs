@@ -22,7 +22,6 @@ use crate::weights::{GpuMatrix, row_bytes, rows_per_part};
 use carebot_model::config::{LlamaConfig, block_tensor};
 use carebot_model::generate::StepLogits;
 use carebot_model::gguf::GgufFile;
-use carebot_model::quant::GgmlType;
 use carebot_model::sampler::SelectRequest;
 
 /// How the KV cache stores keys and values.
@@ -208,8 +207,9 @@ impl GpuModel {
             )));
         }
         let capacity = options.context.clamp(1, cfg.context_length.max(1));
-        let widest = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64 * 4;
-        let max_batch = options.max_batch.clamp(1, (ctx.binding_limit / widest).clamp(1, 1024) as usize);
+        // The widest activation row, in bytes (f32): a batch of them must fit one binding.
+        let widest_row_bytes = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64 * 4;
+        let max_batch = options.max_batch.clamp(1, (ctx.binding_limit / widest_row_bytes).clamp(1, 1024) as usize);
         let kv_flag = match options.kv {
             KvFormat::F32 => "KV_F32",
             KvFormat::F16 if ctx.f16 => "KV_F16",
@@ -275,8 +275,8 @@ impl GpuModel {
         // Folded norms leave one token's weighted x in xb, then sums of squares.
         let slots = blocks.iter().flat_map(|b| [&b.wo, &b.w_down]).map(|w| norm_slots(w, matvec_rows)).max();
         let xb_bytes = f(cfg.dim).max((cfg.dim as u64 + u64::from(slots.unwrap_or(0)).next_multiple_of(4)) * 4);
-        let widest = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64;
-        let rounded = round_int8::rounded_bytes(max_batch as u64, widest);
+        let widest_row = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64;
+        let rounded = round_int8::rounded_bytes(max_batch as u64, widest_row);
         let act = Activations {
             step: ctx.uniform("step", &Step::default()),
             tokens: alloc.buffer("token ids", f(1))?,
@@ -717,18 +717,6 @@ impl GpuModel {
 enum Output {
     Logits,
     Candidates,
-}
-
-/// Type of the weights a tensor is stored in, for reporting.
-pub fn describe_types(file: &GgufFile) -> String {
-    let mut counts: Vec<(GgmlType, usize)> = Vec::new();
-    for t in &file.tensors {
-        match counts.iter_mut().find(|(ty, _)| *ty == t.ty) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((t.ty, 1)),
-        }
-    }
-    counts.iter().map(|(ty, n)| format!("{n}×{}", ty.name())).collect::<Vec<_>>().join(", ")
 }
 
 /// The GPU model under the generation loop, sampler and CLI, exactly as the CPU reference is.

@@ -35,7 +35,7 @@ impl Fixture {
 
 impl Selector<'_> {
     /// Uploads `logits` and runs the selection; `None` if `prepare` refuses the request.
-    async fn select(&self, logits: &[f32], request: &SelectRequest) -> Option<Candidates> {
+    async fn select(&mut self, logits: &[f32], request: &SelectRequest) -> Option<Candidates> {
         assert_eq!(logits.len(), self.vocab);
         self.ctx.queue.write_buffer(&self.logits, 0, bytemuck::cast_slice(logits));
         if !self.topk.prepare(self.ctx, request) {
@@ -148,7 +148,7 @@ async fn gpu_candidates_equal_the_cpu_reference() {
     // One workgroup, two (a merge of two records), and Llama-3's 32 records in one merge.
     let vocabs: &[usize] = if common::WEB { &[37, 5000, 128_256] } else { &[37, 1000, 5000, 128_256] };
     for &vocab in vocabs {
-        let sel = f.selector(vocab);
+        let mut sel = f.selector(vocab);
         for kind in 0..8 {
             for (k, temperature, repeat_penalty, n_pen) in [
                 (1, 0.0, 1.0, 0),
@@ -180,7 +180,7 @@ async fn every_logit_penalized_matches_the_cpu_bit_for_bit() {
     let mut rng = SplitMix64::new(seed);
     // In the browser, 3 records (the last one partial) instead of Llama-3's 32.
     let vocab = if common::WEB { 9_000 } else { 128_256 };
-    let sel = f.selector(vocab);
+    let mut sel = f.selector(vocab);
     let all: Vec<u32> = (0..vocab as u32).collect();
     for (kind, repeat_penalty) in [(6, 1.1f32), (6, 1.3), (6, 0.7), (6, 3.0e-3), (0, 1.1), (2, 1.7), (6, 7.5e5)] {
         let l = logits(&mut rng, vocab, kind);
@@ -227,7 +227,7 @@ async fn large_vocabularies_merge_over_several_levels() {
     // 74 records → 2 → 1, and (natively) 245 → 4 → 1.
     let vocabs: &[usize] = if common::WEB { &[300_007] } else { &[300_007, 1_000_003] };
     for &vocab in vocabs {
-        let sel = f.selector(vocab);
+        let mut sel = f.selector(vocab);
         assert_eq!(sel.topk.dispatches(), 3);
         for (kind, k, temperature, n_pen) in [(0, 64, 0.7, 64), (1, 64, 1.0, 0), (7, 1, 0.0, 64), (2, 40, 0.05, 500)] {
             let l = logits(&mut rng, vocab, kind);
@@ -244,7 +244,7 @@ async fn large_vocabularies_merge_over_several_levels() {
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 async fn requests_the_gpu_cannot_run_are_refused() {
     let Some(f) = Fixture::new().await else { return };
-    let sel = f.selector(100);
+    let mut sel = f.selector(100);
     let l = vec![1.0f32; 100];
     let ok = SelectRequest { k: 64, temperature: 1.0, repeat_penalty: 1.1, penalized: vec![3, 200] };
     assert!(sel.select(&l, &ok).await.is_some());
@@ -269,7 +269,7 @@ async fn sampling_from_gpu_candidates_equals_sampling_from_cpu_logits() {
     let seed = common::seed("sampling_from_gpu_candidates_equals_sampling_from_cpu_logits");
     let mut rng = SplitMix64::new(seed);
     let vocab = 128_256;
-    let sel = f.selector(vocab);
+    let mut sel = f.selector(vocab);
     let configs = [
         SamplerConfig::greedy(),
         SamplerConfig { temperature: 0.0, repeat_penalty: 1.1, repeat_last_n: 64, ..SamplerConfig::greedy() },

@@ -100,6 +100,12 @@ impl std::fmt::Display for NoClock {
 
 impl std::error::Error for NoClock {}
 
+// A chat template is shared across threads like the tokenizer: checked by the compiler.
+const _: () = {
+    fn shareable<T: Send + Sync>() {}
+    let _ = shareable::<ChatTemplate>;
+};
+
 /// A compiled chat template plus the special-token strings transformers passes to it.
 pub struct ChatTemplate {
     env: Environment<'static>,

@@ -17,6 +17,9 @@ pub enum BackendError {
     ContextFull { needed: usize, capacity: usize },
     #[error("{0}")]
     Device(String),
+    /// [`Backend::last_logits`] of a backend that keeps none (it never answers with candidates).
+    #[error("this backend keeps no logits")]
+    NoLogitsKept,
 }
 
 /// Something that runs the model one batch of tokens at a time over its own KV cache.
@@ -46,7 +49,7 @@ pub trait Backend {
     /// The full logits of the last step that answered with [`StepLogits::Candidates`], for when
     /// the candidates cannot decide the token.
     fn last_logits(&mut self) -> Result<Vec<f32>, BackendError> {
-        Err(BackendError::Device("this backend keeps no logits".into()))
+        Err(BackendError::NoLogitsKept)
     }
 }
 

@@ -132,12 +132,12 @@ impl Weights {
         for i in 0..cfg.n_layers {
             let b = |n: &str| block_tensor(i, n);
             blocks.push(Block {
-                attn_norm: vector(matrix(&b("attn_norm"))?)?,
+                attn_norm: vector(&b("attn_norm"), matrix(&b("attn_norm"))?)?,
                 wq: matrix(&b("attn_q"))?,
                 wk: matrix(&b("attn_k"))?,
                 wv: matrix(&b("attn_v"))?,
                 wo: matrix(&b("attn_output"))?,
-                ffn_norm: vector(matrix(&b("ffn_norm"))?)?,
+                ffn_norm: vector(&b("ffn_norm"), matrix(&b("ffn_norm"))?)?,
                 w_gate: matrix(&b("ffn_gate"))?,
                 w_up: matrix(&b("ffn_up"))?,
                 w_down: matrix(&b("ffn_down"))?,
@@ -146,17 +146,21 @@ impl Weights {
         Ok(Weights {
             token_embd: matrix("token_embd.weight")?,
             blocks,
-            output_norm: vector(matrix("output_norm.weight")?)?,
+            output_norm: vector("output_norm.weight", matrix("output_norm.weight")?)?,
             output: if cfg.tied_output { None } else { Some(matrix("output.weight")?) },
-            rope_freqs: if cfg.has_rope_freqs { Some(vector(matrix("rope_freqs.weight")?)?) } else { None },
+            rope_freqs: if cfg.has_rope_freqs {
+                Some(vector("rope_freqs.weight", matrix("rope_freqs.weight")?)?)
+            } else {
+                None
+            },
         })
     }
 }
 
-/// A 1-D tensor (norm weights, RoPE factors) widened to f32.
-fn vector(m: QMatrix) -> Result<Vec<f32>, ModelError> {
+/// The 1-D tensor `name` (norm weights, RoPE factors) widened to f32.
+fn vector(name: &str, m: QMatrix) -> Result<Vec<f32>, ModelError> {
     let mut v = vec![0.0; m.cols * m.rows];
-    quant::dequantize(m.ty, &m.data, &mut v).map_err(|source| ModelError::Quant { tensor: String::new(), source })?;
+    quant::dequantize(m.ty, &m.data, &mut v).map_err(|source| ModelError::Quant { tensor: name.into(), source })?;
     Ok(v)
 }
 

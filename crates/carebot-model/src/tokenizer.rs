@@ -152,6 +152,14 @@ struct Inner {
     add_bos: bool,
 }
 
+// The worker and the CLI share a tokenizer (and its stream decoder) across threads: checked by the
+// compiler, not a test.
+const _: () = {
+    fn shareable<T: Send + Sync + Clone>() {}
+    let _ = shareable::<Tokenizer>;
+    let _ = shareable::<StreamDecoder>;
+};
+
 /// A byte-level BPE tokenizer. Cheap to clone (shared, immutable).
 #[derive(Clone)]
 pub struct Tokenizer {

@@ -207,12 +207,6 @@ fn stop_tokens_come_from_the_vocabulary() {
     assert_eq!(&tok.encode(&prompt, false).unwrap()[..1], [0]);
 }
 
-#[test]
-fn chat_template_is_shareable() {
-    fn check<T: Send + Sync>() {}
-    check::<ChatTemplate>();
-}
-
 /// A chat template comes with the model, from wherever a link points: one that loops for ever or
 /// writes without end fails when the model loads, quickly, with a typed error.
 #[test]

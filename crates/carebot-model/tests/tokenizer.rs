@@ -452,13 +452,6 @@ fn odd_gguf_metadata_loads_like_llama_cpp() {
 }
 
 #[test]
-fn tokenizer_is_shareable() {
-    fn check<T: Send + Sync + Clone>() {}
-    check::<Tokenizer>();
-    check::<carebot_model::tokenizer::StreamDecoder>();
-}
-
-#[test]
 fn from_json_rejects_garbage() {
     assert!(matches!(Tokenizer::from_json(b"{not json"), Err(TokenizerError::InvalidJson(_))));
     assert!(matches!(Tokenizer::from_json(b"[]"), Err(TokenizerError::InvalidJson(_))));

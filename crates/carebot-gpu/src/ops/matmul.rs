@@ -228,7 +228,7 @@ pub struct ProductParams {
     pub cols: u32,
     pub row_offset: u32,
     pub out_stride: u32,
-    /// [`Norm::offset`] in vec4s.
+    /// [`NextNorm::offset`] (the next RMSNorm's weights in `consts`, in f32s) in vec4s.
     pub norm_offset: u32,
     pub eps: f32,
     pub q_rows: u32,

@@ -13,7 +13,6 @@ use super::{Dispatch, Grid, Params};
 use crate::context::{GpuContext, GpuError, spread};
 use crate::shader::{Kernel, Variant};
 use carebot_model::sampler::{Candidates, MAX_CANDIDATES, SelectRequest};
-use std::cell::{Cell, RefCell};
 
 /// Candidates a record keeps (`KMAX` in the WGSL).
 const KMAX: u32 = 64;
@@ -36,9 +35,9 @@ pub struct TopK {
     result: wgpu::Buffer,
     readback: wgpu::Buffer,
     /// k and whether a normalizer was asked for, from the last `prepare`.
-    asked: Cell<(u32, bool)>,
+    asked: (u32, bool),
     /// What `penalized` holds: the bitmap, and the ids whose bits are set.
-    bitmap: RefCell<(Vec<u32>, Vec<u32>)>,
+    bitmap: (Vec<u32>, Vec<u32>),
 }
 
 impl TopK {
@@ -83,8 +82,8 @@ impl TopK {
             dispatches,
             result,
             readback: ctx.readback("select readback", REC * 4),
-            asked: Cell::new((1, false)),
-            bitmap: RefCell::new((vec![0; vocab.div_ceil(32) as usize], Vec::new())),
+            asked: (1, false),
+            bitmap: (vec![0; vocab.div_ceil(32) as usize], Vec::new()),
         })
     }
 
@@ -92,7 +91,7 @@ impl TopK {
     /// `queue.write_buffer`; false if this request cannot run on the GPU (k outside 1..=64, or a
     /// penalty that is not a normal positive number while some id is penalized) and the caller
     /// must read the full logits.
-    pub fn prepare(&self, ctx: &GpuContext, request: &SelectRequest) -> bool {
+    pub fn prepare(&mut self, ctx: &GpuContext, request: &SelectRequest) -> bool {
         let k = request.k;
         let penalty = request.repeat_penalty;
         let ids: Vec<u32> = request.penalized.iter().copied().filter(|&id| id < self.vocab).collect();
@@ -101,8 +100,7 @@ impl TopK {
             return false;
         }
         // Rewrite only the words between the first and last bit that changed.
-        let mut state = self.bitmap.borrow_mut();
-        let (words, old) = &mut *state;
+        let (words, old) = &mut self.bitmap;
         let mut dirty = (usize::MAX, 0);
         for &id in old.iter() {
             words[id as usize / 32] &= !(1 << (id % 32));
@@ -137,7 +135,7 @@ impl TopK {
             0,
         ];
         ctx.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(&params));
-        self.asked.set((k as u32, inv_temp > 0.0));
+        self.asked = (k as u32, inv_temp > 0.0);
         true
     }
 
@@ -157,7 +155,7 @@ impl TopK {
     pub async fn read(&self, ctx: &GpuContext, within: std::time::Duration) -> Result<Candidates, GpuError> {
         let bytes = ctx.read(&self.readback, REC * 4, within).await?;
         let w: Vec<u32> = bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let (k, normalizer) = self.asked.get();
+        let (k, normalizer) = self.asked;
         let (k, kmax) = (k as usize, KMAX as usize);
         let n = w[..k].iter().take_while(|&&key| key != 0).count();
         let logits: Vec<f32> = w[..n].iter().map(|&key| f32::from_bits(key_bits(key))).collect();
