@@ -1,7 +1,8 @@
 // trunk's post_build hook (web/Trunk.toml): makes the built page work under a strict
 // Content-Security-Policy sent as a header, and writes that header for common static hosts.
-//  - trunk's loader is an inline module script; it moves to its own file (named by its hash, with
-//    a Subresource Integrity hash), so the policy needs no 'unsafe-inline' for scripts;
+//  - trunk's loader (and, under `trunk serve`, its autoreload script) is inline; each moves to its
+//    own file (named by its hash, with a Subresource Integrity hash), so the policy needs no
+//    'unsafe-inline' for scripts;
 //  - `_headers` (Netlify, Cloudflare Pages), `nginx-headers.conf` (an nginx `include`) and
 //    `csp.txt` (the bare policy; the end-to-end tests' server sends it) go next to index.html.
 // The page still narrows connect-src to the model's origins at run time, with a <meta> policy:
@@ -14,12 +15,14 @@ const dir = process.env.TRUNK_STAGING_DIR;
 if (!dir) throw new Error("run by trunk as a post_build hook (TRUNK_STAGING_DIR is not set)");
 const page = join(dir, "index.html");
 let html = readFileSync(page, "utf8");
-const inline = /<script type="module">([\s\S]*?)<\/script>/g;
-html = html.replace(inline, (_, body) => {
+// Every inline script: trunk's loader, and under `trunk serve` its autoreload script too.
+const inline = /<script([^>]*)>([\s\S]*?)<\/script>/g;
+html = html.replace(inline, (whole, attributes, body) => {
+    if (/\bsrc=/.test(attributes)) return whole;
     const name = `boot-${createHash("sha256").update(body).digest("hex").slice(0, 16)}.js`;
     writeFileSync(join(dir, name), body);
     const sri = `sha384-${createHash("sha384").update(body).digest("base64")}`;
-    return `<script type="module" src="/${name}" integrity="${sri}"></script>`;
+    return `<script${attributes} src="/${name}" integrity="${sri}"></script>`;
 });
 if (/<script(?![^>]*\bsrc=)[^>]*>/.test(html)) throw new Error("index.html still has an inline script");
 writeFileSync(page, html);

@@ -20,4 +20,5 @@ Nothing you type leaves the browser.
 
 TEXT
 cd web
-exec trunk serve --release "$@"
+# No autoreload: this serves the app to use, not to edit (`cd web && trunk serve` does that).
+exec trunk serve --release --no-autoreload "$@"

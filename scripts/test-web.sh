@@ -7,9 +7,9 @@
 # scripts/install-web-tools.sh. CAREBOT_BROWSERS="chromium firefox" (the default) picks the engines.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-eval "$(scripts/install-web-tools.sh)"
+tools_env="$(scripts/install-web-tools.sh)"; eval "$tools_env"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
-eval "$(scripts/fetch-test-data.sh)"
+data_env="$(scripts/fetch-test-data.sh)"; eval "$data_env"
 
 scripts/test-web-gpu.sh
 
@@ -29,6 +29,10 @@ target/release/examples/synthetic_gguf target/e2e/hostile-template.gguf q4_k tar
 for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do
     CAREBOT_BROWSER=$engine CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/chat.mjs
 done
+
+echo "== offline: the installed app opens and answers with the network off, and updates whole"
+# Chromium only: its offline mode (DevTools' network emulation) is what the test switches.
+CAREBOT_BROWSER=chromium CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/offline.mjs
 
 echo "== faults: a closed tab, a reload, two tabs, an old schema, a full quota, crashes"
 for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do

@@ -68,6 +68,8 @@ const versionOf = (k) => {
     return Buffer.concat([head, rest.subarray(2 * k), rest.subarray(0, 2 * k)]);
 };
 MODELS["/models/changing.gguf"] = { body: resumeBody, range: true, failOnce: true };
+// Looked at and never loaded: a partial download (the probe's first MiB) for the model manager.
+MODELS["/models/partial.gguf"] = { body: resumeBody, range: true };
 const sha256 = (b) => createHash("sha256").update(b).digest("hex");
 // Real servers name a file's version (nginx, S3, the hub: a strong ETag); so does this one.
 const etag = (body) => `"${sha256(body).slice(0, 32)}"`;
@@ -517,6 +519,64 @@ try {
     assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
     assert.equal((await cachedSha(page)).sha, sha256(v3), "the cache does not hold the newest version");
     log("changed mid-download: the partial download was dropped, and the retry holds the new version whole");
+    await page.close();
+
+    // 7b. The model manager: every model on the device (complete, partial, and a file no record
+    //     explains), with source, size and last use; each deleted on its own; the storage total
+    //     against the quota and whether the browser keeps it.
+    step = "model manager";
+    page = await open("?model=/models/partial.gguf&system=");
+    assert.equal(await waitState(page, ["probed", "failed"]), "probed");
+    await page.close();
+    page = await open("?model=/models/tiny.gguf&system=");
+    await waitState(page, ["ready"]);
+    const orphan = "0123456789abcdef";
+    await page.evaluate(async (name) => {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("carebot-models");
+        const w = await (await dir.getFileHandle(`${name}.gguf`, { create: true })).createWritable();
+        await w.write(new Uint8Array(12345).fill(7));
+        await w.close();
+    }, orphan);
+    await page.click('[data-testid="open-models"]');
+    const rowsOf = () => page.evaluate(() => [...document.querySelectorAll('[data-testid="cached-model"]')].map((r) => ({
+        key: r.dataset.key, complete: r.dataset.complete, stored: Number(r.dataset.stored), text: r.textContent,
+    })));
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="cached-model"]').length >= 4);
+    let cachedRows = await rowsOf();
+    const rowOf = (source) => cachedRows.find((r) => r.text.includes(new URL(source, BASE).href));
+    const tinyRow = rowOf("/models/tiny.gguf");
+    assert.ok(tinyRow && tinyRow.complete === "true" && /last used/.test(tinyRow.text), JSON.stringify(cachedRows));
+    assert.equal(tinyRow.stored > model.length, true, JSON.stringify(tinyRow));
+    const partialRow = rowOf("/models/partial.gguf");
+    assert.ok(partialRow && partialRow.complete === "false" && /partial download · 1\.0 MB \/ 2\.\d MB/.test(partialRow.text)
+        && /never loaded/.test(partialRow.text), JSON.stringify(partialRow));
+    const orphanRow = cachedRows.find((r) => r.key === orphan);
+    assert.ok(orphanRow && /a file no record explains/.test(orphanRow.text) && orphanRow.stored === 12345, JSON.stringify(orphanRow));
+    // Most recently used first: the model loaded just now.
+    assert.equal(cachedRows[0].key, tinyRow.key, JSON.stringify(cachedRows.map((r) => r.key)));
+    assert.match(await page.textContent('[data-testid="storage-total"]'), /\d.* of browser storage used, out of \d/);
+    assert.match(await page.getAttribute('[data-testid="storage-persisted-state"]', "data-persisted"), /^Some\((true|false)\)$/);
+    log(`model manager: ${cachedRows.length} models; ${(await page.textContent('[data-testid="storage-total"]')).trim()}`);
+    for (const key of [partialRow.key, orphan]) {
+        await page.click(`[data-testid="cached-model"][data-key="${key}"] [data-testid="delete-model"]`);
+        await page.waitForFunction((k) => !document.querySelector(`[data-testid="cached-model"][data-key="${k}"]`), key);
+    }
+    cachedRows = await rowsOf();
+    assert.ok(!rowOf("/models/partial.gguf") && cachedRows.every((r) => r.key !== orphan), JSON.stringify(cachedRows));
+    assert.match(await page.textContent(".notice"), /Deleted from this device/);
+    assert.equal(await cachedModel(page, new URL("/models/partial.gguf", BASE).href), null, "the partial file is still there");
+    const left = await page.evaluate(async () => {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("carebot-models");
+        const names = [];
+        for await (const name of dir.keys()) names.push(name);
+        return names;
+    });
+    assert.ok(!left.some((n) => n.startsWith(orphan)), JSON.stringify(left));
+    // The loaded model is untouched, and Escape closes the manager.
+    assert.equal(await page.getAttribute('[data-testid="model-status"]', "data-state"), "ready");
+    await page.page.keyboard.press("Escape");
+    await page.waitForFunction(() => !document.querySelector('[data-testid="models"]'));
+    log("model manager: a partial download and an unexplained file deleted, the loaded model kept");
     await page.close();
 
     // 8. The cached model can be deleted; the next visit would download it again.

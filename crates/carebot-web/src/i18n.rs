@@ -190,6 +190,22 @@ texts! {
     Via => "via", "经由";
     WorkerMemory => "worker memory", "工作线程内存";
     SoftwareGpu => "This GPU is a software renderer: answers will be slow.", "当前 GPU 为软件渲染，回答会很慢。";
+    ModelsOnDevice => "Models on this device", "本设备上的模型";
+    ModelsNone => "No model is stored on this device.", "本设备上没有存储模型。";
+    ModelComplete => "complete", "完整";
+    ModelPartial => "partial download", "未下载完";
+    ModelUnknownFile => "a file no record explains", "无记录的文件";
+    LastUsed => "last used", "上次使用";
+    NeverLoaded => "never loaded", "从未加载";
+    StorageUsedOf => "of browser storage used, out of", "浏览器存储已用，上限";
+    StorageUsedUnknown => "This browser does not say how much storage this site uses.", "此浏览器未提供本站点的存储用量。";
+    PersistUnknown => "Whether this browser keeps the models when the disk runs low is not known yet.",
+        "尚不清楚磁盘空间不足时此浏览器是否会保留模型。";
+    KeepModels => "Ask the browser to keep them", "请求浏览器保留";
+    ModelDeleted => "Deleted from this device:", "已从本设备删除：";
+    UpdateReady => "A new version of CareBot is ready.", "CareBot 有新版本可用。";
+    UpdateNow => "Reload to update", "重新加载以更新";
+    AppVersion => "version", "版本";
 }
 
 #[cfg(test)]

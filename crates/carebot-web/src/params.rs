@@ -74,13 +74,13 @@ impl LinkParams {
                     p.settings.system = value.to_string();
                     Ok(())
                 }
-                "temperature" => in_range(value, |t: &f32| (0.0..=2.0).contains(t))
+                "temperature" => in_range(value, |t: &f32| Settings::TEMPERATURE.contains(t))
                     .map(|t| p.settings.temperature = t)
                     .ok_or("expected a number from 0 to 2"),
-                "top_p" => in_range(value, |t: &f32| *t > 0.0 && *t <= 1.0)
+                "top_p" => in_range(value, |t: &f32| Settings::TOP_P.contains(t))
                     .map(|t| p.settings.top_p = t)
-                    .ok_or("expected a number above 0, at most 1"),
-                "max_tokens" => in_range(value, |n: &usize| (1..=8192).contains(n))
+                    .ok_or("expected a number from 0.01 to 1"),
+                "max_tokens" => in_range(value, |n: &usize| Settings::MAX_TOKENS.contains(n))
                     .map(|n| p.settings.max_tokens = n)
                     .ok_or("expected a whole number from 1 to 8192"),
                 "seed" => in_range(value, |_: &u64| true).map(|s| p.settings.seed = s).ok_or("expected a whole number"),

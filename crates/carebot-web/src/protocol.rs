@@ -30,6 +30,49 @@ impl ModelSource {
     }
 }
 
+/// The name of a model's files in the browser's cache (`<key>.gguf` and `<key>.json`), from its
+/// [`ModelSource::cache_key`].
+pub fn cache_file_key(cache_key: &str) -> String {
+    format!("{:016x}", carebot_model::rng::fnv1a64(cache_key.as_bytes()))
+}
+
+/// A model in the browser's cache, as the model manager lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CachedModel {
+    /// Its files' name ([`cache_file_key`]): what [`ToWorker::DeleteCached`] names.
+    pub key: String,
+    /// `general.name` (or the file name), once a probe read its header.
+    pub name: Option<String>,
+    /// The GGUF URL or hub repository ([`ModelSource::cache_key`]) it came from; None for a file
+    /// no record explains.
+    pub source: Option<String>,
+    /// The whole model's size, when the record says.
+    pub size: Option<u64>,
+    /// Bytes of the model here (all of them when complete).
+    pub cached: u64,
+    /// What its files take in the browser's storage.
+    pub stored: u64,
+    pub complete: bool,
+    /// Last loaded, in milliseconds since 1970.
+    pub last_used: Option<f64>,
+}
+
+impl CachedModel {
+    /// Where it came from, for people: a hub repository as `OWNER/NAME @ commit (hub)` (its
+    /// cache key is `ENDPOINT/OWNER/NAME@REVISION#q4_k_m`), a URL as itself.
+    pub fn source_label(&self) -> Option<String> {
+        let source = self.source.as_deref()?;
+        let Some(rest) = source.strip_suffix("#q4_k_m") else { return Some(source.to_string()) };
+        let (location, revision) = rest.rsplit_once('@')?;
+        let mut parts = location.rsplitn(3, '/');
+        let (name, owner, endpoint) = (parts.next()?, parts.next()?, parts.next()?);
+        let short: String = revision.chars().take(12).collect();
+        let hub =
+            if endpoint == crate::hub::default_endpoint() { "hub".to_string() } else { format!("hub {endpoint}") };
+        Some(format!("{owner}/{name} @ {short} ({hub})"))
+    }
+}
+
 /// The answer settings a user can change (and a link can preset).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
@@ -52,6 +95,12 @@ pub const DEFAULT_SYSTEM: &str = "You are CareBot, a careful medical assistant. 
     something needs a doctor, and never claim to diagnose. 你是 CareBot，一名谨慎的医疗助手。";
 
 impl Settings {
+    /// What the settings panel and a link may set, one source for both (and for the panel's
+    /// `min`/`max`).
+    pub const TEMPERATURE: std::ops::RangeInclusive<f32> = 0.0..=2.0;
+    pub const TOP_P: std::ops::RangeInclusive<f32> = 0.01..=1.0;
+    pub const MAX_TOKENS: std::ops::RangeInclusive<usize> = 1..=8192;
+
     /// The sampler the CLI's `generate` uses with the same temperature, top-p and seed (its
     /// defaults for the rest), so a link reproduces `carebot generate --chat` exactly.
     pub fn sampler(&self) -> carebot_model::sampler::SamplerConfig {
@@ -77,8 +126,10 @@ pub enum ToWorker {
     Generate { id: u64, messages: Vec<ChatMessage>, settings: Settings },
     /// End the current answer after the token being computed.
     Stop,
-    /// Delete the cached copy (whole or partial) named by [`ModelSource::cache_key`].
-    DeleteCache { url: String },
+    /// Delete a cached model (whole or partial), named by [`cache_file_key`].
+    DeleteCached { key: String },
+    /// List every model in the cache, with the storage used and allowed.
+    ListCache,
 }
 
 /// What a probe found.
@@ -197,13 +248,38 @@ pub struct AnswerStats {
     /// From the request to the first token: reading the prompt (`prompt_tokens_run` of it).
     #[serde(default)]
     pub prompt_seconds: f64,
-    /// `stop`, `max_tokens`, `cancelled` or `context_full`.
-    pub stop: String,
+    pub stop: AnswerEnd,
     /// Positions of the context in use after the answer, and its size.
     pub context_used: usize,
     pub context_size: usize,
     /// Oldest turns left out so the conversation fits the context.
     pub dropped_turns: usize,
+}
+
+/// Why an answer ended (saved with it, and sent as `stop`, `max_tokens`, `cancelled` or
+/// `context_full`, as before it was typed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerEnd {
+    /// The model wrote a stop token.
+    Stop,
+    MaxTokens,
+    /// The user pressed Stop.
+    Cancelled,
+    /// The context is full.
+    ContextFull,
+}
+
+impl From<carebot_model::generate::StopReason> for AnswerEnd {
+    fn from(reason: carebot_model::generate::StopReason) -> Self {
+        use carebot_model::generate::StopReason;
+        match reason {
+            StopReason::StopToken(_) => AnswerEnd::Stop,
+            StopReason::MaxTokens => AnswerEnd::MaxTokens,
+            StopReason::Cancelled => AnswerEnd::Cancelled,
+            StopReason::ContextFull => AnswerEnd::ContextFull,
+        }
+    }
 }
 
 /// How often the worker says it is alive.
@@ -287,8 +363,18 @@ pub enum FromWorker {
         stats: AnswerStats,
     },
     CacheDeleted {
-        url: String,
+        key: String,
         bytes: u64,
+    },
+    /// Listing or deleting cached models failed (the loaded model is not affected).
+    CacheFailed {
+        failure: Failure,
+    },
+    CacheList {
+        models: Vec<CachedModel>,
+        /// This origin's storage in use and allowed, when the browser says.
+        usage: Option<u64>,
+        quota: Option<u64>,
     },
     /// `id`: the answer that failed, if it was one.
     Failed {
@@ -327,5 +413,50 @@ mod tests {
         let hub = ToWorker::Probe { source: ModelSource::Hub(HubRepo::carebot()) };
         assert!(hub.to_json().contains(r#""kind":"hub""#), "{}", hub.to_json());
         assert_eq!(serde_json::from_str::<ToWorker>(&hub.to_json()).unwrap(), hub);
+    }
+
+    #[test]
+    fn an_answer_end_keeps_its_saved_words() {
+        for (end, word) in [
+            (AnswerEnd::Stop, "stop"),
+            (AnswerEnd::MaxTokens, "max_tokens"),
+            (AnswerEnd::Cancelled, "cancelled"),
+            (AnswerEnd::ContextFull, "context_full"),
+        ] {
+            assert_eq!(serde_json::to_string(&end).unwrap(), format!("\"{word}\""));
+            assert_eq!(serde_json::from_str::<AnswerEnd>(&format!("\"{word}\"")).unwrap(), end);
+        }
+        assert!(serde_json::from_str::<AnswerEnd>("\"finished\"").is_err());
+    }
+
+    #[test]
+    fn cached_models_say_where_they_came_from() {
+        let hub = HubRepo { revision: "0123456789abcdef0123".into(), ..HubRepo::carebot() };
+        let model = |source: Option<String>| CachedModel {
+            key: cache_file_key(source.as_deref().unwrap_or("")),
+            name: None,
+            source,
+            size: Some(10),
+            cached: 3,
+            stored: 200,
+            complete: false,
+            last_used: None,
+        };
+        assert_eq!(
+            model(Some(hub.cache_key())).source_label().unwrap(),
+            format!("{} @ 0123456789ab (hub)", crate::hub::CAREBOT_REPO)
+        );
+        let mirror = HubRepo { endpoint: "https://hf-mirror.example".into(), ..hub };
+        assert_eq!(
+            model(Some(mirror.cache_key())).source_label().unwrap(),
+            format!("{} @ 0123456789ab (hub https://hf-mirror.example)", crate::hub::CAREBOT_REPO)
+        );
+        let url = "https://example.org/models/a@b.gguf";
+        assert_eq!(model(Some(url.into())).source_label().unwrap(), url);
+        assert_eq!(model(None).source_label(), None);
+        // Pinned: models cached by earlier versions keep their files' names (FNV-1a 64 of the URL).
+        assert_eq!(cache_file_key(url), "e706ea0c3227ccc0");
+        let list = FromWorker::CacheList { models: vec![model(Some(url.into()))], usage: Some(5), quota: None };
+        assert_eq!(serde_json::from_str::<FromWorker>(&list.to_json()).unwrap(), list);
     }
 }

@@ -2,6 +2,7 @@
 //! components in [`view`].
 
 mod history;
+mod offline;
 mod view;
 
 use crate::conversation::{Conversation, Turn};
@@ -80,6 +81,22 @@ pub struct State {
     pub link_request: RwSignal<Option<LinkRequest>>,
     /// A link in an answer the user clicked: its full address is shown before leaving.
     pub leaving: RwSignal<Option<String>>,
+    /// The model manager is open.
+    pub show_models: RwSignal<bool>,
+    /// What the cache holds, as the worker last listed it (None until it answers).
+    pub cache_listing: RwSignal<Option<CacheListing>>,
+    /// A service worker holds a newer version of the app, ready to replace this one whole.
+    pub update_ready: RwSignal<bool>,
+    /// The current model's cache is being deleted (it is looked at again after, or on failure).
+    deleting_current: RwSignal<bool>,
+}
+
+/// The models in the browser's cache and the storage they share.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheListing {
+    pub models: Vec<crate::protocol::CachedModel>,
+    pub usage: Option<u64>,
+    pub quota: Option<u64>,
 }
 
 /// A link's settings, held until the user accepts or declines them.
@@ -101,11 +118,17 @@ const ACCEPTED_LINKS_KEPT: usize = 32;
 
 fn accepted_links() -> Vec<String> {
     use gloo_storage::Storage;
+    if !has_local_storage() {
+        return Vec::new();
+    }
     gloo_storage::LocalStorage::get(ACCEPTED_LINKS_KEY).unwrap_or_default()
 }
 
 fn remember_accepted_link(canonical: &str) {
     use gloo_storage::Storage;
+    if !has_local_storage() {
+        return;
+    }
     let mut links = accepted_links();
     links.retain(|l| l != canonical);
     links.insert(0, canonical.to_string());
@@ -121,6 +144,9 @@ const SETTINGS_KEY: &str = "carebot.settings";
 /// notice) when what was saved cannot be read.
 fn saved_settings() -> (Settings, Option<String>) {
     use gloo_storage::Storage;
+    if !has_local_storage() {
+        return (Settings::default(), None);
+    }
     match gloo_storage::LocalStorage::get::<Settings>(SETTINGS_KEY) {
         Ok(s) => (s, None),
         Err(gloo_storage::errors::StorageError::KeyNotFound(_)) => (Settings::default(), None),
@@ -256,16 +282,20 @@ struct Saved {
 
 /// Writes `c` where the next start finds and saves it (see [`State::recover_rescues`]).
 fn keep_rescue_copy(c: &Conversation) {
-    if let (Some(storage), Ok(json)) = (local_storage(), serde_json::to_string(c)) {
-        let _ = storage.set_item(&format!("{RESCUE_PREFIX}{}", c.id), &json);
+    use gloo_storage::Storage;
+    if !has_local_storage() {
+        return;
     }
+    let _ = gloo_storage::LocalStorage::set(format!("{RESCUE_PREFIX}{}", c.id), c);
 }
 
 /// The rescue copy of `id` is no longer needed: a finished version is saved.
 fn forget_rescue_copy(id: &str) {
-    if let Some(storage) = local_storage() {
-        let _ = storage.remove_item(&format!("{RESCUE_PREFIX}{id}"));
+    use gloo_storage::Storage;
+    if !has_local_storage() {
+        return;
     }
+    gloo_storage::LocalStorage::delete(format!("{RESCUE_PREFIX}{id}"));
 }
 
 /// Tells other tabs that conversation `id` changed in storage.
@@ -290,8 +320,17 @@ fn next_request_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// localStorage, where the browser gives this page one (not when the user blocks storage for the
+/// site). Used directly for the values kept as plain text (the language tag, the disclaimer flag),
+/// as earlier versions wrote them: gloo-storage reads and writes JSON, which those are not.
 fn local_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
+}
+
+/// Whether gloo-storage may be used: it panics where the page has no localStorage, which must
+/// only mean that nothing is remembered.
+fn has_local_storage() -> bool {
+    local_storage().is_some()
 }
 
 const DISCLAIMER_KEY: &str = "carebot.disclaimer-accepted";
@@ -384,6 +423,10 @@ impl State {
             written_elsewhere: RwSignal::new(None),
             link_request: RwSignal::new(None),
             leaving: RwSignal::new(None),
+            show_models: RwSignal::new(false),
+            cache_listing: RwSignal::new(None),
+            update_ready: RwSignal::new(false),
+            deleting_current: RwSignal::new(false),
         }
     }
 
@@ -440,6 +483,9 @@ impl State {
     /// after each change the user makes; what a link set is kept only if the user then edits).
     pub fn save_settings(&self) {
         use gloo_storage::Storage;
+        if !has_local_storage() {
+            return;
+        }
         if let Err(e) = gloo_storage::LocalStorage::set(SETTINGS_KEY, self.settings.get_untracked()) {
             self.notice.set(Some(e.to_string()));
         }
@@ -448,7 +494,9 @@ impl State {
     /// Back to the defaults, now and on the next visits.
     pub fn reset_settings(&self) {
         use gloo_storage::Storage;
-        gloo_storage::LocalStorage::delete(SETTINGS_KEY);
+        if has_local_storage() {
+            gloo_storage::LocalStorage::delete(SETTINGS_KEY);
+        }
         self.settings.set(Settings::default());
     }
 
@@ -486,9 +534,38 @@ impl State {
         send(&ToWorker::Load { source: self.source.get_untracked() }, None);
     }
 
+    /// Opens the model manager: the cache listed afresh, and whether storage is persistent.
+    pub fn open_models(&self) {
+        self.show_models.set(true);
+        send(&ToWorker::ListCache, None);
+        // `persisted()` only reads the state (unlike `persist()`, which may ask the user).
+        let state = *self;
+        let Some(promise) = web_sys::window().and_then(|w| w.navigator().storage().persisted().ok()) else { return };
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Some(kept) = wasm_bindgen_futures::JsFuture::from(promise).await.ok().and_then(|v| v.as_bool()) {
+                state.persisted.set(Some(kept));
+            }
+        });
+    }
+
+    /// The cache file key of the model this page uses, when it has one in the cache.
+    fn current_cache_file(&self) -> Option<String> {
+        self.source.with_untracked(|s| s.cache_key()).map(|k| crate::protocol::cache_file_key(&k))
+    }
+
+    /// Deletes a cached model (whole or partial). The current one is then looked at again, so
+    /// the page offers its download.
+    pub fn delete_cached(&self, key: String) {
+        if self.current_cache_file().as_ref() == Some(&key) {
+            self.deleting_current.set(true);
+            self.model.set(ModelState::Probing);
+        }
+        send(&ToWorker::DeleteCached { key }, None);
+    }
+
     /// Asks the browser not to evict this site's storage (the model, the conversations) under
     /// storage pressure, before gigabytes are written; the answer is shown beside the model.
-    fn request_persistence(&self) {
+    pub fn request_persistence(&self) {
         let state = *self;
         let Some(promise) = web_sys::window().and_then(|w| w.navigator().storage().persist().ok()) else { return };
         wasm_bindgen_futures::spawn_local(async move {
@@ -696,16 +773,15 @@ impl State {
     /// Saves the rescue copies a closed tab left, settled as a save's conflict is
     /// ([`Conversation::rebase_onto`]); not at all when storage already has all of one.
     async fn recover_rescues(&self) {
+        use gloo_storage::Storage;
         let Some(storage) = local_storage() else { return };
-        let keys: Vec<String> = (0..storage.length().unwrap_or(0))
+        let keys: Vec<String> = (0..gloo_storage::LocalStorage::length())
             .filter_map(|i| storage.key(i).ok().flatten())
             .filter(|k| k.starts_with(RESCUE_PREFIX))
             .collect();
         for key in keys {
-            let rescued =
-                storage.get_item(&key).ok().flatten().and_then(|j| serde_json::from_str::<Conversation>(&j).ok());
-            let Some(mut rescued) = rescued else {
-                let _ = storage.remove_item(&key);
+            let Ok(mut rescued) = gloo_storage::LocalStorage::get::<Conversation>(&key) else {
+                gloo_storage::LocalStorage::delete(&key);
                 continue;
             };
             let saved = match history::get(&rescued.id).await {
@@ -718,9 +794,7 @@ impl State {
                 Err(e) => Err(e),
             };
             match saved {
-                Ok(_) => {
-                    let _ = storage.remove_item(&key);
-                }
+                Ok(_) => gloo_storage::LocalStorage::delete(&key),
                 // Kept in localStorage for the next start.
                 Err(e) => self.notice.set(Some(e.to_string())),
             }
@@ -877,7 +951,12 @@ impl State {
             FromWorker::Progress { phase, done, total, bytes_per_second, prepare } => {
                 self.model.set(ModelState::Loading { phase, done, total, bytes_per_second, prepare })
             }
-            FromWorker::Loaded { info } => self.model.set(ModelState::Ready(info)),
+            FromWorker::Loaded { info } => {
+                self.model.set(ModelState::Ready(info));
+                if self.show_models.get_untracked() {
+                    send(&ToWorker::ListCache, None);
+                }
+            }
             FromWorker::Token { id, text } => {
                 if self.answering.get_untracked() == Some(id) {
                     self.conversation.update(|c| {
@@ -903,9 +982,38 @@ impl State {
                     scroll_to_end();
                 }
             }
-            FromWorker::CacheDeleted { .. } => {
-                self.notice.set(Some(crate::i18n::Key::CacheDeleted.text(self.lang.get_untracked()).into()));
-                self.probe(None);
+            FromWorker::CacheDeleted { key, bytes } => {
+                let lang = self.lang.get_untracked();
+                if self.current_cache_file().as_ref() == Some(&key) {
+                    self.deleting_current.set(false);
+                    self.notice.set(Some(crate::i18n::Key::CacheDeleted.text(lang).into()));
+                    self.probe(None);
+                } else {
+                    let name = self.cache_listing.with_untracked(|l| {
+                        l.as_ref()
+                            .and_then(|l| l.models.iter().find(|m| m.key == key))
+                            .and_then(|m| m.name.clone().or_else(|| m.source_label()))
+                    });
+                    let what = format!("{} ({})", name.unwrap_or(key), view::bytes(bytes));
+                    self.notice.set(Some(format!("{} {what}", crate::i18n::Key::ModelDeleted.text(lang))));
+                }
+                if self.show_models.get_untracked() {
+                    send(&ToWorker::ListCache, None);
+                }
+            }
+            FromWorker::CacheList { models, usage, quota } => {
+                self.cache_listing.set(Some(CacheListing { models, usage, quota }))
+            }
+            FromWorker::CacheFailed { failure } => {
+                // The model on screen is not affected: only said, and the listing refreshed.
+                self.notice.set(Some(failure.detail));
+                if self.deleting_current.get_untracked() {
+                    self.deleting_current.set(false);
+                    self.probe(None);
+                }
+                if self.show_models.get_untracked() {
+                    send(&ToWorker::ListCache, None);
+                }
             }
             FromWorker::Failed { id: Some(id), failure } => {
                 if self.answering.get_untracked() == Some(id) {
@@ -971,6 +1079,7 @@ pub fn start() {
         state.apply_link(request);
     }
     listen_for_other_tabs(state);
+    offline::register(state);
     keep_on_leaving(state);
     follow_the_end();
     watch_worker(state);

@@ -6,7 +6,7 @@ use crate::conversation::Turn;
 use crate::i18n::{Key, Lang};
 use crate::markdown;
 use crate::params::LinkChange;
-use crate::protocol::{ErrorKind, ModelSource, Phase, ToWorker};
+use crate::protocol::{AnswerEnd, ErrorKind, ModelSource, Phase, Settings};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -47,9 +47,9 @@ fn duration(seconds: f64) -> String {
     }
 }
 
-/// The number typed in a settings field, when it parses as its setting's type within `min..=max`.
-fn field<T: std::str::FromStr + PartialOrd>(ev: &leptos::ev::Event, min: T, max: T) -> Option<T> {
-    event_target_value(ev).trim().parse::<T>().ok().filter(|v| (min..=max).contains(v))
+/// The number typed in a settings field, when it parses as its setting's type within `range`.
+fn field<T: std::str::FromStr + PartialOrd>(ev: &leptos::ev::Event, range: std::ops::RangeInclusive<T>) -> Option<T> {
+    event_target_value(ev).trim().parse::<T>().ok().filter(|v| range.contains(v))
 }
 
 fn failure_text(kind: ErrorKind) -> Key {
@@ -92,6 +92,14 @@ pub fn App() -> impl IntoView {
     view! {
         <div class="app" lang=move || s.lang.get().tag()>
             <Header/>
+            <Show when=move || s.update_ready.get()>
+                <div class="update" role="status" data-testid="update-ready">
+                    {t(Key::UpdateReady)}
+                    <button class="primary" data-testid="apply-update" on:click=move |_| super::offline::apply_update()>
+                        {t(Key::UpdateNow)}
+                    </button>
+                </div>
+            </Show>
             {move || s.notice.get().map(|n| view! {
                 <div class="notice" role="status">{n}<button on:click=move |_| s.notice.set(None)>"×"</button></div>
             })}
@@ -111,6 +119,7 @@ pub fn App() -> impl IntoView {
             }}
             <Disclaimer/>
             <SettingsPanel/>
+            <ModelManager/>
             <LeaveDialog/>
             // Last, so it is on top: the first decision on a visit through a link.
             <LinkConsent/>
@@ -124,12 +133,17 @@ fn Header() -> impl IntoView {
     view! {
         <header>
             <h1>{t(Key::AppTitle)}</h1>
-            <p class="tagline">{t(Key::Tagline)}</p>
+            <p class="tagline">{t(Key::Tagline)}
+                {super::offline::build_version().map(|v| view! {
+                    " · "<span class="hint" data-testid="app-build" data-build=v.clone()>{t(Key::AppVersion)}" "{v.clone()}</span>
+                })}
+            </p>
             <nav>
                 <button class="history-toggle" data-testid="history-toggle" aria-controls="history-drawer"
                     aria-expanded=move || s.show_history.get().to_string()
                     on:click=move |_| s.show_history.update(|v| *v = !*v)>{t(Key::History)}</button>
                 <button data-testid="open-settings" on:click=move |_| s.show_settings.set(true)>{t(Key::Settings)}</button>
+                <button data-testid="open-models" on:click=move |_| s.open_models()>{t(Key::ModelsOnDevice)}</button>
                 <button on:click=move |_| s.show_disclaimer.set(true)>{t(Key::About)}</button>
                 <label>
                     {t(Key::Language)} " "
@@ -206,24 +220,126 @@ fn SettingsPanel() -> impl IntoView {
                             on:input=move |ev| set(&|x| x.system = event_target_value(&ev))></textarea>
                     </label>
                     <label>{t(Key::Temperature)}
-                        <input type="number" min="0" max="2" step="0.05" prop:value=move || s.settings.with(|x| x.temperature.to_string())
-                            on:change=move |ev| if let Some(v) = field(&ev, 0.0, 2.0) { set(&|x| x.temperature = v) }/>
+                        <input type="number" min=Settings::TEMPERATURE.start().to_string() max=Settings::TEMPERATURE.end().to_string() step="0.05"
+                            prop:value=move || s.settings.with(|x| x.temperature.to_string())
+                            on:change=move |ev| if let Some(v) = field(&ev, Settings::TEMPERATURE) { set(&|x| x.temperature = v) }/>
                     </label>
                     <label>{t(Key::TopP)}
-                        <input type="number" min="0.01" max="1" step="0.05" prop:value=move || s.settings.with(|x| x.top_p.to_string())
-                            on:change=move |ev| if let Some(v) = field(&ev, 0.01, 1.0) { set(&|x| x.top_p = v) }/>
+                        <input type="number" min=Settings::TOP_P.start().to_string() max=Settings::TOP_P.end().to_string() step="0.05"
+                            prop:value=move || s.settings.with(|x| x.top_p.to_string())
+                            on:change=move |ev| if let Some(v) = field(&ev, Settings::TOP_P) { set(&|x| x.top_p = v) }/>
                     </label>
                     <label>{t(Key::MaxTokens)}
-                        <input type="number" min="1" max="8192" step="1" prop:value=move || s.settings.with(|x| x.max_tokens.to_string())
-                            on:change=move |ev| if let Some(v) = field(&ev, 1, 8192) { set(&|x| x.max_tokens = v) }/>
+                        <input type="number" min=Settings::MAX_TOKENS.start().to_string() max=Settings::MAX_TOKENS.end().to_string() step="1"
+                            prop:value=move || s.settings.with(|x| x.max_tokens.to_string())
+                            on:change=move |ev| if let Some(v) = field(&ev, Settings::MAX_TOKENS) { set(&|x| x.max_tokens = v) }/>
                     </label>
                     <label>{t(Key::Seed)}
                         <input type="number" min="0" step="1" prop:value=move || s.settings.with(|x| x.seed.to_string())
-                            on:change=move |ev| if let Some(v) = field(&ev, 0, u64::MAX) { set(&|x| x.seed = v) }/>
+                            on:change=move |ev| if let Some(v) = field(&ev, 0..=u64::MAX) { set(&|x| x.seed = v) }/>
                     </label>
                     <div class="buttons">
                         <button data-testid="reset-settings" on:click=move |_| s.reset_settings()>{t(Key::ResetSettings)}</button>
                         <button class="primary" data-testid="close-settings" on:click=move |_| s.show_settings.set(false)>{t(Key::Close)}</button>
+                    </div>
+                </div>
+            </div>
+        </Show>
+    }
+}
+
+/// Every model in the browser's cache — complete, partial, or a file no record explains — with
+/// its source, size and last use, each deletable; the storage they take against the quota, and
+/// whether the browser keeps it when the disk runs low.
+#[component]
+fn ModelManager() -> impl IntoView {
+    let s = state();
+    let close = NodeRef::<leptos::html::Button>::new();
+    let card = NodeRef::<leptos::html::Div>::new();
+    focus_when_shown(close);
+    let on_key = dialog_keys(card, move || s.show_models.set(false));
+    let models = move || s.cache_listing.with(|l| l.as_ref().map(|l| l.models.clone()).unwrap_or_default());
+    // The model being loaded holds its file open: it cannot be deleted until the load ends.
+    let in_use = move |key: &str| {
+        s.model.with(|m| matches!(m, ModelState::Loading { .. })) && s.current_cache_file().as_deref() == Some(key)
+    };
+    let row = move |m: crate::protocol::CachedModel| {
+        let lang = s.lang.get_untracked();
+        let key = m.key.clone();
+        let disabled_key = key.clone();
+        let state = if m.complete {
+            Key::ModelComplete.text(lang).to_string()
+        } else if let Some(size) = m.size {
+            format!("{} · {} / {}", Key::ModelPartial.text(lang), bytes(m.cached), bytes(size))
+        } else {
+            Key::ModelUnknownFile.text(lang).to_string()
+        };
+        let used = match m.last_used {
+            Some(ms) => format!(
+                "{} {}",
+                Key::LastUsed.text(lang),
+                js_sys::Date::new(&ms.into()).to_locale_string(lang.tag(), &wasm_bindgen::JsValue::UNDEFINED)
+            ),
+            None => Key::NeverLoaded.text(lang).to_string(),
+        };
+        view! {
+            <li data-testid="cached-model" data-key=m.key.clone() data-complete=m.complete.to_string()
+                data-stored=m.stored.to_string()>
+                <div>
+                    <strong data-testid="cached-name">{m.name.clone().unwrap_or_else(|| m.key.clone())}</strong>
+                    " · "<span data-testid="cached-state">{state}</span>" · "{bytes(m.stored)}
+                    <br/><code class="hint">{m.source_label().unwrap_or_default()}</code>
+                    <br/><span class="hint" data-testid="cached-used">{used}</span>
+                </div>
+                <button class="danger" data-testid="delete-model" disabled=move || in_use(&disabled_key)
+                    on:click=move |_| {
+                        // This button leaves with its row: focus stays in the dialog (on Close),
+                        // so Tab and Escape still work.
+                        if let Some(close) = close.get() {
+                            let _ = close.focus();
+                        }
+                        s.delete_cached(key.clone())
+                    }>{Key::DeleteOne.text(lang)}</button>
+            </li>
+        }
+    };
+    let totals = move || {
+        let lang = s.lang.get();
+        match s.cache_listing.with(|l| l.as_ref().map(|l| (l.usage, l.quota))) {
+            Some((Some(usage), Some(quota))) => {
+                format!("{} {} {}", bytes(usage), Key::StorageUsedOf.text(lang), bytes(quota))
+            }
+            Some(_) => Key::StorageUsedUnknown.text(lang).to_string(),
+            None => Key::ModelProbing.text(lang).to_string(),
+        }
+    };
+    view! {
+        <Show when=move || s.show_models.get()>
+            <div class="modal" role="dialog" aria-modal="true" aria-labelledby="models-title" data-testid="models"
+                on:keydown=on_key>
+                <div class="card models" node_ref=card>
+                    <h2 id="models-title">{t(Key::ModelsOnDevice)}</h2>
+                    <Show when=move || s.cache_listing.with(|l| l.as_ref().is_some_and(|l| l.models.is_empty()))>
+                        <p data-testid="models-empty">{t(Key::ModelsNone)}</p>
+                    </Show>
+                    <ul class="cached-models" aria-live="polite">
+                        <For each=models key=|m| (m.key.clone(), m.stored, m.last_used.map(f64::to_bits)) children=row/>
+                    </ul>
+                    <p data-testid="storage-total">{totals}</p>
+                    <p data-testid="storage-persisted-state" data-persisted=move || format!("{:?}", s.persisted.get())>
+                        {move || t(match s.persisted.get() {
+                            Some(true) => Key::PersistGranted,
+                            Some(false) => Key::PersistRefused,
+                            None => Key::PersistUnknown,
+                        })()}
+                    </p>
+                    <div class="buttons">
+                        <Show when=move || s.persisted.get() != Some(true)>
+                            <button data-testid="keep-models" on:click=move |_| s.request_persistence()>{t(Key::KeepModels)}</button>
+                        </Show>
+                        <button node_ref=close class="primary" data-testid="close-models" on:click=move |_| s.show_models.set(false)>
+                            {t(Key::Close)}
+                        </button>
                     </div>
                 </div>
             </div>
@@ -481,9 +597,8 @@ fn ModelPanel() -> impl IntoView {
         ModelSource::Hub(repo) => format!("{}@{}", repo.page_url(), repo.revision),
     };
     let delete_cache = move |_| {
-        if let Some(url) = s.source.get_untracked().cache_key() {
-            s.model.set(ModelState::Probing);
-            super::send(&ToWorker::DeleteCache { url }, None);
+        if let Some(key) = s.current_cache_file() {
+            s.delete_cached(key);
         }
     };
     let body = move || match s.model.get() {
@@ -721,10 +836,10 @@ fn message(turn: Turn, index: usize, writing: bool, elsewhere: bool) -> impl Int
     }
     let html = markdown::render(&turn.content, &super::leads_into_app);
     let stats = turn.stats.clone().map(|st| {
-        let stop = match st.stop.as_str() {
-            "cancelled" => format!(" · {}", Key::Stopped.text(lang)),
-            "context_full" => format!(" · {}", Key::CutShort.text(lang)),
-            _ => String::new(),
+        let stop = match st.stop {
+            AnswerEnd::Cancelled => format!(" · {}", Key::Stopped.text(lang)),
+            AnswerEnd::ContextFull => format!(" · {}", Key::CutShort.text(lang)),
+            AnswerEnd::Stop | AnswerEnd::MaxTokens => String::new(),
         };
         let dropped = (st.dropped_turns > 0).then(|| view! {
             <p class="dropped" data-testid="dropped-notice">{format!("{} {}", Key::Dropped.text(lang), st.dropped_turns)}</p>

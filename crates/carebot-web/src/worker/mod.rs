@@ -14,7 +14,6 @@ use crate::protocol::{
 use carebot_gpu::{EngineOptions, GpuContext, GpuError, GpuModel, GpuOptions, GpuSession};
 use carebot_model::chat::{ChatMessage, ChatTemplate, FitError, fit_conversation, stop_token_ids};
 use carebot_model::config::LlamaConfig;
-use carebot_model::generate::StopReason;
 use carebot_model::gguf::{GgufError, GgufFile};
 use carebot_model::offsets::piece_len;
 use carebot_model::sampler::Sampler;
@@ -176,14 +175,28 @@ impl Worker {
                     fail(Some(id), f)
                 }
             }
-            ToWorker::DeleteCache { url } => {
-                // The cache file may be open for a probe or a load in progress.
-                self.probed.borrow_mut().take();
-                match store::delete(&url).await {
-                    Ok(bytes) => post(&FromWorker::CacheDeleted { url, bytes }),
-                    Err(f) => fail(None, f),
+            ToWorker::DeleteCached { key } => {
+                // A probed model holds its cache file open: let it go (a load in progress is
+                // refused by the store as busy).
+                if !self.loading.get() {
+                    self.probed.borrow_mut().take();
+                }
+                match store::delete(&key).await {
+                    Ok(bytes) => post(&FromWorker::CacheDeleted { key, bytes }),
+                    Err(failure) => post(&FromWorker::CacheFailed { failure }),
                 }
             }
+            ToWorker::ListCache => match store::list().await {
+                Ok(models) => {
+                    let estimate = store::estimate().await;
+                    post(&FromWorker::CacheList {
+                        models,
+                        usage: estimate.map(|(usage, _)| usage),
+                        quota: estimate.map(|(_, quota)| quota),
+                    })
+                }
+                Err(failure) => post(&FromWorker::CacheFailed { failure }),
+            },
             ToWorker::Stop => self.stop.set(true),
         }
     }
@@ -257,6 +270,9 @@ impl Worker {
             (ModelSource::Url { url }, None) => url.rsplit('/').next().unwrap_or(url).to_string(),
             (ModelSource::Hub(repo), None) => repo.repo.clone(),
         };
+        if let Some(cache) = &bytes.cache {
+            cache.remember_name(&name).await?;
+        }
         let cached = bytes.cached()?;
         let available = match source {
             ModelSource::File { .. } => None,
@@ -372,6 +388,7 @@ impl Worker {
         // Every byte is in the cache now: from here on it is a model, not a download to resume.
         if let Some(cache) = &probed.bytes.cache {
             cache.finish().await?;
+            cache.remember_use().await?;
         }
         let t = now_ms();
         model.finish_upload().map_err(gpu_failure)?;
@@ -472,13 +489,7 @@ impl Worker {
                 prompt_tokens_run: g.prompt_tokens_run,
                 tokens_per_second,
                 prompt_seconds: (first_token_at.unwrap_or(end) - t0) / 1000.0,
-                stop: match g.stop {
-                    StopReason::StopToken(_) => "stop",
-                    StopReason::MaxTokens => "max_tokens",
-                    StopReason::Cancelled => "cancelled",
-                    StopReason::ContextFull => "context_full",
-                }
-                .into(),
+                stop: g.stop.into(),
                 context_used: loaded.session.tokens.len() + 1,
                 context_size: capacity,
                 dropped_turns: fitted.dropped_turns,

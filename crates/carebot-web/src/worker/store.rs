@@ -7,9 +7,8 @@
 
 use super::js::{await_promise, dom_error_name, js_error};
 use crate::numbers::js_u64;
-use crate::protocol::{ErrorKind, Failure};
+use crate::protocol::{CachedModel, ErrorKind, Failure};
 use carebot_model::offsets::piece_len;
-use carebot_model::rng::fnv1a64;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsCast;
 use web_sys::{
@@ -29,13 +28,19 @@ struct Meta {
     version: String,
     /// Every byte was written, all from `version`: the file is a model, not a download to resume.
     complete: bool,
+    /// `general.name` (or the file name), once a probe has read the header. (Records written
+    /// before the model manager have none; they stay valid.)
+    #[serde(default)]
+    name: String,
+    /// When the model was last loaded, in milliseconds since 1970 (0: never).
+    #[serde(default)]
+    last_used: f64,
 }
 
 /// What the cache holds for a URL.
 #[derive(Clone, Debug)]
 pub struct Peek {
     pub size: u64,
-    pub cached: u64,
     pub version: String,
     pub complete: bool,
 }
@@ -48,9 +53,7 @@ pub struct CachedFile {
     meta: std::cell::RefCell<Meta>,
 }
 
-fn key(url: &str) -> String {
-    format!("{:016x}", fnv1a64(url.as_bytes()))
-}
+use crate::protocol::cache_file_key as key;
 
 async fn dir() -> Result<FileSystemDirectoryHandle, Failure> {
     let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
@@ -142,10 +145,17 @@ impl CachedFile {
         // from a version the source names.
         let same =
             |m: &Meta| m.url == url && m.size == size && m.version == version && (m.complete || !version.is_empty());
-        let meta = match meta.filter(same) {
+        let meta = match meta.clone().filter(same) {
             Some(meta) => meta,
             None => {
-                let fresh = Meta { url: url.into(), size, version: version.into(), complete: false };
+                let fresh = Meta {
+                    url: url.into(),
+                    size,
+                    version: version.into(),
+                    complete: false,
+                    name: meta.map(|m| m.name).unwrap_or_default(),
+                    last_used: 0.0,
+                };
                 let result = handle
                     .truncate_with_f64(0.0)
                     .map_err(storage_failure)
@@ -174,7 +184,7 @@ impl CachedFile {
         let len = size_of(&handle).ok();
         handle.close();
         let cached = len?.min(meta.size);
-        Some(Peek { size: meta.size, cached, complete: meta.complete && cached == meta.size, version: meta.version })
+        Some(Peek { size: meta.size, complete: meta.complete && cached == meta.size, version: meta.version })
     }
 
     /// The whole model is here: records it as complete (once), so the next visit loads it from
@@ -185,6 +195,21 @@ impl CachedFile {
         }
         let complete = Meta { complete: true, ..self.meta.borrow().clone() };
         self.replace_meta(complete).await
+    }
+
+    /// Records the model's name (known once a probe read its header), for the model manager.
+    pub async fn remember_name(&self, name: &str) -> Result<(), Failure> {
+        if self.meta.borrow().name == name {
+            return Ok(());
+        }
+        let meta = Meta { name: name.to_string(), ..self.meta.borrow().clone() };
+        self.replace_meta(meta).await
+    }
+
+    /// Records that the model was loaded now, for the model manager.
+    pub async fn remember_use(&self) -> Result<(), Failure> {
+        let meta = Meta { last_used: js_sys::Date::now(), ..self.meta.borrow().clone() };
+        self.replace_meta(meta).await
     }
 
     /// The source changed mid-download: drops every byte, and the version, so that the next
@@ -241,19 +266,100 @@ impl Drop for CachedFile {
     }
 }
 
-/// Deletes `url`'s cached file (whole or partial); returns the bytes freed.
-pub async fn delete(url: &str) -> Result<u64, Failure> {
-    let freed = CachedFile::peek(url).await.map_or(0, |p| p.cached);
+/// Deletes the cached file named `key` ([`crate::protocol::cache_file_key`]), whole or partial,
+/// with its record; returns the bytes freed.
+pub async fn delete(key: &str) -> Result<u64, Failure> {
     let dir = dir().await?;
-    let k = key(url);
-    for name in [format!("{k}.gguf"), format!("{k}.json")] {
-        if let Err(e) = await_promise(dir.remove_entry(&name)).await
-            && dom_error_name(&e).as_deref() != Some("NotFoundError")
-        {
-            return Err(storage_failure(e));
+    let mut freed = 0;
+    for name in [format!("{key}.gguf"), format!("{key}.json")] {
+        let size = file_of(&dir, &name).await.map_or(0, |f| js_u64(f.size()).unwrap_or(0));
+        match await_promise(dir.remove_entry(&name)).await {
+            Ok(_) => freed += size,
+            Err(e) => match dom_error_name(&e).as_deref() {
+                Some("NotFoundError") => {}
+                // Chromium refuses to remove a file a sync access handle holds; Firefox removes it
+                // under the handle.
+                Some("NoModificationAllowedError" | "InvalidModificationError") => {
+                    return Err(Failure {
+                        kind: ErrorKind::Busy,
+                        detail: "this model is being read or downloaded (here or in another tab of this app): \
+                                 wait for that to end, then delete it"
+                            .into(),
+                    });
+                }
+                _ => return Err(storage_failure(e)),
+            },
         }
     }
     Ok(freed)
+}
+
+/// Files in the cache folder listed at most: far more than any browser's quota holds models.
+const MAX_LISTED_FILES: usize = 4096;
+
+/// A cache file as a `File` (a snapshot for reading, which needs no lock: a model being written
+/// or read elsewhere still lists), None when there is no such file.
+async fn file_of(dir: &FileSystemDirectoryHandle, name: &str) -> Option<web_sys::File> {
+    let handle = await_promise(dir.get_file_handle(name)).await.ok()?;
+    let handle: FileSystemFileHandle = handle.unchecked_into();
+    Some(await_promise(handle.get_file()).await.ok()?.unchecked_into())
+}
+
+/// Every model in the cache, newest use first: complete ones, downloads to resume, and files no
+/// record explains (a crash between writing a file and its record), each with what it takes on
+/// disk, so that all of them can be seen and deleted.
+pub async fn list() -> Result<Vec<CachedModel>, Failure> {
+    let dir = dir().await?;
+    let names = dir.keys();
+    let mut keys = std::collections::BTreeSet::new();
+    for _ in 0..MAX_LISTED_FILES {
+        let step = await_promise(names.next().map_err(storage_failure)?).await.map_err(storage_failure)?;
+        let step: js_sys::IteratorNext = step.unchecked_into();
+        if step.done() {
+            break;
+        }
+        if let Some(name) = step.value().as_string() {
+            keys.insert(name.split_once('.').map_or(name.as_str(), |(k, _)| k).to_string());
+        }
+    }
+    let mut models = Vec::with_capacity(keys.len());
+    for key in keys {
+        let model = file_of(&dir, &format!("{key}.gguf")).await;
+        let record = file_of(&dir, &format!("{key}.json")).await;
+        let on_disk = |f: &Option<web_sys::File>| f.as_ref().and_then(|f| js_u64(f.size())).unwrap_or(0);
+        let stored = on_disk(&model) + on_disk(&record);
+        let mut meta = None;
+        if let Some(record) = record.filter(|r| r.size() <= f64::from(1u32 << 20))
+            && let Ok(text) = await_promise(record.text()).await
+        {
+            meta = text.as_string().and_then(|t| serde_json::from_str::<Meta>(&t).ok());
+        }
+        let cached = on_disk(&model);
+        models.push(match meta {
+            Some(m) => CachedModel {
+                complete: m.complete && cached == m.size,
+                key,
+                name: Some(m.name).filter(|n| !n.is_empty()),
+                source: Some(m.url),
+                size: Some(m.size),
+                cached,
+                stored,
+                last_used: Some(m.last_used).filter(|t| *t > 0.0),
+            },
+            None => CachedModel {
+                key,
+                name: None,
+                source: None,
+                size: None,
+                cached,
+                stored,
+                complete: false,
+                last_used: None,
+            },
+        });
+    }
+    models.sort_by(|a, b| b.last_used.unwrap_or(0.0).total_cmp(&a.last_used.unwrap_or(0.0)));
+    Ok(models)
 }
 
 /// (usage, quota) of this origin's storage, when the browser says.
