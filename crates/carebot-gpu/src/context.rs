@@ -324,9 +324,11 @@ impl GpuContext {
             return p.clone();
         }
         let label = format!("{:?}{:?}", variant.kernel, variant.weights);
+        let source = variant.source();
+        crate::shader::dump(variant, &source);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(variant.source().into()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
         });
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),

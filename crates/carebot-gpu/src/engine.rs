@@ -17,6 +17,7 @@ use crate::ops::rope::{rope_and_store, rope_table};
 use crate::ops::round_int8::{self, round_int8};
 use crate::ops::select::TopK;
 use crate::ops::{Dispatch, Step};
+use crate::shader::KvStorage;
 use crate::upload::{Allocator, Dest, Target, Upload};
 use crate::weights::{GpuMatrix, row_bytes, rows_per_part};
 use carebot_model::config::{LlamaConfig, block_tensor};
@@ -139,7 +140,7 @@ pub struct GpuModel {
     table_offset: u32,
     blocks: Vec<Block>,
     act: Activations,
-    kv_flag: &'static str,
+    kv: KvStorage,
     /// Decode folds each RMSNorm into the product after it.
     fold_norms: bool,
     prefill_tile: PrefillTile,
@@ -210,12 +211,12 @@ impl GpuModel {
         // The widest activation row, in bytes (f32): a batch of them must fit one binding.
         let widest_row_bytes = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64 * 4;
         let max_batch = options.max_batch.clamp(1, (ctx.binding_limit / widest_row_bytes).clamp(1, 1024) as usize);
-        let kv_flag = match options.kv {
-            KvFormat::F32 => "KV_F32",
-            KvFormat::F16 if ctx.f16 => "KV_F16",
-            KvFormat::F16 => "KV_PACKED",
+        let kv = match options.kv {
+            KvFormat::F32 => KvStorage::F32,
+            KvFormat::F16 if ctx.f16 => KvStorage::F16,
+            KvFormat::F16 => KvStorage::Packed,
         };
-        let kv_bytes = if options.kv == KvFormat::F32 { 4 } else { 2 };
+        let kv_bytes = kv.value_bytes();
 
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut alloc = Allocator { ctx: &ctx, file, total: 0, targets: Vec::new() };
@@ -310,7 +311,7 @@ impl GpuModel {
             table_offset,
             blocks,
             act,
-            kv_flag,
+            kv,
             fold_norms,
             prefill_tile: options.prefill_tile,
             matvec_rows,
@@ -349,7 +350,7 @@ impl GpuModel {
     /// gate and up share one pass, and residual additions are the products' epilogues.
     fn plan_decode(&self) -> Vec<Dispatch> {
         let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
-        let (consts, kv, rows) = (&self.consts, self.kv_flag, self.matvec_rows);
+        let (consts, kv, rows) = (&self.consts, self.kv, self.matvec_rows);
         let last = Product::LastToken(rows);
         // Adding a product to the residual stream x; folded, it also starts the next RMSNorm
         // (weights at `offset`) by writing x ⊙ w and sums of x² into xb.
@@ -392,8 +393,7 @@ impl GpuModel {
     /// batch).
     fn plan_prefill(&self) -> Vec<Dispatch> {
         let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
-        let (dim, eps, kv, consts, table) =
-            (cfg.dim as u32, cfg.rms_eps, self.kv_flag, &self.consts, self.table_offset);
+        let (dim, eps, kv, consts, table) = (cfg.dim as u32, cfg.rms_eps, self.kv, &self.consts, self.table_offset);
         let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
         for b in &self.blocks {
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.attn_norm, dim, eps));
@@ -543,7 +543,7 @@ impl GpuModel {
     /// This model's decode attention, alone, over `keys` random positions in every layer (for
     /// benchmarks: how attention's share of a token grows with the context).
     pub fn attention_probe(&self, keys: u32) -> Result<AttentionProbe, GpuError> {
-        AttentionProbe::new(&self.ctx, &self.cfg, keys, self.cfg.n_layers, self.kv_flag)
+        AttentionProbe::new(&self.ctx, &self.cfg, keys, self.cfg.n_layers, self.kv)
     }
 
     /// Rows per decode matrix–vector workgroup (chosen for the adapter unless the options said).

@@ -165,6 +165,84 @@ pub fn chunk_order(ty: GgmlType) -> &'static str {
     format_parts(ty).into_iter().find(|part| part.contains("fn x4_$W")).expect("X4_IN_ORDER is the default")
 }
 
+macro_rules! flags {
+    ($($(#[$doc:meta])* $flag:ident => $name:literal,)*) => {
+        /// The `#if` flags of the WGSL sources (`shaders/`), typed: a misspelt flag does not
+        /// compile, where a misspelt string would silently select the other branch.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Flag { $($(#[$doc])* $flag),* }
+
+        impl Flag {
+            pub const ALL: &[Flag] = &[$(Flag::$flag),*];
+
+            /// The name the sources' `#if` lines use.
+            pub fn name(self) -> &'static str {
+                match self { $(Flag::$flag => $name),* }
+            }
+        }
+    };
+}
+
+flags! {
+    /// A product adds its result to the output (the residual).
+    Add => "ADD",
+    /// A product binds the model's `consts` buffer (set with `NormNext` and `Qkv`).
+    Consts => "CONSTS",
+    /// The FMA peak kernel in f16.
+    F16 => "F16",
+    /// The KV cache in f16 (`KvStorage::F16`).
+    KvF16 => "KV_F16",
+    /// The KV cache in f32 (`KvStorage::F32`).
+    KvF32 => "KV_F32",
+    /// A product scales x by the RMSNorm a `NormNext` product prepared.
+    Norm => "NORM",
+    /// A product also sums the squares of its output for the next RMSNorm.
+    NormNext => "NORM_NEXT",
+    /// The quantizer makes Q6_K (else Q4_K).
+    Q6K => "Q6_K",
+    /// The fused q, k, v projection with RoPE and the KV append.
+    Qkv => "QKV",
+    /// Phase two of the top-k selection.
+    SelectMerge => "SELECT_MERGE",
+    /// Sums across lanes with `subgroupAdd` (only where the adapter has subgroups).
+    Subgroups => "SUBGROUPS",
+    /// A product of two matrices whose outputs meet in SwiGLU (gate and up).
+    Swiglu => "SWIGLU",
+    /// The decode products read x as int8 blocks (packed integer dot products).
+    XInt8 => "X_INT8",
+    /// The prefill products read x rounded to int8 by `Kernel::RoundInt8`.
+    XRounded => "X_ROUNDED",
+}
+
+/// How the KV cache holds keys and values; the kernels that write or read it are compiled for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvStorage {
+    F32,
+    /// f16 in WGSL's own type (needs `shader-f16`).
+    F16,
+    /// f16 bit patterns packed two to a u32, for adapters without `shader-f16`.
+    Packed,
+}
+
+impl KvStorage {
+    /// The flag that selects its branch (`Packed` is the one with neither).
+    pub fn flag(self) -> Option<Flag> {
+        match self {
+            KvStorage::F32 => Some(Flag::KvF32),
+            KvStorage::F16 => Some(Flag::KvF16),
+            KvStorage::Packed => None,
+        }
+    }
+
+    /// Bytes of one stored value.
+    pub fn value_bytes(self) -> usize {
+        match self {
+            KvStorage::F32 => 4,
+            KvStorage::F16 | KvStorage::Packed => 2,
+        }
+    }
+}
+
 /// Everything that selects one compiled variant of a kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Variant {
@@ -172,7 +250,9 @@ pub struct Variant {
     /// Weight formats bound as `weights_a`, `weights_b`, `weights_c`.
     pub weights: Vec<GgmlType>,
     /// `#if` flags that are on.
-    pub flags: BTreeSet<&'static str>,
+    pub flags: BTreeSet<Flag>,
+    /// The KV cache's storage, for the kernels that read or write it.
+    pub kv: Option<KvStorage>,
     /// The matmul's register tile.
     pub tile: PrefillTile,
     /// Rows per matvec workgroup (each invocation sums two adjacent rows against the same x
@@ -190,6 +270,7 @@ impl Variant {
             kernel,
             weights: Vec::new(),
             flags: BTreeSet::new(),
+            kv: None,
             tile: PrefillTile::default(),
             matvec_rows: MatvecRows::default(),
             attention_heads: 1,
@@ -200,12 +281,16 @@ impl Variant {
         self.weights.push(ty);
         self
     }
-    pub fn flag(mut self, flag: &'static str) -> Self {
+    pub fn flag(mut self, flag: Flag) -> Self {
         self.flags.insert(flag);
         self
     }
-    pub fn flag_if(self, on: bool, flag: &'static str) -> Self {
+    pub fn flag_if(self, on: bool, flag: Flag) -> Self {
         if on { self.flag(flag) } else { self }
+    }
+    pub fn kv(mut self, storage: KvStorage) -> Self {
+        self.kv = Some(storage);
+        self
     }
     pub fn tile(mut self, tile: PrefillTile) -> Self {
         self.tile = tile;
@@ -227,7 +312,7 @@ impl Variant {
     /// The complete WGSL module.
     pub fn source(&self) -> String {
         let mut src = String::new();
-        if self.flags.contains("KV_F16") || self.flags.contains("F16") || self.kernel == Kernel::MatMulCoop {
+        if self.kv == Some(KvStorage::F16) || self.flags.contains(&Flag::F16) || self.kernel == Kernel::MatMulCoop {
             // `enable` must precede every declaration.
             src.push_str("enable f16;\n");
         }
@@ -236,12 +321,12 @@ impl Variant {
         }
         // WebGPU requires the directive for subgroup operations, and naga (native) rejects it.
         // (wgpu 30 does not yet offer the WebGPU feature, so no browser gets here today.)
-        if self.flags.contains("SUBGROUPS") && cfg!(target_arch = "wasm32") {
+        if self.flags.contains(&Flag::Subgroups) && cfg!(target_arch = "wasm32") {
             src.push_str("enable subgroups;\n");
         }
         src.push_str(COMMON);
-        let int8 = self.kernel == Kernel::MatVec && self.flags.contains("X_INT8");
-        if int8 || self.flags.contains("X_ROUNDED") || self.kernel == Kernel::RoundInt8 {
+        let int8 = self.kernel == Kernel::MatVec && self.flags.contains(&Flag::XInt8);
+        if int8 || self.flags.contains(&Flag::XRounded) || self.kernel == Kernel::RoundInt8 {
             src.push_str(INT8);
         }
         for (ty, name) in self.weights.iter().zip(["a", "b", "c"]) {
@@ -259,7 +344,7 @@ impl Variant {
                 src.push_str(&part.replace("$W", name));
             }
         }
-        if self.flags.iter().any(|f| f.starts_with("KV_")) {
+        if self.kv.is_some() {
             src.push_str(KV);
         }
         let body = self.kernel.source();
@@ -272,23 +357,162 @@ impl Variant {
         src.push_str(body);
         // The matrix products bind the model's `consts` buffer when a fusion reads it.
         let mut flags = self.flags.clone();
-        if flags.contains("NORM_NEXT") || flags.contains("QKV") {
-            flags.insert("CONSTS");
+        if flags.contains(&Flag::NormNext) || flags.contains(&Flag::Qkv) {
+            flags.insert(Flag::Consts);
         }
+        flags.extend(self.kv.and_then(KvStorage::flag));
+        let swiglu = flags.contains(&Flag::Swiglu);
         let tile = self.tile;
-        let rows = tile.invocation_rows(flags.contains("SWIGLU"));
-        preprocess(&src, &flags)
+        let rows = tile.invocation_rows(swiglu);
+        preprocess(&src, &flags.iter().map(|f| f.name()).collect())
             .replace("{{MATVEC_ROWS}}", &self.matvec_rows.0.to_string())
             .replace("{{MATVEC_LANES}}", &self.matvec_rows.lanes().to_string())
             .replace("{{MATMUL_ROWS}}", &rows.to_string())
             .replace("{{MATMUL_TOKENS}}", &tile.tokens.to_string())
-            .replace("{{COOP_ROWS}}", &crate::ops::matmul::coop_rows(flags.contains("SWIGLU")).to_string())
+            .replace("{{COOP_ROWS}}", &crate::ops::matmul::coop_rows(swiglu).to_string())
             .replace("{{COOP}}", &self.coop_side.to_string())
             .replace("{{MATMUL_ACC}}", &(rows * tile.tokens / 4).to_string())
             .replace("{{ATTENTION_HEADS}}", &self.attention_heads.to_string())
             .replace("{{ATTENTION_KEYS_PER_SPLIT}}", &attention::KEYS_PER_SPLIT.to_string())
             .replace("{{ATTENTION_MAX_SPLITS}}", &attention::MAX_SPLITS.to_string())
     }
+}
+
+impl Variant {
+    /// A file name for this variant's WGSL: the kernel, its formats, and a hash of the rest.
+    pub fn file_name(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        let formats: Vec<&str> = self.weights.iter().map(|t| t.name()).collect();
+        format!("{:?}-{}-{:016x}.wgsl", self.kernel, formats.join("-"), h.finish())
+    }
+}
+
+/// With `CAREBOT_DUMP_WGSL=DIR`, writes the WGSL of `variant` into DIR (each variant the engine
+/// compiles, for reading or for other tools; native only).
+pub fn dump(variant: &Variant, source: &str) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(dir) = std::env::var_os("CAREBOT_DUMP_WGSL") {
+        let path = std::path::Path::new(&dir).join(variant.file_name());
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, source)) {
+            eprintln!("CAREBOT_DUMP_WGSL: {}: {e}", path.display());
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = (variant, source);
+}
+
+/// Every variant the engine can plan: each kernel with every weight format it takes (the
+/// products also in the mixes a Q4_K_M file has), epilogue, fusion, KV storage, `#if` flag an
+/// adapter can turn on, and workgroup shape. The cooperative-matrix kernel has its own test.
+pub fn plannable_variants() -> Vec<Variant> {
+    use carebot_model::quant::SUPPORTED_TYPES;
+    let kv_storages = [KvStorage::F32, KvStorage::F16, KvStorage::Packed];
+    let mut out = Vec::new();
+    // (weights, whether int8 activations may be on for them)
+    let mut products: Vec<Vec<GgmlType>> = SUPPORTED_TYPES.iter().map(|&t| vec![t]).collect();
+    products.push(vec![GgmlType::Q4_K, GgmlType::Q6_K]);
+    for weights in &products {
+        let int8_options: &[bool] =
+            if weights.iter().all(|t| t.has_integer_quants()) { &[false, true] } else { &[false] };
+        // SwiGLU takes gate and up: the same format twice, or the formats given.
+        let swiglu_weights = if weights.len() == 1 { vec![weights[0], weights[0]] } else { weights.clone() };
+        for &int8 in int8_options {
+            // The matrix–vector product (decode): every epilogue, folded norms, subgroups.
+            for rows in MatvecRows::ALL {
+                for subgroups in [false, true] {
+                    for (epilogue, norm_next) in
+                        [(None, false), (Some(Flag::Add), false), (Some(Flag::Add), true), (Some(Flag::Swiglu), false)]
+                    {
+                        for norm in [false, true] {
+                            let ws =
+                                if epilogue == Some(Flag::Swiglu) { &swiglu_weights } else { &weights[..1].to_vec() };
+                            let mut v = Variant::new(Kernel::MatVec).matvec_rows(rows);
+                            for &t in ws {
+                                v = v.weight(t);
+                            }
+                            v = v
+                                .flag_if(subgroups, Flag::Subgroups)
+                                .flag_if(int8, Flag::XInt8)
+                                .flag_if(norm, Flag::Norm);
+                            if let Some(e) = epilogue {
+                                v = v.flag(e);
+                            }
+                            out.push(v.flag_if(norm_next, Flag::NormNext));
+                        }
+                    }
+                }
+            }
+            // The tiled matrix–matrix product (prefill): every tile and epilogue, x in f32 or
+            // rounded to int8.
+            for tile in PrefillTile::ALL {
+                for epilogue in [None, Some(Flag::Add), Some(Flag::Swiglu)] {
+                    let ws =
+                        if epilogue == Some(Flag::Swiglu) { swiglu_weights.clone() } else { weights[..1].to_vec() };
+                    let mut v = Variant::new(Kernel::MatMul).tile(tile);
+                    for t in ws {
+                        v = v.weight(t);
+                    }
+                    if let Some(e) = epilogue {
+                        v = v.flag(e);
+                    }
+                    out.push(v.flag_if(int8, Flag::XRounded));
+                }
+            }
+        }
+    }
+    // The fused q, k, v projection: one format for all three, or Q4_K_M's mix.
+    let mut triples: Vec<[GgmlType; 3]> = SUPPORTED_TYPES.iter().map(|&t| [t; 3]).collect();
+    triples.push([GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K]);
+    for triple in triples {
+        let int8_options: &[bool] =
+            if triple.iter().all(|t| t.has_integer_quants()) { &[false, true] } else { &[false] };
+        for &int8 in int8_options {
+            for kv in kv_storages {
+                for rows in MatvecRows::ALL {
+                    for subgroups in [false, true] {
+                        for norm in [false, true] {
+                            let mut v = Variant::new(Kernel::MatVec).matvec_rows(rows).flag(Flag::Qkv).kv(kv);
+                            for t in triple {
+                                v = v.weight(t);
+                            }
+                            out.push(
+                                v.flag_if(norm, Flag::Norm)
+                                    .flag_if(subgroups, Flag::Subgroups)
+                                    .flag_if(int8, Flag::XInt8),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for kv in kv_storages {
+        out.push(Variant::new(Kernel::Rope).kv(kv));
+        for heads in [1, 2, 4, 8] {
+            out.push(Variant::new(Kernel::Attention).kv(kv).attention_heads(heads));
+        }
+    }
+    for ty in SUPPORTED_TYPES {
+        out.push(Variant::new(Kernel::Embed).weight(ty));
+    }
+    out.extend([
+        Variant::new(Kernel::AttentionMerge),
+        Variant::new(Kernel::RmsNorm),
+        Variant::new(Kernel::Select),
+        Variant::new(Kernel::SelectMerge).flag(Flag::SelectMerge),
+        Variant::new(Kernel::Bandwidth),
+        Variant::new(Kernel::FmaPeak),
+        Variant::new(Kernel::FmaPeak).flag(Flag::F16),
+        Variant::new(Kernel::QuantizeK),
+        Variant::new(Kernel::QuantizeK).flag(Flag::Q6K),
+        Variant::new(Kernel::RoundInt8),
+    ]);
+    // The mixed pair also lists its first format's single-matrix variants again.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|v| seen.insert(v.clone()));
+    out
 }
 
 /// Keeps the lines selected by `#if FLAG` / `#elif FLAG` / `#else` / `#endif` (nestable).
@@ -343,10 +567,10 @@ mod tests {
                 for epilogue in ["STORE", "ADD", "SWIGLU"] {
                     let mut v = Variant::new(Kernel::MatMulCoop).coop_side(side).weight(ty);
                     if epilogue == "SWIGLU" {
-                        v = v.weight(ty);
+                        v = v.weight(ty).flag(Flag::Swiglu);
                     }
-                    if epilogue != "STORE" {
-                        v = v.flag(epilogue);
+                    if epilogue == "ADD" {
+                        v = v.flag(Flag::Add);
                     }
                     let src = v.source();
                     let what = format!("{side}×{side} {} {epilogue}", ty.name());
@@ -367,6 +591,65 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Every `#if` / `#elif` in `shaders/` names a [`Flag`], and every flag is used: a name the
+    /// Rust side does not know would silently select the other branch.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn every_shader_flag_is_a_known_flag() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "wgsl") {
+                    out.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+                }
+            }
+        }
+        let mut files = Vec::new();
+        sources(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shaders"), &mut files);
+        assert!(files.len() > 20, "{} shader files", files.len());
+        let known: BTreeSet<&str> = Flag::ALL.iter().map(|f| f.name()).collect();
+        let mut used = BTreeSet::new();
+        for (path, text) in &files {
+            for line in text.lines() {
+                let t = line.trim();
+                if let Some(name) = t.strip_prefix("#if ").or_else(|| t.strip_prefix("#elif ")) {
+                    assert!(known.contains(name.trim()), "{path}: `{t}` names no shader::Flag");
+                    used.insert(name.trim().to_string());
+                }
+            }
+        }
+        for flag in Flag::ALL {
+            assert!(used.contains(flag.name()), "Flag::{flag:?} ({}) is in no shader", flag.name());
+        }
+    }
+
+    /// Every variant the engine can plan, built and checked the way wgpu checks it before a
+    /// driver sees it — naga's WGSL front end and validator, then its SPIR-V back end — with no
+    /// GPU; and no template placeholder survives. `CAREBOT_DUMP_WGSL=DIR` keeps them all.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn every_plannable_variant_is_valid_wgsl() {
+        use naga::valid::{Capabilities, ValidationFlags, Validator};
+        let variants = plannable_variants();
+        assert!(variants.len() > 1000, "{} variants", variants.len());
+        for v in &variants {
+            let src = v.source();
+            dump(v, &src);
+            for placeholder in ["{{", "}}", "$W", "#if", "#else", "#endif"] {
+                assert!(!src.contains(placeholder), "{v:?}: `{placeholder}` left in the source");
+            }
+            let module =
+                naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{v:?}: {}", e.emit_to_string(&src)));
+            let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{v:?}: {}", e.emit_to_string(&src)));
+            let options = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
+            naga::back::spv::write_vec(&module, &info, &options, None).unwrap_or_else(|e| panic!("{v:?}: {e}"));
         }
     }
 

@@ -14,6 +14,7 @@ use carebot_gpu::ops::qkv::qkv_rope_store;
 use carebot_gpu::ops::rms_norm::rms_norm;
 use carebot_gpu::ops::rope::{rope_and_store, rope_table};
 use carebot_gpu::ops::round_int8::{round_int8, rounded_bytes};
+use carebot_gpu::shader::KvStorage;
 use carebot_gpu::weights::GpuMatrix;
 use carebot_model::config::LlamaConfig;
 use carebot_model::quant::{self, GgmlType};
@@ -514,7 +515,7 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
 
             for ((flag, elem), folded) in kv_formats(&ctx).into_iter().flat_map(|f| [(f, true), (f, false)]) {
                 let what =
-                    format!("{heads}/{kv_heads} heads of {hd}, {}/{}/{}, {flag}", tq.name(), tk.name(), tv.name());
+                    format!("{heads}/{kv_heads} heads of {hd}, {}/{}/{}, {flag:?}", tq.name(), tk.name(), tv.name());
                 let what = format!("{what}, norm folded: {folded}");
                 let norm = folded.then_some(Norm { slots: 5, eps });
                 let xb = upload(&ctx, if folded { &x_weighted } else { &x_normalized });
@@ -578,12 +579,12 @@ fn small_config(heads: usize, kv_heads: usize, head_dim: usize, context: usize) 
 }
 
 /// The KV formats this adapter can run, with the bytes of one stored value.
-fn kv_formats(ctx: &carebot_gpu::GpuContext) -> Vec<(&'static str, usize)> {
-    let mut f = vec![("KV_F32", 4), ("KV_PACKED", 2)];
+fn kv_formats(ctx: &carebot_gpu::GpuContext) -> Vec<(KvStorage, usize)> {
+    let mut f = vec![KvStorage::F32, KvStorage::Packed];
     if ctx.f16 {
-        f.push(("KV_F16", 2));
+        f.push(KvStorage::F16);
     }
-    f
+    f.into_iter().map(|kv| (kv, kv.value_bytes())).collect()
 }
 
 fn decode_cache(bytes: &[u8], elem: usize) -> Vec<f32> {
@@ -637,7 +638,7 @@ async fn rope_and_cache_append_match_the_cpu() {
             pos0 as u32,
         );
         let err = rel_err(&download(&ctx, &qb, n * q_dim).await, &want_q);
-        assert!(err <= 1e-6, "{flag} q: {err}");
+        assert!(err <= 1e-6, "{flag:?} q: {err}");
         let range = pos0 * kv_dim * elem / 4..(pos0 + n) * kv_dim * elem / 4;
         let kc_all = download(&ctx, &kc, cache_bytes as usize / 4).await;
         let vc_all = download(&ctx, &vc, cache_bytes as usize / 4).await;
@@ -646,7 +647,7 @@ async fn rope_and_cache_append_match_the_cpu() {
         let tol = if elem == 4 { 1e-6 } else { 1e-3 };
         let err_k = rel_err(&got_k, &want_k);
         let err_v = rel_err(&got_v, &v);
-        assert!(err_k <= tol && err_v <= tol, "{flag}: k {err_k}, v {err_v}");
+        assert!(err_k <= tol && err_v <= tol, "{flag:?}: k {err_k}, v {err_v}");
     }
 }
 
@@ -721,7 +722,7 @@ async fn attention_matches_the_cpu_on_short_and_long_contexts() {
             // WGSL lets exp(x) be off by 3 + 2|x| ULP; with large queries the score gaps reach
             // tens, and the merge rescales each range once more (SwiftShader measured 1.6e-5).
             let tol = if mag > 1.0 { 5e-5 } else { 1e-5 };
-            assert!(err <= tol, "{flag} heads {heads}/{kv_heads} hd {hd} pos0 {pos0} n {n}: {err}");
+            assert!(err <= tol, "{flag:?} heads {heads}/{kv_heads} hd {hd} pos0 {pos0} n {n}: {err}");
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{Dispatch, Grid, Params, Step};
 use crate::context::{GpuContext, GpuError};
-use crate::shader::{Kernel, Variant};
+use crate::shader::{Kernel, KvStorage, Variant};
 use carebot_model::config::LlamaConfig;
 use carebot_model::rng::SplitMix64;
 
@@ -48,10 +48,10 @@ pub fn attention(
     v_cache: &wgpu::Buffer,
     out: &wgpu::Buffer,
     partials: &wgpu::Buffer,
-    kv_flag: &'static str,
+    kv: KvStorage,
 ) -> Vec<Dispatch> {
     let heads = heads_per_group(cfg);
-    let pipeline = ctx.pipeline(&Variant::new(Kernel::Attention).flag(kv_flag).attention_heads(heads));
+    let pipeline = ctx.pipeline(&Variant::new(Kernel::Attention).kv(kv).attention_heads(heads));
     let merge = ctx.pipeline(&Variant::new(Kernel::AttentionMerge));
     let scale = 1.0 / (cfg.head_dim as f32).sqrt();
     let params = ctx.uniform(
@@ -85,15 +85,8 @@ pub struct AttentionProbe {
 }
 
 impl AttentionProbe {
-    /// `layers` layers of `cfg`'s attention over `keys` positions, the cache stored as `kv_flag`
-    /// says (`KV_F32`: 4 bytes a value, otherwise 2).
-    pub fn new(
-        ctx: &GpuContext,
-        cfg: &LlamaConfig,
-        keys: u32,
-        layers: usize,
-        kv_flag: &'static str,
-    ) -> Result<Self, GpuError> {
+    /// `layers` layers of `cfg`'s attention over `keys` positions, the cache stored as `kv`.
+    pub fn new(ctx: &GpuContext, cfg: &LlamaConfig, keys: u32, layers: usize, kv: KvStorage) -> Result<Self, GpuError> {
         if keys == 0 {
             return Err(GpuError::Model("the attention probe needs at least one key".into()));
         }
@@ -101,7 +94,7 @@ impl AttentionProbe {
         let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_signed()).collect() };
         // One layer's cache contents, shared by every layer's buffers.
         let values = random(keys as usize * cfg.kv_dim());
-        let cache: Vec<u8> = if kv_flag == "KV_F32" {
+        let cache: Vec<u8> = if kv == KvStorage::F32 {
             bytemuck::cast_slice(&values).to_vec()
         } else {
             values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()
@@ -117,7 +110,7 @@ impl AttentionProbe {
             let v_cache = ctx.storage("probe values", cache.len() as u64)?;
             ctx.queue.write_buffer(&k_cache, 0, &cache);
             ctx.queue.write_buffer(&v_cache, 0, &cache);
-            dispatches.extend(attention(ctx, &step, cfg, &q, &k_cache, &v_cache, &out, &partials, kv_flag));
+            dispatches.extend(attention(ctx, &step, cfg, &q, &k_cache, &v_cache, &out, &partials, kv));
         }
         ctx.check()?;
         Ok(AttentionProbe { keys, layers: dispatches })

@@ -4,7 +4,7 @@
 
 use super::{Dispatch, Grid, Params};
 use crate::context::{GpuContext, GpuError};
-use crate::shader::{Kernel, Variant};
+use crate::shader::{Flag, Kernel, Variant};
 
 /// Invocations per dispatch: 1024 workgroups, enough to fill any GPU.
 const GROUPS: u32 = 1024;
@@ -30,7 +30,7 @@ impl FmaPeak {
         }
         let sink = ctx.storage("fma sink", GROUPS as u64 * 256 * 4)?;
         let params = ctx.uniform("fma params", &Params([iters, 0.999_999f32.to_bits(), 1e-7f32.to_bits(), 0]));
-        let pipeline = ctx.pipeline(&Variant::new(Kernel::FmaPeak).flag_if(ty == FmaType::F16, "F16"));
+        let pipeline = ctx.pipeline(&Variant::new(Kernel::FmaPeak).flag_if(ty == FmaType::F16, Flag::F16));
         let dispatch = Dispatch::new(ctx, pipeline, &[(1, &params), (2, &sink)], Grid::Fixed([GROUPS, 1, 1]));
         Ok(FmaPeak { iters, dispatch })
     }

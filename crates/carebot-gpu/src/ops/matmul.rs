@@ -6,7 +6,7 @@
 
 use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
-use crate::shader::{Kernel, Variant, chunk_order};
+use crate::shader::{Flag, Kernel, Variant, chunk_order};
 use crate::weights::GpuMatrix;
 use carebot_model::quant::GgmlType;
 
@@ -266,8 +266,8 @@ pub fn matmul<'x>(
     let mut variant = match product {
         Product::LastToken(rows) => Variant::new(Kernel::MatVec)
             .matvec_rows(rows)
-            .flag_if(ctx.subgroups, "SUBGROUPS")
-            .flag_if(int8_activations(ctx, &types), "X_INT8"),
+            .flag_if(ctx.subgroups, Flag::Subgroups)
+            .flag_if(int8_activations(ctx, &types), Flag::XInt8),
         Product::Batch(tile) => {
             assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
             Variant::new(Kernel::MatMul).tile(tile)
@@ -289,11 +289,11 @@ pub fn matmul<'x>(
         assert!(int8_activations(ctx, &types), "rounded x needs int8 activations and integer formats");
     }
     variant = variant
-        .flag_if(rounded, "X_ROUNDED")
-        .flag_if(epilogue.adds(), "ADD")
-        .flag_if(epilogue.swiglu(), "SWIGLU")
-        .flag_if(norm.is_some(), "NORM")
-        .flag_if(next.is_some(), "NORM_NEXT");
+        .flag_if(rounded, Flag::XRounded)
+        .flag_if(epilogue.adds(), Flag::Add)
+        .flag_if(epilogue.swiglu(), Flag::Swiglu)
+        .flag_if(norm.is_some(), Flag::Norm)
+        .flag_if(next.is_some(), Flag::NormNext);
     assert_eq!(epilogue.swiglu(), up.is_some(), "SwiGLU needs the up matrix");
     let pipeline = ctx.pipeline(&variant);
     let mut slot0 = 0;

@@ -7,15 +7,15 @@
 use super::matmul::{MatvecRows, Norm, ProductParams, int8_activations};
 use super::{Dispatch, Grid};
 use crate::context::{GpuContext, spread};
-use crate::shader::{Kernel, Variant};
+use crate::shader::{Flag, Kernel, KvStorage, Variant};
 use crate::weights::GpuMatrix;
 use carebot_model::config::LlamaConfig;
 
 /// q = RoPE(W_q x̂) into `q`; RoPE(W_k x̂) and W_v x̂ into the caches at position `pos0 + n − 1`,
 /// where x̂ is the last token of `x`, or with `norm`, x as a `NextNorm` product left it, scaled
 /// by 1 / rms. The RoPE table (as `rope_table` makes it) sits in `consts` at `table_offset` f32s,
-/// a multiple of 4. Each matrix must be one part (the engine checks that at load). `kv_flag` is
-/// the KV storage flag; `group_rows` the matvec workgroup's rows.
+/// a multiple of 4. Each matrix must be one part (the engine checks that at load). `kv` is
+/// the KV cache's storage; `group_rows` the matvec workgroup's rows.
 #[allow(clippy::too_many_arguments)]
 pub fn qkv_rope_store(
     ctx: &GpuContext,
@@ -29,7 +29,7 @@ pub fn qkv_rope_store(
     q: &wgpu::Buffer,
     k_cache: &wgpu::Buffer,
     v_cache: &wgpu::Buffer,
-    kv_flag: &'static str,
+    kv: KvStorage,
     group_rows: MatvecRows,
 ) -> Dispatch {
     for m in [wq, wk, wv] {
@@ -41,11 +41,11 @@ pub fn qkv_rope_store(
         .weight(wq.ty)
         .weight(wk.ty)
         .weight(wv.ty)
-        .flag("QKV")
-        .flag_if(norm.is_some(), "NORM")
-        .flag_if(ctx.subgroups, "SUBGROUPS")
-        .flag_if(int8_activations(ctx, &[wq.ty, wk.ty, wv.ty]), "X_INT8")
-        .flag(kv_flag)
+        .flag(Flag::Qkv)
+        .flag_if(norm.is_some(), Flag::Norm)
+        .flag_if(ctx.subgroups, Flag::Subgroups)
+        .flag_if(int8_activations(ctx, &[wq.ty, wk.ty, wv.ty]), Flag::XInt8)
+        .kv(kv)
         .matvec_rows(group_rows);
     let rows = wq.rows + wk.rows + wv.rows;
     let (slots, eps) = norm.map_or((0, 0.0), |n| (n.slots, n.eps));

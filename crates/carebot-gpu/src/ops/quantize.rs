@@ -4,7 +4,7 @@
 
 use super::Params;
 use crate::context::{GpuContext, GpuError, ReadPace, now_s, spread};
-use crate::shader::{Kernel, Variant};
+use crate::shader::{Flag, Kernel, Variant};
 use carebot_model::quant::{GgmlType, QK_K};
 use std::cell::{Cell, RefCell};
 
@@ -79,7 +79,7 @@ impl GpuQuantizer {
             (pipeline, bind_group)
         };
         let q4_k = bind(Variant::new(Kernel::QuantizeK));
-        let q6_k = bind(Variant::new(Kernel::QuantizeK).flag("Q6_K"));
+        let q6_k = bind(Variant::new(Kernel::QuantizeK).flag(Flag::Q6K));
         ctx.check()?;
         Ok(GpuQuantizer {
             max_values,

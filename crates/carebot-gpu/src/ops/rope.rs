@@ -2,7 +2,7 @@
 
 use super::{Dispatch, Grid, Params};
 use crate::context::GpuContext;
-use crate::shader::{Kernel, Variant};
+use crate::shader::{Kernel, KvStorage, Variant};
 use carebot_model::config::LlamaConfig;
 
 /// cos and sin of pos · freq_i for every position below `context` and every pair of a head, in
@@ -27,8 +27,7 @@ pub fn rope_table(cfg: &LlamaConfig, context: usize, freq_factors: Option<&[f32]
 
 /// Rotates q in place and writes rotated k and plain v of each token into the caches at its
 /// position (the prefill path; decode does this in `qkv::qkv_rope_store`). The RoPE table starts
-/// `table_offset` f32s into `table` (an even number). `kv_flag` is the KV storage flag (`KV_F32`,
-/// `KV_F16`, `KV_PACKED`).
+/// `table_offset` f32s into `table` (an even number). `kv` is the KV cache's storage.
 #[allow(clippy::too_many_arguments)]
 pub fn rope_and_store(
     ctx: &GpuContext,
@@ -41,10 +40,10 @@ pub fn rope_and_store(
     table_offset: u32,
     k_cache: &wgpu::Buffer,
     v_cache: &wgpu::Buffer,
-    kv_flag: &'static str,
+    kv: KvStorage,
 ) -> Dispatch {
     assert!(table_offset.is_multiple_of(2));
-    let pipeline = ctx.pipeline(&Variant::new(Kernel::Rope).flag(kv_flag));
+    let pipeline = ctx.pipeline(&Variant::new(Kernel::Rope).kv(kv));
     let (heads, kv_heads, hd) = (cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
     let params = ctx.uniform("rope params", &Params([heads, kv_heads, hd, table_offset / 2]));
     let pairs = (heads + 2 * kv_heads) * hd / 2;

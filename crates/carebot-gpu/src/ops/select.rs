@@ -11,7 +11,7 @@
 
 use super::{Dispatch, Grid, Params};
 use crate::context::{GpuContext, GpuError, spread};
-use crate::shader::{Kernel, Variant};
+use crate::shader::{Flag, Kernel, Variant};
 use carebot_model::sampler::{Candidates, MAX_CANDIDATES, SelectRequest};
 
 /// Candidates a record keeps (`KMAX` in the WGSL).
@@ -67,7 +67,7 @@ impl TopK {
             &[(1, &params), (2, logits), (3, &penalized), (4, &records[0])],
             Grid::Fixed(spread(levels[0])),
         )];
-        let merge = ctx.pipeline(&Variant::new(Kernel::SelectMerge).flag("SELECT_MERGE"));
+        let merge = ctx.pipeline(&Variant::new(Kernel::SelectMerge).flag(Flag::SelectMerge));
         for (l, pair) in levels.windows(2).enumerate() {
             let level = ctx.uniform("select level", &Params([pair[0], 0, 0, 0]));
             let (input, output) = (&records[l % 2], &records[(l + 1) % 2]);
