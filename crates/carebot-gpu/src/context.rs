@@ -57,8 +57,30 @@ pub enum GpuError {
     WrongResult(String),
     #[error("GPU error: {0}")]
     Wgpu(String),
+    /// The file's hyperparameters are not a model this engine runs.
+    #[error(transparent)]
+    Config(#[from] carebot_model::config::ConfigError),
+    /// The file is not a GGUF that can be read.
+    #[error(transparent)]
+    Gguf(#[from] carebot_model::gguf::GgufError),
+    /// Reading the model file failed.
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    /// A tensor is missing, of a shape or format the engine cannot read, or arrived incomplete.
+    #[error("tensor {name:?}: {problem}")]
+    Tensor { name: String, problem: String },
+    /// A model shape, weight format or size the engine does not run.
     #[error("{0}")]
-    Model(String),
+    Unsupported(String),
+    /// Arguments that cannot run (no tokens, a token outside the vocabulary, sizes out of range).
+    #[error("{0}")]
+    BadInput(String),
+    /// The tokens do not fit the KV cache.
+    #[error("the context is full: {needed} positions needed, the KV cache holds {capacity}")]
+    ContextFull { needed: usize, capacity: usize },
+    /// Calls in an order the engine does not take (the caller's mistake).
+    #[error("{0}")]
+    Usage(&'static str),
 }
 
 impl GpuError {

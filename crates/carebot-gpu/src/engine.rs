@@ -199,10 +199,10 @@ impl GpuModel {
 
     /// [`GpuModel::new`] without the forward plans (and so without compiling their kernels).
     async fn allocate(ctx: GpuContext, file: &GgufFile, options: &EngineOptions) -> Result<Self, GpuError> {
-        let cfg = LlamaConfig::from_gguf(file).map_err(|e| GpuError::Model(e.to_string()))?;
+        let cfg = LlamaConfig::from_gguf(file)?;
         // Attention reads a head's keys in 16-byte pieces (shaders/kv.wgsl).
         if cfg.head_dim > 256 || cfg.head_dim % 8 != 0 || cfg.n_heads % cfg.n_kv_heads != 0 {
-            return Err(GpuError::Model(format!(
+            return Err(GpuError::Unsupported(format!(
                 "head size {} with {} heads over {} KV heads is not supported (head size must be a multiple of 8, at most 256)",
                 cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
             )));
@@ -225,7 +225,7 @@ impl GpuModel {
         // consts: 2 norms per block and the output norm (dim f32s each), then the RoPE table.
         let n_norms = 2 * cfg.n_layers + 1;
         let table_offset = u32::try_from(n_norms * cfg.dim)
-            .map_err(|_| GpuError::Model(format!("{n_norms} norm vectors of {} values are too many", cfg.dim)))?;
+            .map_err(|_| GpuError::Unsupported(format!("{n_norms} norm vectors of {} values are too many", cfg.dim)))?;
         let consts_bytes = ((n_norms * cfg.dim + capacity * cfg.head_dim) * 4) as u64;
         if consts_bytes > ctx.binding_limit {
             return Err(GpuError::TooSmall {
@@ -462,14 +462,14 @@ impl GpuModel {
     /// to. Each tensor's bytes must arrive in order (any piece sizes); bytes outside tensors are
     /// ignored. Host memory stays bounded by a few MiB whatever the piece size.
     pub fn upload(&mut self, file_offset: u64, bytes: &[u8]) -> Result<(), GpuError> {
-        let upload = self.upload.as_mut().ok_or_else(|| GpuError::Model("the weights are already loaded".into()))?;
+        let upload = self.upload.as_mut().ok_or(GpuError::Usage("the weights are already loaded"))?;
         upload.push(&self.ctx, file_offset, bytes)?;
         self.ctx.check()
     }
 
     /// Checks that every tensor arrived in full and builds what depends on them (the RoPE table).
     pub fn finish_upload(&mut self) -> Result<(), GpuError> {
-        let upload = self.upload.as_ref().ok_or_else(|| GpuError::Model("the weights are already loaded".into()))?;
+        let upload = self.upload.as_ref().ok_or(GpuError::Usage("the weights are already loaded"))?;
         // On failure the upload stays open, so the model refuses to run on missing weights.
         let freqs = upload.finish(&self.ctx)?;
         self.upload = None;
@@ -493,10 +493,10 @@ impl GpuModel {
         options: &EngineOptions,
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Self, GpuError> {
-        let io = |e: std::io::Error| GpuError::Model(format!("{}: {e}", path.display()));
+        let io = |e: std::io::Error| GpuError::File { path: path.display().to_string(), reason: e.to_string() };
         let mut f = std::fs::File::open(path).map_err(io)?;
         let len = f.metadata().map_err(io)?.len();
-        let file = carebot_model::gguf::read_header(&mut f, len).map_err(|e| GpuError::Model(e.to_string()))?;
+        let file = carebot_model::gguf::read_header(&mut f, len)?;
         let mut model = pollster::block_on(Self::allocate(ctx, &file, options))?;
         let mut upload = model.upload.take().expect("a new model awaits its weights");
         let pieces = upload.take_matrix_pieces(options.flush_bytes.max(1) as u64);
@@ -593,7 +593,7 @@ impl GpuModel {
     /// The raw logits of the last token run (still on the GPU after a `forward_select`).
     pub async fn read_logits(&mut self) -> Result<Vec<f32>, GpuError> {
         if self.len == 0 {
-            return Err(GpuError::Model("no token has been run yet".into()));
+            return Err(GpuError::Usage("no token has been run yet"));
         }
         let size = self.cfg.vocab_size as u64 * 4;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
@@ -607,23 +607,19 @@ impl GpuModel {
     /// logits and copies out `output`.
     fn run(&mut self, tokens: &[u32], output: Output) -> Result<(), GpuError> {
         if self.upload.is_some() {
-            return Err(GpuError::Model("the weights have not been uploaded yet".into()));
+            return Err(GpuError::Usage("the weights have not been uploaded yet"));
         }
         if tokens.is_empty() {
-            return Err(GpuError::Model("no tokens to run".into()));
+            return Err(GpuError::BadInput("no tokens to run".into()));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(GpuError::Model(format!(
+            return Err(GpuError::BadInput(format!(
                 "token id {bad} is outside the vocabulary (size {})",
                 self.cfg.vocab_size
             )));
         }
         if self.len + tokens.len() > self.capacity {
-            return Err(GpuError::Model(format!(
-                "context is full: {} positions needed, the KV cache holds {}",
-                self.len + tokens.len(),
-                self.capacity
-            )));
+            return Err(GpuError::ContextFull { needed: self.len + tokens.len(), capacity: self.capacity });
         }
         self.ctx.check()?;
         if self.unread.0 == 0 {

@@ -3,7 +3,9 @@
 //! "stop" between tokens.
 
 use crate::{GpuError, GpuModel};
-use carebot_model::generate::{Generation, StepLogits, StopReason, Turn, choose_from_step, rewind_for_prompt};
+use carebot_model::generate::{
+    BackendError, Generation, StepLogits, StopReason, Turn, choose_from_step, rewind_for_prompt,
+};
 use carebot_model::sampler::Sampler;
 use std::ops::ControlFlow;
 
@@ -37,7 +39,10 @@ impl GpuSession {
         mut on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generation, GpuError> {
         let capacity = self.model.capacity();
-        let keep = rewind_for_prompt(&mut self.tokens, prompt, capacity).map_err(|e| GpuError::Model(e.to_string()))?;
+        let keep = rewind_for_prompt(&mut self.tokens, prompt, capacity).map_err(|e| match e {
+            BackendError::ContextFull { needed, capacity } => GpuError::ContextFull { needed, capacity },
+            other => GpuError::BadInput(other.to_string()),
+        })?;
         self.model.truncate(keep);
         let mut step = self.model.forward_select(&prompt[keep..], &sampler.request(prompt)).await?;
         self.tokens.extend_from_slice(&prompt[keep..]);

@@ -25,7 +25,9 @@ pub(crate) struct Allocator<'a> {
 
 impl Allocator<'_> {
     pub fn info(&self, name: &str) -> Result<&TensorInfo, GpuError> {
-        self.file.tensor(name).ok_or_else(|| GpuError::Model(format!("tensor {name:?} is missing")))
+        self.file
+            .tensor(name)
+            .ok_or_else(|| GpuError::Tensor { name: name.into(), problem: "missing from the file".into() })
     }
 
     pub fn buffer(&mut self, what: &str, bytes: u64) -> Result<wgpu::Buffer, GpuError> {
@@ -37,7 +39,7 @@ impl Allocator<'_> {
     /// as many as fit one binding).
     pub fn matrix(&mut self, name: &str, per_part: Option<u32>) -> Result<GpuMatrix, GpuError> {
         let info = self.info(name)?.clone();
-        let too_big = || GpuError::Model(format!("tensor {name:?} is too large"));
+        let too_big = || GpuError::Tensor { name: name.into(), problem: "too large".into() };
         let rows = u32::try_from(info.n_rows()).map_err(|_| too_big())?;
         let cols = u32::try_from(info.row_len()).map_err(|_| too_big())?;
         let per_part = match per_part {
@@ -71,7 +73,10 @@ impl Allocator<'_> {
     pub fn vector(&mut self, name: &str, buffer: &wgpu::Buffer, offset: u32, len: usize) -> Result<(), GpuError> {
         let info = self.info(name)?.clone();
         if info.n_elements() != len as u64 {
-            return Err(GpuError::Model(format!("tensor {name:?} has {} values, expected {len}", info.n_elements())));
+            return Err(GpuError::Tensor {
+                name: name.into(),
+                problem: format!("{} values, expected {len}", info.n_elements()),
+            });
         }
         let dest = Dest::Vector { buffer: buffer.clone(), offset: offset as u64 * 4 };
         self.targets.push(Target::new(info, dest));
@@ -110,18 +115,19 @@ impl Target {
 
     fn push(&mut self, ctx: &GpuContext, rel: u64, mut data: &[u8], flush_bytes: usize) -> Result<(), GpuError> {
         if rel != self.received {
-            return Err(GpuError::Model(format!(
-                "tensor {:?}: bytes arrived out of order (at {rel}, expected {})",
-                self.info.name, self.received
-            )));
+            return Err(GpuError::Tensor {
+                name: self.info.name.clone(),
+                problem: format!("bytes arrived out of order (at {rel}, expected {})", self.received),
+            });
         }
         match &self.dest {
             Dest::Matrix { parts } => {
                 let (ty, cols) = (self.info.ty, self.info.row_len());
                 let planar = weights::row_align(ty) > 1;
                 let mut scratch = Vec::new();
-                let file_row = usize::try_from(weights::file_row_bytes(ty, cols)).map_err(|_| {
-                    GpuError::Model(format!("tensor {:?}: a row does not fit in memory", self.info.name))
+                let file_row = usize::try_from(weights::file_row_bytes(ty, cols)).map_err(|_| GpuError::Tensor {
+                    name: self.info.name.clone(),
+                    problem: "a row does not fit in memory".into(),
                 })?;
                 // Repacked types are written in whole rows, the others in whole words.
                 let whole = |n: usize| if planar { n / file_row * file_row } else { n / 4 * 4 };
@@ -165,11 +171,13 @@ impl Target {
     }
 
     fn widened(&self) -> Result<Vec<f32>, GpuError> {
-        let len = alloc_len(self.info.row_len())
-            .ok_or_else(|| GpuError::Model(format!("tensor {:?} does not fit in memory", self.info.name)))?;
+        let len = alloc_len(self.info.row_len()).ok_or_else(|| GpuError::Tensor {
+            name: self.info.name.clone(),
+            problem: "does not fit in memory".into(),
+        })?;
         let mut v = vec![0f32; len];
         quant::dequantize(self.info.ty, &self.pending, &mut v)
-            .map_err(|e| GpuError::Model(format!("tensor {:?}: {e}", self.info.name)))?;
+            .map_err(|e| GpuError::Tensor { name: self.info.name.clone(), problem: e.to_string() })?;
         Ok(v)
     }
 }
@@ -309,10 +317,10 @@ impl Upload {
         let mut freqs = None;
         for t in &self.targets {
             if t.received != t.info.n_bytes {
-                return Err(GpuError::Model(format!(
-                    "tensor {:?}: got {} of its {} bytes (the file is truncated?)",
-                    t.info.name, t.received, t.info.n_bytes
-                )));
+                return Err(GpuError::Tensor {
+                    name: t.info.name.clone(),
+                    problem: format!("got {} of its {} bytes (the file is truncated?)", t.received, t.info.n_bytes),
+                });
             }
             match &t.dest {
                 Dest::Matrix { .. } => {}
@@ -340,7 +348,7 @@ pub(crate) fn read_pieces<T>(
 ) -> (T, Result<(), GpuError>) {
     use std::io::{Read, Seek, SeekFrom};
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-    let io = |e: std::io::Error| GpuError::Model(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| GpuError::File { path: path.display().to_string(), reason: e.to_string() };
     let total: u64 = pieces.iter().map(|p| p.file_len).sum();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
     let (next, done, unflushed, failed) =
@@ -351,8 +359,9 @@ pub(crate) fn read_pieces<T>(
         let (mut raw, mut scratch) = (Vec::new(), Vec::new());
         while !failed.load(Ordering::Relaxed) {
             let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-            let len = usize::try_from(piece.file_len)
-                .map_err(|_| GpuError::Model(format!("a piece of {} bytes does not fit in memory", piece.file_len)))?;
+            let len = usize::try_from(piece.file_len).map_err(|_| {
+                GpuError::Unsupported(format!("a piece of {} bytes does not fit in memory", piece.file_len))
+            })?;
             raw.resize(len, 0);
             f.seek(SeekFrom::Start(piece.file_offset)).map_err(io)?;
             f.read_exact(&mut raw).map_err(io)?;
@@ -387,7 +396,11 @@ pub(crate) fn read_pieces<T>(
         let result = meanwhile();
         let joined = handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(GpuError::Model("a file reader panicked".into()))))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(GpuError::File { path: path.display().to_string(), reason: "a file reader panicked".into() })
+                })
+            })
             .collect::<Result<Vec<()>, _>>()
             .map(|_| ());
         (result, joined)
@@ -405,10 +418,10 @@ impl Upload {
         path: &std::path::Path,
     ) -> Result<(), GpuError> {
         use std::io::{Read, Seek, SeekFrom};
-        let io = |e: std::io::Error| GpuError::Model(format!("{}: {e}", path.display()));
+        let io = |e: std::io::Error| GpuError::File { path: path.display().to_string(), reason: e.to_string() };
         for (offset, n_bytes) in self.remaining() {
             let len = usize::try_from(n_bytes)
-                .map_err(|_| GpuError::Model(format!("a tensor of {n_bytes} bytes does not fit in memory")))?;
+                .map_err(|_| GpuError::Unsupported(format!("a tensor of {n_bytes} bytes does not fit in memory")))?;
             let mut bytes = vec![0; len];
             f.seek(SeekFrom::Start(offset)).map_err(io)?;
             f.read_exact(&mut bytes).map_err(io)?;

@@ -132,10 +132,10 @@ impl GpuMatrix {
             || !cols.is_multiple_of(32)
             || !(cols as usize).is_multiple_of(ty.block_size())
         {
-            return Err(GpuError::Model(format!(
-                "tensor {name:?}: the GPU engine cannot read {} rows of {cols} values",
-                ty.name()
-            )));
+            return Err(GpuError::Tensor {
+                name: name.into(),
+                problem: format!("the GPU engine cannot read {} rows of {cols} values", ty.name()),
+            });
         }
         let rb = row_bytes(ty, cols as u64);
         let mut parts = Vec::new();

@@ -442,7 +442,7 @@ async fn bad_input_gets_typed_errors() {
     let odd = GgufFile::parse(&odd, odd.len() as u64).unwrap();
     let Some(ctx) = context(GpuOptions::default()).await else { return };
     match GpuModel::new(ctx, &odd, &f32_engine()).await {
-        Err(e @ GpuError::Model(_)) => assert!(e.to_string().contains("head size 36"), "{e}"),
+        Err(e @ GpuError::Unsupported(_)) => assert!(e.to_string().contains("head size 36"), "{e}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("head size 36 was accepted"),
     }
@@ -614,7 +614,7 @@ async fn a_model_loaded_from_a_file_equals_one_streamed_from_memory() {
     let Some(ctx) = context(GpuOptions::default()).await else { return };
     let missing = std::env::temp_dir().join("carebot-no-such-model.gguf");
     let err = GpuModel::load_file(ctx, &missing, &f32_engine(), |_, _| {}).err().expect("a missing file loads");
-    assert!(matches!(err, GpuError::Model(ref m) if m.contains("carebot-no-such-model")), "{err}");
+    assert!(matches!(err, GpuError::File { ref path, .. } if path.contains("carebot-no-such-model")), "{err}");
     // Cut inside the tensor data: refused from the header, before anything is read or compiled.
     let bytes = spec.to_gguf(GgmlType::Q4_0);
     let cut = std::env::temp_dir().join(format!("carebot-load-file-{}-cut.gguf", std::process::id()));
@@ -624,6 +624,6 @@ async fn a_model_loaded_from_a_file_equals_one_streamed_from_memory() {
     let loaded = GpuModel::load_file(ctx, &cut, &f32_engine(), |done, _| seen = done);
     std::fs::remove_file(&cut).unwrap();
     let err = loaded.err().expect("a truncated file loads");
-    assert!(matches!(err, GpuError::Model(ref m) if m.contains("outside the file")), "{err}");
+    assert!(matches!(err, GpuError::Gguf(carebot_model::gguf::GgufError::TensorOutOfRange { .. })), "{err}");
     assert_eq!(seen, 0);
 }

@@ -227,7 +227,9 @@ async fn a_wrong_block_from_the_gpu_is_caught_by_the_cpu_check() {
 
 fn expect_model_error<T>(result: Result<T, GpuError>, what: &str) {
     match result {
-        Err(GpuError::Model(message)) => note(&format!("{what}: {message}")),
+        Err(e @ (GpuError::BadInput(_) | GpuError::Unsupported(_) | GpuError::Usage(_))) => {
+            note(&format!("{what}: {e}"))
+        }
         Err(e) => panic!("{what}: expected a usage error, got {e}"),
         Ok(_) => panic!("{what}: expected an error"),
     }

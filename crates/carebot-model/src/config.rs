@@ -27,7 +27,7 @@ pub struct LlamaConfig {
     pub has_rope_freqs: bool,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
     #[error("general.architecture is {0:?}; CareBot runs llama-architecture models only")]
     WrongArchitecture(String),

@@ -88,7 +88,7 @@ impl AttentionProbe {
     /// `layers` layers of `cfg`'s attention over `keys` positions, the cache stored as `kv`.
     pub fn new(ctx: &GpuContext, cfg: &LlamaConfig, keys: u32, layers: usize, kv: KvStorage) -> Result<Self, GpuError> {
         if keys == 0 {
-            return Err(GpuError::Model("the attention probe needs at least one key".into()));
+            return Err(GpuError::BadInput("the attention probe needs at least one key".into()));
         }
         let mut rng = SplitMix64::new(u64::from(keys));
         let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_signed()).collect() };

@@ -51,7 +51,7 @@ impl GpuQuantizer {
     /// if the input or output buffer would pass the binding limit.
     pub fn new(ctx: &GpuContext, max_values: usize) -> Result<Self, GpuError> {
         if max_values == 0 || !max_values.is_multiple_of(QK_K) {
-            return Err(GpuError::Model(format!(
+            return Err(GpuError::BadInput(format!(
                 "a GPU quantizer takes whole {QK_K}-value super-blocks, not {max_values} values"
             )));
         }
@@ -114,12 +114,12 @@ impl GpuQuantizer {
             GgmlType::Q4_K => &self.q4_k,
             GgmlType::Q6_K => &self.q6_k,
             _ => {
-                return Err(GpuError::Model(format!("the GPU quantizer makes Q4_K and Q6_K, not {}", ty.name())));
+                return Err(GpuError::Unsupported(format!("the GPU quantizer makes Q4_K and Q6_K, not {}", ty.name())));
             }
         };
         let n = values.len();
         if !n.is_multiple_of(QK_K) || n > self.max_values {
-            return Err(GpuError::Model(format!(
+            return Err(GpuError::BadInput(format!(
                 "{}: the GPU quantizer takes whole {QK_K}-value super-blocks, at most {} values, not {n}",
                 ty.name(),
                 self.max_values
@@ -200,7 +200,7 @@ struct Busy<'a>(&'a GpuQuantizer);
 impl<'a> Busy<'a> {
     fn claim(q: &'a GpuQuantizer) -> Result<Self, GpuError> {
         if q.busy.replace(true) {
-            return Err(GpuError::Model("the GPU quantizer is still busy with the previous call".into()));
+            return Err(GpuError::Usage("the GPU quantizer is still busy with the previous call"));
         }
         Ok(Busy(q))
     }

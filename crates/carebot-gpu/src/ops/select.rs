@@ -44,7 +44,7 @@ impl TopK {
     /// Selection over the first `vocab` floats of `logits`.
     pub fn new(ctx: &GpuContext, logits: &wgpu::Buffer, vocab: u32) -> Result<Self, GpuError> {
         if vocab == 0 || logits.size() < vocab as u64 * 4 {
-            return Err(GpuError::Model(format!(
+            return Err(GpuError::BadInput(format!(
                 "top-k selection over {vocab} logits in a buffer of {} bytes",
                 logits.size()
             )));

@@ -395,7 +395,7 @@ impl GgufFile {
 }
 
 /// Everything that can be wrong with a GGUF file. Offsets are byte positions in the file.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum GgufError {
     #[error("the header continues past the bytes given: read at least {needed} bytes of the file and parse again")]
     NeedMoreData { needed: u64 },

@@ -105,7 +105,13 @@ fn gpu_failure(e: GpuError) -> Failure {
         GpuError::DeviceLost(_) => ErrorKind::DeviceLost,
         GpuError::Timeout { .. } => ErrorKind::GpuHung,
         GpuError::Validation(_) | GpuError::Internal(_) | GpuError::WrongResult(_) => ErrorKind::GpuFault,
-        GpuError::Wgpu(_) | GpuError::Model(_) => ErrorKind::Model,
+        GpuError::Config(_)
+        | GpuError::Gguf(_)
+        | GpuError::Tensor { .. }
+        | GpuError::Unsupported(_)
+        | GpuError::File { .. }
+        | GpuError::ContextFull { .. } => ErrorKind::Model,
+        GpuError::Wgpu(_) | GpuError::BadInput(_) | GpuError::Usage(_) => ErrorKind::Internal,
     };
     failure(kind, e.to_string())
 }
