@@ -1095,7 +1095,7 @@ pub fn start() {
     });
     leptos::mount::mount_to_body(move || {
         provide_context(state);
-        view::App()
+        view! { <view::App/> }
     });
 }
 

@@ -6,7 +6,7 @@ use crate::conversation::Turn;
 use crate::i18n::{Key, Lang};
 use crate::markdown;
 use crate::params::LinkChange;
-use crate::protocol::{AnswerEnd, ErrorKind, ModelSource, Phase, Settings};
+use crate::protocol::{AnswerEnd, ErrorKind, Failure, ModelInfo, ModelSource, Phase, ProbeInfo, Settings};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -86,7 +86,8 @@ pub(super) fn download(name: &str, mime: &str, text: &str) {
     }
 }
 
-#[allow(non_snake_case)]
+/// The page: header, notices, the chat beside its history, and the dialogs.
+#[component]
 pub fn App() -> impl IntoView {
     let s = state();
     view! {
@@ -577,6 +578,128 @@ fn Sidebar() -> impl IntoView {
 }
 
 #[component]
+fn ProbedModel(info: ProbeInfo) -> impl IntoView {
+    let s = state();
+    let lang = s.lang.get_untracked();
+    let needed = info.size - info.cached;
+    let short = info.available.is_some_and(|a| a < needed);
+    let space =
+        info.available.map(|a| format!(" · {} {}", bytes(a), Key::StorageAvailable.text(lang))).unwrap_or_default();
+    let preparation = info.preparation.clone().map(|p| {
+        let done = if p.downloaded > 0 {
+            format!(" ({} {})", bytes(p.downloaded), Key::PrepareAlreadyDone.text(lang))
+        } else {
+            String::new()
+        };
+        view! {
+            <div class="prepare" data-testid="prepare-info" data-download=p.download.to_string()>
+                <p><strong>{Key::PrepareTitle.text(lang)}</strong></p>
+                <p>{Key::PrepareExplain.text(lang)}</p>
+                <p>{format!("{}: {}{done} · {}: {} · ", Key::PrepareDownload.text(lang), bytes(p.download), Key::PrepareResult.text(lang), bytes(info.size))}
+                   <code>{p.revision.clone()}</code></p>
+            </div>
+        }
+    });
+    let preparing = info.preparation.is_some();
+    view! {
+        <p><strong data-testid="model-name">{shown_name(&info.name, &s.source.get_untracked(), lang)}</strong>" · "{info.architecture.clone()}" · "{format!("{:.2}B", info.parameters as f64 / 1e9)}
+           " · "{bytes(info.size)}{space}</p>
+        {preparation}
+        <p data-testid="cache-state" data-resumed=info.resumed.to_string()>
+            {if info.resumed { Key::ModelPartlyCached.text(lang) } else { Key::ModelNotCached.text(lang) }}
+        </p>
+        {short.then(|| view! {
+            <p class="error" data-testid="storage-short">
+                {format!("{} {}, {} {}. ", Key::StorageShort.text(lang), bytes(needed), Key::StorageShortAvail.text(lang), bytes(info.available.unwrap_or(0)))}
+                {Key::StorageShortHint.text(lang)}
+            </p>
+        })}
+        <button class="primary" data-testid="load-model" disabled=short on:click=move |_| s.load()>
+            {if preparing {
+                Key::PrepareAndLoad.text(lang).to_string()
+            } else {
+                format!("{} ({})", Key::DownloadAndLoad.text(lang), bytes(needed))
+            }}
+        </button>
+    }
+}
+
+#[component]
+fn PreparingModel(p: crate::protocol::PrepareProgress) -> impl IntoView {
+    let s = state();
+    let lang = s.lang.get_untracked();
+    let left = if p.download_rate > 0.0 {
+        p.download_total.saturating_sub(p.downloaded) as f64 / p.download_rate
+    } else {
+        0.0
+    };
+    view! {
+        <p><strong>{Key::Preparing.text(lang)}</strong>": "<code>{p.tensor.clone()}</code></p>
+        <progress data-testid="prepare-download" max=p.download_total.to_string() value=p.downloaded.to_string()></progress>
+        <p>{format!("{}: {} / {} · {}/s · {} {}", Key::Downloading.text(lang), bytes(p.downloaded), bytes(p.download_total),
+            amount(p.download_rate), duration(left), Key::TimeLeft.text(lang))}</p>
+        <progress data-testid="prepare-quantize" max=p.write_total.to_string() value=p.written.to_string()></progress>
+        <p>{format!("{}: {} / {} · {}/s", Key::Quantizing.text(lang), bytes(p.written), bytes(p.write_total), amount(p.quantize_rate))}</p>
+    }
+}
+
+#[component]
+fn LoadingModel(phase: Phase, done: u64, total: u64, bytes_per_second: f64) -> impl IntoView {
+    let s = state();
+    let lang = s.lang.get_untracked();
+    let label = match phase {
+        Phase::Prepare => Key::Preparing,
+        Phase::Download => Key::Downloading,
+        Phase::Cache => Key::LoadingFromCache,
+        Phase::LocalFile => Key::ReadingFile,
+    }
+    .text(lang);
+    let left = if bytes_per_second > 0.0 { (total - done) as f64 / bytes_per_second } else { 0.0 };
+    view! {
+        <progress data-testid="progress" max=total.to_string() value=done.to_string()></progress>
+        <p>{format!("{label}: {} / {} · {}/s · {} {}", bytes(done), bytes(total), amount(bytes_per_second), duration(left), Key::TimeLeft.text(lang))}</p>
+    }
+}
+
+#[component]
+fn ReadyModel(info: ModelInfo) -> impl IntoView {
+    let s = state();
+    let lang = s.lang.get_untracked();
+    view! {
+        <p data-testid="model-ready" data-wasm-heap=info.wasm_heap_bytes.to_string()
+           data-load-seconds=info.load_seconds.to_string() data-times=serde_json::to_string(&info.times).unwrap_or_default()>
+           <strong>{Key::ModelReady.text(lang)}</strong>": "<span data-testid="model-name">{shown_name(&info.name, &s.source.get_untracked(), lang)}</span>" · "{info.adapter.clone()}
+           {info.from_cache.then(|| format!(" · {}", Key::FromCache.text(lang)))}
+           {format!(" · {:.1}s · {} {}", info.load_seconds, bytes(info.wasm_heap_bytes), Key::WorkerMemory.text(lang))}</p>
+        {info.prepared.clone().map(|p| view! {
+            <p class="hint" data-testid="prepared" data-stats=serde_json::to_string(&p).unwrap_or_default()>
+                {format!("{} {}: {} {} ({}/s), {} {}/s", Key::PreparedIn.text(lang), duration(p.total_seconds),
+                    Key::PrepareDownload.text(lang), bytes(p.source_bytes),
+                    amount(p.source_bytes as f64 / p.download_seconds.max(1e-3)),
+                    Key::Quantizing.text(lang), amount(p.source_bytes as f64 / p.quantize_seconds.max(1e-3)))}
+            </p>
+        })}
+        {info.software_adapter.then(|| view! { <p class="hint">{Key::SoftwareGpu.text(lang)}</p> })}
+        <p class="hint" data-testid="model-summary">{Key::ModelRead.text(lang)}": "{info.summary.clone()}</p>
+    }
+}
+
+#[component]
+fn FailedModel(f: Failure) -> impl IntoView {
+    let s = state();
+    let lang = s.lang.get_untracked();
+    let reload = f.kind.needs_reload();
+    view! {
+        <p class="error" data-testid="model-error" data-kind=format!("{:?}", f.kind)>
+            <strong>{failure_text(f.kind).text(lang)}</strong><br/>{f.detail.clone()}
+        </p>
+        <button class="primary" data-testid="retry" on:click=move |_| if reload { s.load() } else { s.probe(None) }>
+            {if reload { Key::Reload.text(lang) } else { Key::Retry.text(lang) }}
+        </button>
+    }
+}
+
+#[component]
 fn ModelPanel() -> impl IntoView {
     let s = state();
     let on_pick = move |ev: leptos::ev::Event| {
@@ -601,119 +724,21 @@ fn ModelPanel() -> impl IntoView {
             s.delete_cached(key);
         }
     };
-    let body = move || match s.model.get() {
-        ModelState::Starting | ModelState::NoWebGpu | ModelState::Probing => {
-            view! { <p>{t(Key::ModelProbing)}</p> }.into_any()
-        }
-        ModelState::Probed(info) => {
-            let lang = s.lang.get();
-            let needed = info.size - info.cached;
-            let short = info.available.is_some_and(|a| a < needed);
-            let space = info
-                .available
-                .map(|a| format!(" · {} {}", bytes(a), Key::StorageAvailable.text(lang)))
-                .unwrap_or_default();
-            let preparation = info.preparation.clone().map(|p| {
-                let done = if p.downloaded > 0 {
-                    format!(" ({} {})", bytes(p.downloaded), Key::PrepareAlreadyDone.text(lang))
-                } else {
-                    String::new()
-                };
-                view! {
-                    <div class="prepare" data-testid="prepare-info" data-download=p.download.to_string()>
-                        <p><strong>{Key::PrepareTitle.text(lang)}</strong></p>
-                        <p>{Key::PrepareExplain.text(lang)}</p>
-                        <p>{format!("{}: {}{done} · {}: {} · ", Key::PrepareDownload.text(lang), bytes(p.download), Key::PrepareResult.text(lang), bytes(info.size))}
-                           <code>{p.revision.clone()}</code></p>
-                    </div>
-                }
-            });
-            let preparing = info.preparation.is_some();
-            view! {
-                <p><strong data-testid="model-name">{shown_name(&info.name, &s.source.get_untracked(), lang)}</strong>" · "{info.architecture.clone()}" · "{format!("{:.2}B", info.parameters as f64 / 1e9)}
-                   " · "{bytes(info.size)}{space}</p>
-                {preparation}
-                <p data-testid="cache-state" data-resumed=info.resumed.to_string()>
-                    {if info.resumed { Key::ModelPartlyCached.text(lang) } else { Key::ModelNotCached.text(lang) }}
-                </p>
-                {short.then(|| view! {
-                    <p class="error" data-testid="storage-short">
-                        {format!("{} {}, {} {}. ", Key::StorageShort.text(lang), bytes(needed), Key::StorageShortAvail.text(lang), bytes(info.available.unwrap_or(0)))}
-                        {Key::StorageShortHint.text(lang)}
-                    </p>
-                })}
-                <button class="primary" data-testid="load-model" disabled=short on:click=move |_| s.load()>
-                    {if preparing {
-                        Key::PrepareAndLoad.text(lang).to_string()
-                    } else {
-                        format!("{} ({})", Key::DownloadAndLoad.text(lang), bytes(needed))
-                    }}
-                </button>
-            }.into_any()
-        }
-        ModelState::Loading { prepare: Some(p), .. } => {
-            let lang = s.lang.get();
-            let left = if p.download_rate > 0.0 {
-                p.download_total.saturating_sub(p.downloaded) as f64 / p.download_rate
-            } else {
-                0.0
-            };
-            view! {
-                <p><strong>{Key::Preparing.text(lang)}</strong>": "<code>{p.tensor.clone()}</code></p>
-                <progress data-testid="prepare-download" max=p.download_total.to_string() value=p.downloaded.to_string()></progress>
-                <p>{format!("{}: {} / {} · {}/s · {} {}", Key::Downloading.text(lang), bytes(p.downloaded), bytes(p.download_total),
-                    amount(p.download_rate), duration(left), Key::TimeLeft.text(lang))}</p>
-                <progress data-testid="prepare-quantize" max=p.write_total.to_string() value=p.written.to_string()></progress>
-                <p>{format!("{}: {} / {} · {}/s", Key::Quantizing.text(lang), bytes(p.written), bytes(p.write_total), amount(p.quantize_rate))}</p>
-            }.into_any()
-        }
-        ModelState::Loading { phase, done, total, bytes_per_second, .. } => {
-            let lang = s.lang.get();
-            let label = match phase {
-                Phase::Prepare => Key::Preparing,
-                Phase::Download => Key::Downloading,
-                Phase::Cache => Key::LoadingFromCache,
-                Phase::LocalFile => Key::ReadingFile,
+    // Each state is its own component; this closure tracks the language too, so a switch
+    // redraws the panel in the other one.
+    let body = move || {
+        s.lang.track();
+        match s.model.get() {
+            ModelState::Starting | ModelState::NoWebGpu | ModelState::Probing => {
+                view! { <p>{t(Key::ModelProbing)}</p> }.into_any()
             }
-            .text(lang);
-            let left = if bytes_per_second > 0.0 { (total - done) as f64 / bytes_per_second } else { 0.0 };
-            view! {
-                <progress data-testid="progress" max=total.to_string() value=done.to_string()></progress>
-                <p>{format!("{label}: {} / {} · {}/s · {} {}", bytes(done), bytes(total), amount(bytes_per_second), duration(left), Key::TimeLeft.text(lang))}</p>
-            }.into_any()
-        }
-        ModelState::Ready(info) => {
-            let lang = s.lang.get();
-            view! {
-                <p data-testid="model-ready" data-wasm-heap=info.wasm_heap_bytes.to_string()
-                   data-load-seconds=info.load_seconds.to_string() data-times=serde_json::to_string(&info.times).unwrap_or_default()>
-                   <strong>{Key::ModelReady.text(lang)}</strong>": "<span data-testid="model-name">{shown_name(&info.name, &s.source.get_untracked(), lang)}</span>" · "{info.adapter.clone()}
-                   {info.from_cache.then(|| format!(" · {}", Key::FromCache.text(lang)))}
-                   {format!(" · {:.1}s · {} {}", info.load_seconds, bytes(info.wasm_heap_bytes), Key::WorkerMemory.text(lang))}</p>
-                {info.prepared.clone().map(|p| view! {
-                    <p class="hint" data-testid="prepared" data-stats=serde_json::to_string(&p).unwrap_or_default()>
-                        {format!("{} {}: {} {} ({}/s), {} {}/s", Key::PreparedIn.text(lang), duration(p.total_seconds),
-                            Key::PrepareDownload.text(lang), bytes(p.source_bytes),
-                            amount(p.source_bytes as f64 / p.download_seconds.max(1e-3)),
-                            Key::Quantizing.text(lang), amount(p.source_bytes as f64 / p.quantize_seconds.max(1e-3)))}
-                    </p>
-                })}
-                {info.software_adapter.then(|| view! { <p class="hint">{Key::SoftwareGpu.text(lang)}</p> })}
-                <p class="hint" data-testid="model-summary">{Key::ModelRead.text(lang)}": "{info.summary.clone()}</p>
+            ModelState::Probed(info) => view! { <ProbedModel info/> }.into_any(),
+            ModelState::Loading { prepare: Some(p), .. } => view! { <PreparingModel p/> }.into_any(),
+            ModelState::Loading { phase, done, total, bytes_per_second, .. } => {
+                view! { <LoadingModel phase done total bytes_per_second/> }.into_any()
             }
-            .into_any()
-        }
-        ModelState::Failed(f) => {
-            let lang = s.lang.get();
-            let reload = f.kind.needs_reload();
-            view! {
-                <p class="error" data-testid="model-error" data-kind=format!("{:?}", f.kind)>
-                    <strong>{failure_text(f.kind).text(lang)}</strong><br/>{f.detail.clone()}
-                </p>
-                <button class="primary" data-testid="retry" on:click=move |_| if reload { s.load() } else { s.probe(None) }>
-                    {if reload { Key::Reload.text(lang) } else { Key::Retry.text(lang) }}
-                </button>
-            }.into_any()
+            ModelState::Ready(info) => view! { <ReadyModel info/> }.into_any(),
+            ModelState::Failed(f) => view! { <FailedModel f/> }.into_any(),
         }
     };
     view! {
