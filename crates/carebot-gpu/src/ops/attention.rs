@@ -1,11 +1,21 @@
 //! Causal grouped-query attention over the KV cache (`shaders/attention.wgsl`, and
 //! `shaders/attention_merge.wgsl` for a decoded token split over its context).
 
-use super::{Dispatch, Grid, Params, Step};
+use super::{Dispatch, Grid, Step};
 use crate::context::{GpuContext, GpuError};
 use crate::shader::{Kernel, KvStorage, Variant};
 use carebot_model::config::LlamaConfig;
 use carebot_model::rng::SplitMix64;
+
+/// `Params` in `shaders/attention_params.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AttentionParams {
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    pub scale: f32,
+}
 
 /// Keys per workgroup when a decoded token's attention is split over its context.
 pub const KEYS_PER_SPLIT: u32 = 64;
@@ -56,7 +66,12 @@ pub fn attention(
     let scale = 1.0 / (cfg.head_dim as f32).sqrt();
     let params = ctx.uniform(
         "attention params",
-        &Params([cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32, scale.to_bits()]),
+        &AttentionParams {
+            n_heads: cfg.n_heads as u32,
+            n_kv_heads: cfg.n_kv_heads as u32,
+            head_dim: cfg.head_dim as u32,
+            scale,
+        },
     );
     let groups = cfg.n_heads as u32 / heads;
     vec![

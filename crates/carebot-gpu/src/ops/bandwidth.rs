@@ -1,9 +1,17 @@
 //! The streaming-read probe (`shaders/bandwidth.wgsl`): reads a large buffer end to end so a
 //! benchmark can measure the device's own read bandwidth, the roofline for decoding.
 
-use super::{Dispatch, Grid, Params};
+use super::{Dispatch, Grid};
 use crate::context::{GpuContext, GpuError};
 use crate::shader::{Kernel, Variant};
+
+/// `Params` in `shaders/bandwidth.wgsl`: the buffer's length in vec4<u32>.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BandwidthParams {
+    pub n: u32,
+    pub _pad: [u32; 3],
+}
 
 pub struct Bandwidth {
     pub bytes: u64,
@@ -25,7 +33,7 @@ impl Bandwidth {
         // Enough invocations to fill any GPU, each striding through the buffer (16+ loads each).
         let groups = ((bytes / 16).div_ceil(256 * 16) as u32).clamp(1, 4096);
         let sink = ctx.storage("bandwidth sink", groups as u64 * 256 * 4)?;
-        let params = ctx.uniform("bandwidth params", &Params([(bytes / 16) as u32, 0, 0, 0]));
+        let params = ctx.uniform("bandwidth params", &BandwidthParams { n: (bytes / 16) as u32, _pad: [0; 3] });
         let pipeline = ctx.pipeline(&Variant::new(Kernel::Bandwidth));
         let dispatch =
             Dispatch::new(ctx, pipeline, &[(1, &params), (2, &src), (3, &sink)], Grid::Fixed([groups, 1, 1]));

@@ -2,9 +2,19 @@
 //! or in f16 where the device has `shader-f16`, so a benchmark can measure the device's own
 //! compute rates, the rooflines for prefill.
 
-use super::{Dispatch, Grid, Params};
+use super::{Dispatch, Grid};
 use crate::context::{GpuContext, GpuError};
 use crate::shader::{Flag, Kernel, Variant};
+
+/// `Params` in `shaders/fma_peak.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct FmaParams {
+    pub iters: u32,
+    pub m: f32,
+    pub c: f32,
+    pub _pad: u32,
+}
 
 /// Invocations per dispatch: 1024 workgroups, enough to fill any GPU.
 const GROUPS: u32 = 1024;
@@ -29,7 +39,7 @@ impl FmaPeak {
             return Err(GpuError::MissingFeature("shader-f16, for the f16 FMA probe".into()));
         }
         let sink = ctx.storage("fma sink", GROUPS as u64 * 256 * 4)?;
-        let params = ctx.uniform("fma params", &Params([iters, 0.999_999f32.to_bits(), 1e-7f32.to_bits(), 0]));
+        let params = ctx.uniform("fma params", &FmaParams { iters, m: 0.999_999, c: 1e-7, _pad: 0 });
         let pipeline = ctx.pipeline(&Variant::new(Kernel::FmaPeak).flag_if(ty == FmaType::F16, Flag::F16));
         let dispatch = Dispatch::new(ctx, pipeline, &[(1, &params), (2, &sink)], Grid::Fixed([GROUPS, 1, 1]));
         Ok(FmaPeak { iters, dispatch })

@@ -119,7 +119,46 @@ pub struct Step {
     pub _pad: [u32; 2],
 }
 
-/// Four 32-bit parameters, the shape of every kernel's `Params` uniform.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params(pub [u32; 4]);
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use crate::shader::{Flag, Kernel, KvStorage, Variant};
+    use carebot_model::quant::GgmlType;
+    use std::mem::size_of;
+
+    /// Each uniform is a Rust struct that mirrors its WGSL struct: the same size as naga lays the
+    /// WGSL one out (a field added on one side only fails here, not on a GPU).
+    #[test]
+    fn uniforms_mirror_their_wgsl_structs() {
+        let cases = [
+            (Variant::new(Kernel::Embed).weight(GgmlType::F32), "Step", size_of::<super::Step>()),
+            (Variant::new(Kernel::Embed).weight(GgmlType::F32), "Params", size_of::<super::embed::EmbedParams>()),
+            (Variant::new(Kernel::RoundInt8), "Params", size_of::<super::round_int8::RoundParams>()),
+            (Variant::new(Kernel::Select), "SelectParams", size_of::<super::select::SelectParams>()),
+            (Variant::new(Kernel::SelectMerge).flag(Flag::SelectMerge), "Level", size_of::<super::select::Level>()),
+            (Variant::new(Kernel::FmaPeak), "Params", size_of::<super::fma_peak::FmaParams>()),
+            (
+                Variant::new(Kernel::Attention).kv(KvStorage::F32),
+                "Params",
+                size_of::<super::attention::AttentionParams>(),
+            ),
+            (Variant::new(Kernel::RmsNorm), "Params", size_of::<super::rms_norm::RmsNormParams>()),
+            (Variant::new(Kernel::Bandwidth), "Params", size_of::<super::bandwidth::BandwidthParams>()),
+            (Variant::new(Kernel::Rope).kv(KvStorage::F32), "Params", size_of::<super::rope::RopeParams>()),
+            (Variant::new(Kernel::QuantizeK), "Params", size_of::<super::quantize::QuantizeParams>()),
+            (Variant::new(Kernel::MatVec).weight(GgmlType::Q4_K), "Params", size_of::<super::matmul::ProductParams>()),
+        ];
+        for (variant, name, rust) in cases {
+            let src = variant.source();
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
+            let wgsl = module
+                .types
+                .iter()
+                .find_map(|(_, t)| match &t.inner {
+                    naga::TypeInner::Struct { span, .. } if t.name.as_deref() == Some(name) => Some(*span as usize),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{:?}: no struct {name}", variant.kernel));
+            assert_eq!(rust, wgsl, "{:?}: {name} is {wgsl} bytes in WGSL, {rust} in Rust", variant.kernel);
+        }
+    }
+}

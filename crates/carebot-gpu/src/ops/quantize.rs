@@ -2,11 +2,20 @@
 //! for step (exact division, sqrt and f16 rounding in integer WGSL), one invocation per 256-value
 //! super-block, so the bytes are the model crate's `quant::quantize` bytes.
 
-use super::Params;
 use crate::context::{GpuContext, GpuError, ReadPace, now_s, spread};
 use crate::shader::{Flag, Kernel, Variant};
 use carebot_model::quant::{GgmlType, QK_K};
 use std::cell::{Cell, RefCell};
+
+/// `Params` in `shaders/quantize_k.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct QuantizeParams {
+    pub n_blocks: u32,
+    /// Always 0 (see `rounded` in the shader).
+    pub zero: u32,
+    pub _pad: [u32; 2],
+}
 
 /// Invocations per workgroup (`@workgroup_size` in the WGSL), one super-block each.
 const WORKGROUP: u32 = 64;
@@ -66,7 +75,7 @@ impl GpuQuantizer {
         let input = ctx.storage("quantize input", max_values as u64 * 4)?;
         let output = ctx.storage("quantize output", blocks * MAX_BLOCK_BYTES)?;
         let readback = ctx.readback("quantize readback", blocks * MAX_BLOCK_BYTES);
-        let params = ctx.uniform("quantize params", &Params([0; 4]));
+        let params = ctx.uniform("quantize params", &QuantizeParams::default());
         let bind = |variant: Variant| {
             let pipeline = ctx.pipeline(&variant);
             let entries = [(1, &params), (2, &input), (3, &output)]
@@ -132,7 +141,11 @@ impl GpuQuantizer {
         let blocks = (n / QK_K) as u32;
         let len = blocks as u64 * ty.block_bytes() as u64;
         let padded = len.next_multiple_of(4);
-        ctx.queue.write_buffer(&self.params, 0, bytemuck::bytes_of(&Params([blocks, 0, 0, 0])));
+        ctx.queue.write_buffer(
+            &self.params,
+            0,
+            bytemuck::bytes_of(&QuantizeParams { n_blocks: blocks, ..QuantizeParams::default() }),
+        );
         ctx.queue.write_buffer(&self.input, 0, bytemuck::cast_slice(values));
         let mut encoder =
             ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("quantize") });

@@ -1,8 +1,19 @@
 //! RMSNorm (`shaders/rms_norm.wgsl`).
 
-use super::{Dispatch, Grid, Params};
+use super::{Dispatch, Grid};
 use crate::context::GpuContext;
 use crate::shader::{Kernel, Variant};
+
+/// `Params` in `shaders/rms_norm.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RmsNormParams {
+    pub dim: u32,
+    pub eps: f32,
+    /// Where the weights start in the norm buffer.
+    pub w_offset: u32,
+    pub _pad: u32,
+}
 
 /// y[t] = x[t] / rms(x[t]) · weight for every token of the batch (prefill, and decode unless it
 /// folds the norm into the products around it, see `matmul::NextNorm`). The weights are `dim` f32s at `offset`
@@ -18,7 +29,7 @@ pub fn rms_norm(
     eps: f32,
 ) -> Dispatch {
     let pipeline = ctx.pipeline(&Variant::new(Kernel::RmsNorm));
-    let params = ctx.uniform("rms_norm params", &Params([dim, eps.to_bits(), offset, 0]));
+    let params = ctx.uniform("rms_norm params", &RmsNormParams { dim, eps, w_offset: offset, _pad: 0 });
     let grid = Grid::PerTokens { x: 1, tile: 1 };
     Dispatch::new(ctx, pipeline, &[(1, &params), (2, x), (3, y), (4, weights)], grid)
 }

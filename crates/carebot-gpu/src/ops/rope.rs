@@ -1,9 +1,20 @@
 //! RoPE and the KV-cache append (`shaders/rope.wgsl`), plus the cos/sin table it reads.
 
-use super::{Dispatch, Grid, Params};
+use super::{Dispatch, Grid};
 use crate::context::GpuContext;
 use crate::shader::{Kernel, KvStorage, Variant};
 use carebot_model::config::LlamaConfig;
+
+/// `Params` in `shaders/rope.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RopeParams {
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    /// The table's first pair in its buffer.
+    pub table_offset: u32,
+}
 
 /// cos and sin of pos · freq_i for every position below `context` and every pair of a head, in
 /// f64 as the CPU reference computes them (pairs past `rope_dim` do not rotate).
@@ -45,7 +56,10 @@ pub fn rope_and_store(
     assert!(table_offset.is_multiple_of(2));
     let pipeline = ctx.pipeline(&Variant::new(Kernel::Rope).kv(kv));
     let (heads, kv_heads, hd) = (cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
-    let params = ctx.uniform("rope params", &Params([heads, kv_heads, hd, table_offset / 2]));
+    let params = ctx.uniform(
+        "rope params",
+        &RopeParams { n_heads: heads, n_kv_heads: kv_heads, head_dim: hd, table_offset: table_offset / 2 },
+    );
     let pairs = (heads + 2 * kv_heads) * hd / 2;
     Dispatch::new(
         ctx,

@@ -1,9 +1,17 @@
 //! x rounded to int8 per 16 values (`shaders/round_int8.wgsl`, with `shaders/int8.wgsl`) for the
 //! prefill products with int8 activations ([`super::matmul::ProductInput::Int8`]).
 
-use super::{Dispatch, Grid, Params};
+use super::{Dispatch, Grid};
 use crate::context::GpuContext;
 use crate::shader::{Kernel, Variant};
+
+/// `Params` in `shaders/round_int8.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RoundParams {
+    pub cols: u32,
+    pub _pad: [u32; 3],
+}
 
 /// Bytes of the rounded values (`q`) and of their scales and sums (`meta`) for `tokens` tokens of
 /// `cols` values.
@@ -24,7 +32,7 @@ pub fn round_int8(
 ) -> Dispatch {
     assert!(cols.is_multiple_of(16));
     let pipeline = ctx.pipeline(&Variant::new(Kernel::RoundInt8));
-    let params = ctx.uniform("round_int8 params", &Params([cols, 0, 0, 0]));
+    let params = ctx.uniform("round_int8 params", &RoundParams { cols, _pad: [0; 3] });
     let grid = Grid::PerTokens { x: (cols / 16).div_ceil(64), tile: 1 };
     Dispatch::new(ctx, pipeline, &[(0, step), (1, &params), (2, x), (3, q), (4, meta)], grid)
 }

@@ -9,10 +9,31 @@
 //! is its place. The repetition penalty is applied as values are read, through a bitmap of
 //! penalized ids, so the logits buffer stays raw for the full-logits fallback.
 
-use super::{Dispatch, Grid, Params};
+use super::{Dispatch, Grid};
 use crate::context::{GpuContext, GpuError, spread};
 use crate::shader::{Flag, Kernel, Variant};
 use carebot_model::sampler::{Candidates, MAX_CANDIDATES, SelectRequest};
+
+/// `SelectParams` in `shaders/select.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SelectParams {
+    pub vocab: u32,
+    pub k: u32,
+    /// Bits of the repetition penalty.
+    pub penalty: u32,
+    pub inv_temp: f32,
+    pub has_penalty: u32,
+    pub _pad: [u32; 3],
+}
+
+/// `Level` in `shaders/select_merge.wgsl`: records in the level merged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Level {
+    pub n_in: u32,
+    pub _pad: [u32; 3],
+}
 
 /// Candidates a record keeps (`KMAX` in the WGSL).
 const KMAX: u32 = 64;
@@ -69,7 +90,7 @@ impl TopK {
         )];
         let merge = ctx.pipeline(&Variant::new(Kernel::SelectMerge).flag(Flag::SelectMerge));
         for (l, pair) in levels.windows(2).enumerate() {
-            let level = ctx.uniform("select level", &Params([pair[0], 0, 0, 0]));
+            let level = ctx.uniform("select level", &Level { n_in: pair[0], _pad: [0; 3] });
             let (input, output) = (&records[l % 2], &records[(l + 1) % 2]);
             let bindings = [(1, &params), (2, &level), (3, input), (4, output)];
             dispatches.push(Dispatch::new(ctx, merge.clone(), &bindings, Grid::Fixed(spread(pair[1]))));
@@ -124,17 +145,15 @@ impl TopK {
         } else {
             0.0
         };
-        let params = [
-            self.vocab,
-            k as u32,
-            if has_penalty { penalty } else { 1.0 }.to_bits(),
-            inv_temp.to_bits(),
-            has_penalty as u32,
-            0,
-            0,
-            0,
-        ];
-        ctx.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(&params));
+        let params = SelectParams {
+            vocab: self.vocab,
+            k: k as u32,
+            penalty: if has_penalty { penalty } else { 1.0 }.to_bits(),
+            inv_temp,
+            has_penalty: has_penalty as u32,
+            _pad: [0; 3],
+        };
+        ctx.queue.write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
         self.asked = (k as u32, inv_temp > 0.0);
         true
     }
