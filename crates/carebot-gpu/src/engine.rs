@@ -101,22 +101,29 @@ struct Block {
     v_cache: wgpu::Buffer,
 }
 
-/// Activations for a batch of up to `max_batch` tokens (row per token).
+/// Activations for a batch of n ≤ `max_batch` tokens (row per token; shapes as [rows, values],
+/// f32 unless said).
 struct Activations {
+    /// [`Step`]: n and the first position.
     step: wgpu::Buffer,
+    /// [n] token ids.
     tokens: wgpu::Buffer,
-    /// Residual stream.
+    /// [n, dim] residual stream.
     x: wgpu::Buffer,
-    /// Normalized x, input of the projections (with folded norms in decode: x ⊙ w and the sums
-    /// of squares that give 1 / rms, see [`NextNorm`]).
+    /// [n, dim] normalized x, input of the projections (with folded norms in decode: x ⊙ w and
+    /// the sums of squares that give 1 / rms, see [`NextNorm`]).
     xb: wgpu::Buffer,
+    /// [n, n_heads · head_dim] queries.
     q: wgpu::Buffer,
+    /// [n, n_kv_heads · head_dim] keys and values before they are stored (prefill; decode writes
+    /// them into the cache directly).
     k: wgpu::Buffer,
     v: wgpu::Buffer,
+    /// [n, n_heads · head_dim] attention output.
     att: wgpu::Buffer,
     /// What the key ranges of a decoded token's split attention leave for the merge.
     att_partials: wgpu::Buffer,
-    /// SwiGLU hidden layer.
+    /// [n, ffn_dim] SwiGLU hidden layer: silu(gate) · up.
     h: wgpu::Buffer,
     /// A product's input rounded to int8 for the prefill products with int8 activations
     /// ([`GpuOptions::int8_dot`](crate::GpuOptions::int8_dot)): the blocks' bytes and their
@@ -145,12 +152,7 @@ pub struct GpuModel {
     fold_norms: bool,
     prefill_tile: PrefillTile,
     matvec_rows: MatvecRows,
-    decode_plan: Vec<Dispatch>,
-    prefill_plan: Vec<Dispatch>,
-    /// The output head after a decoded token and after a prefill batch (the same unless norms
-    /// are folded: a prefill batch leaves no weighted x for the head to read).
-    decode_head: Vec<Dispatch>,
-    prefill_head: Vec<Dispatch>,
+    plans: Plans,
     /// Top-k candidates and the softmax normalizer of the logits, for the sampler.
     select: TopK,
     capacity: usize,
@@ -166,6 +168,20 @@ pub struct GpuModel {
     pace: ReadPace,
     /// Tokens submitted since the last readback, and when the first of them was.
     unread: (usize, f64),
+}
+
+/// The forward pass as recorded dispatch lists (bind groups made, pipelines compiled), once the
+/// weights are in.
+#[derive(Default)]
+struct Plans {
+    /// One token through every block ([`GpuModel::plan_decode`]).
+    decode: Vec<Dispatch>,
+    /// A batch of tokens through every block ([`GpuModel::plan_prefill`]).
+    prefill: Vec<Dispatch>,
+    /// The output head after a decoded token and after a prefill batch (the same unless norms
+    /// are folded: a prefill batch leaves no weighted x for the head to read).
+    decode_head: Vec<Dispatch>,
+    prefill_head: Vec<Dispatch>,
 }
 
 /// One decode step's commands, recorded ahead of its token ([`GpuModel::run`]): they depend on
@@ -192,7 +208,7 @@ impl GpuModel {
     /// compiles them while the page streams the file).
     pub async fn new(ctx: GpuContext, file: &GgufFile, options: &EngineOptions) -> Result<Self, GpuError> {
         let mut model = Self::allocate(ctx, file, options).await?;
-        model.set_plans(model.plans());
+        model.set_plans(model.make_plans());
         model.ctx.check()?;
         Ok(model)
     }
@@ -315,10 +331,7 @@ impl GpuModel {
             fold_norms,
             prefill_tile: options.prefill_tile,
             matvec_rows,
-            decode_plan: Vec::new(),
-            prefill_plan: Vec::new(),
-            decode_head: Vec::new(),
-            prefill_head: Vec::new(),
+            plans: Plans::default(),
             select,
             capacity,
             len: 0,
@@ -333,13 +346,17 @@ impl GpuModel {
     }
 
     /// The decode, prefill and output-head plans: their bind groups, and their pipelines compiled.
-    fn plans(&self) -> [Vec<Dispatch>; 4] {
-        [self.plan_decode(), self.plan_prefill(), self.plan_head(self.fold_norms), self.plan_head(false)]
+    fn make_plans(&self) -> Plans {
+        Plans {
+            decode: self.plan_decode(),
+            prefill: self.plan_prefill(),
+            decode_head: self.plan_head(self.fold_norms),
+            prefill_head: self.plan_head(false),
+        }
     }
 
-    fn set_plans(&mut self, [decode, prefill, decode_head, prefill_head]: [Vec<Dispatch>; 4]) {
-        (self.decode_plan, self.prefill_plan) = (decode, prefill);
-        (self.decode_head, self.prefill_head) = (decode_head, prefill_head);
+    fn set_plans(&mut self, plans: Plans) {
+        self.plans = plans;
         // A step recorded ahead holds the old plans' dispatches.
         self.ahead = None;
     }
@@ -372,15 +389,15 @@ impl GpuModel {
         for (i, b) in self.blocks.iter().enumerate() {
             // Attention: q, k, v of the normalized stream (RoPE, cache append), attention over
             // the cache, output projection added to the residual stream.
-            let n = norm(&mut d, b.attn_norm, added_by);
-            let qkv = [&b.wq, &b.wk, &b.wv];
+            let n = norm(&mut d, b.attn_norm, added_by); // xb [1, dim]
+            let qkv = [&b.wq, &b.wk, &b.wv]; // q [1, q_dim]; k, v into the caches at pos0
             let table = self.table_offset;
             d.push(qkv_rope_store(c, s, cfg, qkv, consts, n, table, &a.xb, &a.q, &b.k_cache, &b.v_cache, kv, rows));
-            d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv));
-            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, add(b.ffn_norm), last));
+            d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv)); // att [1, q_dim]
+            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, add(b.ffn_norm), last)); // x += wo · att
             // Feed-forward: silu(gate) · up of the normalized stream, down projection added.
             let n = norm(&mut d, b.ffn_norm, Some(&b.wo));
-            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), n, &a.xb, &a.h, Epilogue::SwiGlu, last));
+            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), n, &a.xb, &a.h, Epilogue::SwiGlu, last)); // h [1, ffn_dim]
             let next_norm = self.blocks.get(i + 1).map_or(self.output_norm, |next| next.attn_norm);
             d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, add(next_norm), last));
             added_by = Some(&b.w_down);
@@ -501,7 +518,7 @@ impl GpuModel {
         let mut upload = model.upload.take().expect("a new model awaits its weights");
         let pieces = upload.take_matrix_pieces(options.flush_bytes.max(1) as u64);
         // The matrices arrive while this thread compiles the kernels.
-        let (plans, loaded) = crate::upload::read_pieces(&model.ctx, path, &pieces, progress, || model.plans());
+        let (plans, loaded) = crate::upload::read_pieces(&model.ctx, path, &pieces, progress, || model.make_plans());
         loaded?;
         model.ctx.check()?;
         upload.push_remaining_from(&model.ctx, &mut f, path)?;
@@ -537,7 +554,7 @@ impl GpuModel {
     /// Dispatches one decoded token records past 64 positions, candidate selection included
     /// (before that, attention needs no merge: one fewer per block).
     pub fn dispatches_per_token(&self) -> usize {
-        self.decode_plan.len() + self.decode_head.len() + self.select.dispatches()
+        self.plans.decode.len() + self.plans.decode_head.len() + self.select.dispatches()
     }
 
     /// This model's decode attention, alone, over `keys` random positions in every layer (for
@@ -664,12 +681,12 @@ impl GpuModel {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            let plan = if n == 1 { &self.decode_plan } else { &self.prefill_plan };
+            let plan = if n == 1 { &self.plans.decode } else { &self.plans.prefill };
             for d in plan {
                 d.encode(&mut pass, n, pos0);
             }
             if output.is_some() {
-                let head = if n == 1 { &self.decode_head } else { &self.prefill_head };
+                let head = if n == 1 { &self.plans.decode_head } else { &self.plans.prefill_head };
                 for d in head {
                     d.encode(&mut pass, n, pos0);
                 }
