@@ -8,8 +8,8 @@ use crate::context::{GpuContext, GpuError, ReadPace, now_s};
 use crate::ops::attention::{self, AttentionProbe, attention};
 use crate::ops::embed::embed;
 use crate::ops::matmul::{
-    Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, ProductInput, coop_matrix_product, int8_activations,
-    matmul, norm_slots,
+    Epilogue, MatMul, MatvecRows, NextNorm, Norm, PrefillTile, Product, ProductInput, coop_matrix_product,
+    int8_activations, norm_slots,
 };
 use crate::ops::qkv::qkv_rope_store;
 use crate::ops::rms_norm::rms_norm;
@@ -394,12 +394,12 @@ impl GpuModel {
             let table = self.table_offset;
             d.push(qkv_rope_store(c, s, cfg, qkv, consts, n, table, &a.xb, &a.q, &b.k_cache, &b.v_cache, kv, rows));
             d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv)); // att [1, q_dim]
-            d.extend(matmul(c, s, &b.wo, None, None, &a.att, &a.x, add(b.ffn_norm), last)); // x += wo · att
+            d.extend(MatMul::new(&b.wo, &a.att, &a.x, last).epilogue(add(b.ffn_norm)).dispatches(c, s)); // x += wo · att
             // Feed-forward: silu(gate) · up of the normalized stream, down projection added.
             let n = norm(&mut d, b.ffn_norm, Some(&b.wo));
-            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), n, &a.xb, &a.h, Epilogue::SwiGlu, last)); // h [1, ffn_dim]
+            d.extend(MatMul::new(&b.w_gate, &a.xb, &a.h, last).swiglu(&b.w_up).norm(n).dispatches(c, s)); // h [1, ffn_dim]
             let next_norm = self.blocks.get(i + 1).map_or(self.output_norm, |next| next.attn_norm);
-            d.extend(matmul(c, s, &b.w_down, None, None, &a.h, &a.x, add(next_norm), last));
+            d.extend(MatMul::new(&b.w_down, &a.h, &a.x, last).epilogue(add(next_norm)).dispatches(c, s)); // x += w_down · h
             added_by = Some(&b.w_down);
         }
         d
@@ -415,18 +415,18 @@ impl GpuModel {
         for b in &self.blocks {
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.attn_norm, dim, eps));
             let (x, by) = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.wq, &b.wk, &b.wv]);
-            d.extend(matmul(c, s, &b.wq, None, None, x, &a.q, Epilogue::Store, by));
-            d.extend(matmul(c, s, &b.wk, None, None, x, &a.k, Epilogue::Store, by));
-            d.extend(matmul(c, s, &b.wv, None, None, x, &a.v, Epilogue::Store, by));
+            d.extend(MatMul::new(&b.wq, x, &a.q, by).dispatches(c, s)); // q [n, q_dim]
+            d.extend(MatMul::new(&b.wk, x, &a.k, by).dispatches(c, s)); // k [n, kv_dim]
+            d.extend(MatMul::new(&b.wv, x, &a.v, by).dispatches(c, s)); // v [n, kv_dim]
             d.push(rope_and_store(c, s, cfg, &a.q, &a.k, &a.v, consts, table, &b.k_cache, &b.v_cache, kv));
             d.extend(attention(c, s, cfg, &a.q, &b.k_cache, &b.v_cache, &a.att, &a.att_partials, kv));
             let (x, by) = self.product_input(&mut d, &a.att, cfg.q_dim(), &[&b.wo]);
-            d.extend(matmul(c, s, &b.wo, None, None, x, &a.x, Epilogue::Add, by));
+            d.extend(MatMul::new(&b.wo, x, &a.x, by).epilogue(Epilogue::Add).dispatches(c, s)); // x += wo · att
             d.push(rms_norm(c, &a.x, &a.xb, consts, b.ffn_norm, dim, eps));
             let (x, by) = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.w_gate, &b.w_up]);
-            d.extend(matmul(c, s, &b.w_gate, Some(&b.w_up), None, x, &a.h, Epilogue::SwiGlu, by));
+            d.extend(MatMul::new(&b.w_gate, x, &a.h, by).swiglu(&b.w_up).dispatches(c, s)); // h [n, ffn_dim]
             let (x, by) = self.product_input(&mut d, &a.h, cfg.ffn_dim, &[&b.w_down]);
-            d.extend(matmul(c, s, &b.w_down, None, None, x, &a.x, Epilogue::Add, by));
+            d.extend(MatMul::new(&b.w_down, x, &a.x, by).epilogue(Epilogue::Add).dispatches(c, s)); // x += w_down · h
         }
         d
     }
@@ -471,7 +471,7 @@ impl GpuModel {
                 None
             }
         };
-        d.extend(matmul(c, &a.step, output, None, norm, &a.xb, &a.logits, Epilogue::Store, last));
+        d.extend(MatMul::new(output, &a.xb, &a.logits, last).norm(norm).dispatches(c, &a.step)); // logits [1, vocab]
         d
     }
 

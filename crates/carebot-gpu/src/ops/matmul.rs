@@ -242,6 +242,44 @@ pub struct ProductParams {
     pub slots: u32,
 }
 
+/// One matrix product, described by name (the engine's plans read as `MatMul::new(&b.wo, &a.att,
+/// &a.x, kernel).epilogue(Epilogue::Add)`): y (+)= W x by the `kernel` given, storing its result
+/// unless an epilogue says otherwise.
+pub struct MatMul<'a> {
+    w: &'a GpuMatrix,
+    up: Option<&'a GpuMatrix>,
+    norm: Option<Norm>,
+    x: ProductInput<'a>,
+    y: &'a wgpu::Buffer,
+    epilogue: Epilogue<'a>,
+    kernel: Product,
+}
+
+impl<'a> MatMul<'a> {
+    pub fn new(w: &'a GpuMatrix, x: impl Into<ProductInput<'a>>, y: &'a wgpu::Buffer, kernel: Product) -> Self {
+        MatMul { w, up: None, norm: None, x: x.into(), y, epilogue: Epilogue::Store, kernel }
+    }
+
+    pub fn epilogue(self, epilogue: Epilogue<'a>) -> Self {
+        MatMul { epilogue, ..self }
+    }
+
+    /// y = silu(W x) · (up x): the gate and up projections in one pass.
+    pub fn swiglu(self, up: &'a GpuMatrix) -> Self {
+        MatMul { up: Some(up), epilogue: Epilogue::SwiGlu, ..self }
+    }
+
+    /// x scaled by the RMSNorm a [`NextNorm`] product started (matrix–vector products only);
+    /// `None` leaves x as it is.
+    pub fn norm(self, norm: Option<Norm>) -> Self {
+        MatMul { norm, ..self }
+    }
+
+    pub fn dispatches(self, ctx: &GpuContext, step: &wgpu::Buffer) -> Vec<Dispatch> {
+        matmul(ctx, step, self.w, self.up, self.norm, self.x, self.y, self.epilogue, self.kernel)
+    }
+}
+
 /// y[t][r] (+)= Σ_c W[r][c] x[t][c], one dispatch per part of W, by the kernel `product` names.
 /// For [`Epilogue::SwiGlu`], `up` is the second matrix, split into the same parts as `w`. `norm`
 /// and [`Epilogue::AddThenNorm`] are for the matrix–vector kernel only.
