@@ -539,13 +539,15 @@ impl State {
         self.show_models.set(true);
         send(&ToWorker::ListCache, None);
         // `persisted()` only reads the state (unlike `persist()`, which may ask the user).
-        let state = *self;
-        let Some(promise) = web_sys::window().and_then(|w| w.navigator().storage().persisted().ok()) else { return };
-        wasm_bindgen_futures::spawn_local(async move {
-            if let Some(kept) = wasm_bindgen_futures::JsFuture::from(promise).await.ok().and_then(|v| v.as_bool()) {
-                state.persisted.set(Some(kept));
-            }
-        });
+        let promise = web_sys::window().and_then(|w| w.navigator().storage().persisted().ok());
+        self.show_persistence(promise, None);
+    }
+
+    /// The model manager's listing, asked for again while it is open.
+    fn refresh_models(&self) {
+        if self.show_models.get_untracked() {
+            send(&ToWorker::ListCache, None);
+        }
     }
 
     /// The cache file key of the model this page uses, when it has one in the cache.
@@ -566,11 +568,20 @@ impl State {
     /// Asks the browser not to evict this site's storage (the model, the conversations) under
     /// storage pressure, before gigabytes are written; the answer is shown beside the model.
     pub fn request_persistence(&self) {
+        let promise = web_sys::window().and_then(|w| w.navigator().storage().persist().ok());
+        self.show_persistence(promise, Some(false));
+    }
+
+    /// Shows what `promise` (`persist()` or `persisted()`) answers; `unanswered` is what a
+    /// promise that fails or answers no boolean means (None: leave the state as it is).
+    fn show_persistence(&self, promise: Option<js_sys::Promise>, unanswered: Option<bool>) {
+        let Some(promise) = promise else { return };
         let state = *self;
-        let Some(promise) = web_sys::window().and_then(|w| w.navigator().storage().persist().ok()) else { return };
         wasm_bindgen_futures::spawn_local(async move {
-            let granted = wasm_bindgen_futures::JsFuture::from(promise).await.ok().and_then(|v| v.as_bool());
-            state.persisted.set(Some(granted.unwrap_or(false)));
+            let answer = wasm_bindgen_futures::JsFuture::from(promise).await.ok().and_then(|v| v.as_bool());
+            if let Some(kept) = answer.or(unanswered) {
+                state.persisted.set(Some(kept));
+            }
         });
     }
 
@@ -953,9 +964,7 @@ impl State {
             }
             FromWorker::Loaded { info } => {
                 self.model.set(ModelState::Ready(info));
-                if self.show_models.get_untracked() {
-                    send(&ToWorker::ListCache, None);
-                }
+                self.refresh_models();
             }
             FromWorker::Token { id, text } => {
                 if self.answering.get_untracked() == Some(id) {
@@ -997,9 +1006,7 @@ impl State {
                     let what = format!("{} ({})", name.unwrap_or(key), view::bytes(bytes));
                     self.notice.set(Some(format!("{} {what}", crate::i18n::Key::ModelDeleted.text(lang))));
                 }
-                if self.show_models.get_untracked() {
-                    send(&ToWorker::ListCache, None);
-                }
+                self.refresh_models();
             }
             FromWorker::CacheList { models, usage, quota } => {
                 self.cache_listing.set(Some(CacheListing { models, usage, quota }))
@@ -1011,9 +1018,7 @@ impl State {
                     self.deleting_current.set(false);
                     self.probe(None);
                 }
-                if self.show_models.get_untracked() {
-                    send(&ToWorker::ListCache, None);
-                }
+                self.refresh_models();
             }
             FromWorker::Failed { id: Some(id), failure } => {
                 if self.answering.get_untracked() == Some(id) {
