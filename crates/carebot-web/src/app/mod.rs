@@ -2,6 +2,7 @@
 //! components in [`view`].
 
 mod history;
+mod kept;
 mod offline;
 mod view;
 
@@ -117,24 +118,16 @@ const ACCEPTED_LINKS_KEY: &str = "carebot.accepted-links";
 const ACCEPTED_LINKS_KEPT: usize = 32;
 
 fn accepted_links() -> Vec<String> {
-    use gloo_storage::Storage;
-    if !has_local_storage() {
-        return Vec::new();
-    }
-    gloo_storage::LocalStorage::get(ACCEPTED_LINKS_KEY).unwrap_or_default()
+    kept::get(ACCEPTED_LINKS_KEY).ok().flatten().unwrap_or_default()
 }
 
 fn remember_accepted_link(canonical: &str) {
-    use gloo_storage::Storage;
-    if !has_local_storage() {
-        return;
-    }
     let mut links = accepted_links();
     links.retain(|l| l != canonical);
     links.insert(0, canonical.to_string());
     links.truncate(ACCEPTED_LINKS_KEPT);
     // Not remembered (storage full or off): the link asks again next time, nothing worse.
-    let _ = gloo_storage::LocalStorage::set(ACCEPTED_LINKS_KEY, &links);
+    let _ = kept::set(ACCEPTED_LINKS_KEY, &links);
 }
 
 /// `localStorage` key of the settings the user chose in the settings panel.
@@ -143,13 +136,8 @@ const SETTINGS_KEY: &str = "carebot.settings";
 /// The user's saved settings; the defaults when none were saved, and also (with why, for a
 /// notice) when what was saved cannot be read.
 fn saved_settings() -> (Settings, Option<String>) {
-    use gloo_storage::Storage;
-    if !has_local_storage() {
-        return (Settings::default(), None);
-    }
-    match gloo_storage::LocalStorage::get::<Settings>(SETTINGS_KEY) {
-        Ok(s) => (s, None),
-        Err(gloo_storage::errors::StorageError::KeyNotFound(_)) => (Settings::default(), None),
+    match kept::get::<Settings>(SETTINGS_KEY) {
+        Ok(s) => (s.unwrap_or_default(), None),
         Err(e) => (Settings::default(), Some(e.to_string())),
     }
 }
@@ -282,20 +270,12 @@ struct Saved {
 
 /// Writes `c` where the next start finds and saves it (see [`State::recover_rescues`]).
 fn keep_rescue_copy(c: &Conversation) {
-    use gloo_storage::Storage;
-    if !has_local_storage() {
-        return;
-    }
-    let _ = gloo_storage::LocalStorage::set(format!("{RESCUE_PREFIX}{}", c.id), c);
+    let _ = kept::set(&format!("{RESCUE_PREFIX}{}", c.id), c);
 }
 
 /// The rescue copy of `id` is no longer needed: a finished version is saved.
 fn forget_rescue_copy(id: &str) {
-    use gloo_storage::Storage;
-    if !has_local_storage() {
-        return;
-    }
-    gloo_storage::LocalStorage::delete(format!("{RESCUE_PREFIX}{id}"));
+    kept::delete(&format!("{RESCUE_PREFIX}{id}"));
 }
 
 /// Tells other tabs that conversation `id` changed in storage.
@@ -318,19 +298,6 @@ fn next_request_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// localStorage, where the browser gives this page one (not when the user blocks storage for the
-/// site). Used directly for the values kept as plain text (the language tag, the disclaimer flag),
-/// as earlier versions wrote them: gloo-storage reads and writes JSON, which those are not.
-fn local_storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok().flatten()
-}
-
-/// Whether gloo-storage may be used: it panics where the page has no localStorage, which must
-/// only mean that nothing is remembered.
-fn has_local_storage() -> bool {
-    local_storage().is_some()
 }
 
 const DISCLAIMER_KEY: &str = "carebot.disclaimer-accepted";
@@ -400,12 +367,11 @@ fn spawn_worker() -> Result<Worker, JsValue> {
 
 impl State {
     fn new() -> Self {
-        let lang = local_storage()
-            .and_then(|s| s.get_item(LANG_KEY).ok().flatten())
+        let lang = kept::text(LANG_KEY)
             .or_else(|| web_sys::window().and_then(|w| w.navigator().language()))
             .map(|t| Lang::from_tag(&t))
             .unwrap_or(Lang::En);
-        let accepted = local_storage().and_then(|s| s.get_item(DISCLAIMER_KEY).ok().flatten()).is_some();
+        let accepted = kept::text(DISCLAIMER_KEY).is_some();
         State {
             lang: RwSignal::new(lang),
             model: RwSignal::new(ModelState::Starting),
@@ -482,36 +448,25 @@ impl State {
     /// Keeps the settings as they are now for the next visits (the settings panel calls this
     /// after each change the user makes; what a link set is kept only if the user then edits).
     pub fn save_settings(&self) {
-        use gloo_storage::Storage;
-        if !has_local_storage() {
-            return;
-        }
-        if let Err(e) = gloo_storage::LocalStorage::set(SETTINGS_KEY, self.settings.get_untracked()) {
+        if let Err(e) = kept::set(SETTINGS_KEY, self.settings.get_untracked()) {
             self.notice.set(Some(e.to_string()));
         }
     }
 
     /// Back to the defaults, now and on the next visits.
     pub fn reset_settings(&self) {
-        use gloo_storage::Storage;
-        if has_local_storage() {
-            gloo_storage::LocalStorage::delete(SETTINGS_KEY);
-        }
+        kept::delete(SETTINGS_KEY);
         self.settings.set(Settings::default());
     }
 
     pub fn set_lang(&self, lang: Lang) {
         self.lang.set(lang);
-        if let Some(s) = local_storage() {
-            let _ = s.set_item(LANG_KEY, lang.tag());
-        }
+        kept::set_text(LANG_KEY, lang.tag());
     }
 
     pub fn accept_disclaimer(&self) {
         self.show_disclaimer.set(false);
-        if let Some(s) = local_storage() {
-            let _ = s.set_item(DISCLAIMER_KEY, "1");
-        }
+        kept::set_text(DISCLAIMER_KEY, "1");
     }
 
     /// Looks at the current source again (after an error or a cache deletion).
@@ -784,15 +739,9 @@ impl State {
     /// Saves the rescue copies a closed tab left, settled as a save's conflict is
     /// ([`Conversation::rebase_onto`]); not at all when storage already has all of one.
     async fn recover_rescues(&self) {
-        use gloo_storage::Storage;
-        let Some(storage) = local_storage() else { return };
-        let keys: Vec<String> = (0..gloo_storage::LocalStorage::length())
-            .filter_map(|i| storage.key(i).ok().flatten())
-            .filter(|k| k.starts_with(RESCUE_PREFIX))
-            .collect();
-        for key in keys {
-            let Ok(mut rescued) = gloo_storage::LocalStorage::get::<Conversation>(&key) else {
-                gloo_storage::LocalStorage::delete(&key);
+        for key in kept::keys_starting_with(RESCUE_PREFIX) {
+            let Ok(Some(mut rescued)) = kept::get::<Conversation>(&key) else {
+                kept::delete(&key);
                 continue;
             };
             let saved = match history::get(&rescued.id).await {
@@ -805,7 +754,7 @@ impl State {
                 Err(e) => Err(e),
             };
             match saved {
-                Ok(_) => gloo_storage::LocalStorage::delete(&key),
+                Ok(_) => kept::delete(&key),
                 // Kept in localStorage for the next start.
                 Err(e) => self.notice.set(Some(e.to_string())),
             }

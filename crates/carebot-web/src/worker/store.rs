@@ -95,9 +95,13 @@ fn size_of(handle: &FileSystemSyncAccessHandle) -> Result<u64, Failure> {
     storage_u64(handle.get_size().map_err(storage_failure)?)
 }
 
-/// The first MiB at most of a small file (the `.json` beside a model).
+/// Most bytes of the record beside a model that are read: a few hundred are written, so a
+/// bigger one is not ours and is not read whole.
+const MAX_RECORD_BYTES: u32 = 1 << 20;
+
+/// The first [`MAX_RECORD_BYTES`] at most of a small file (the `.json` beside a model).
 fn read_all(handle: &FileSystemSyncAccessHandle) -> Result<Vec<u8>, Failure> {
-    let mut bytes = vec![0; piece_len(size_of(handle)?, 1 << 20)];
+    let mut bytes = vec![0; piece_len(size_of(handle)?, MAX_RECORD_BYTES as usize)];
     let options = FileSystemReadWriteOptions::new();
     options.set_at(0.0);
     let n = storage_u64(handle.read_with_u8_array_and_options(&mut bytes, &options).map_err(storage_failure)?)?;
@@ -329,7 +333,7 @@ pub async fn list() -> Result<Vec<CachedModel>, Failure> {
         let on_disk = |f: &Option<web_sys::File>| f.as_ref().and_then(|f| js_u64(f.size())).unwrap_or(0);
         let stored = on_disk(&model) + on_disk(&record);
         let mut meta = None;
-        if let Some(record) = record.filter(|r| r.size() <= f64::from(1u32 << 20))
+        if let Some(record) = record.filter(|r| r.size() <= f64::from(MAX_RECORD_BYTES))
             && let Ok(text) = await_promise(record.text()).await
         {
             meta = text.as_string().and_then(|t| serde_json::from_str::<Meta>(&t).ok());
