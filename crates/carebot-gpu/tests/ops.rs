@@ -4,15 +4,16 @@
 mod common;
 
 use carebot_gpu::GpuOptions;
-use carebot_gpu::ops::attention::{attention, decode_splits, heads_per_group, partials_bytes};
+use carebot_gpu::ops::KvCache;
+use carebot_gpu::ops::attention::{Attention, decode_splits, heads_per_group, partials_bytes};
 use carebot_gpu::ops::embed::embed;
 use carebot_gpu::ops::matmul::{
-    Epilogue, MatvecRows, NextNorm, Norm, PrefillTile, Product, ProductInput, coop_matrix_product, int8_activations,
-    matmul, norm_slots,
+    Epilogue, MatMul, MatvecRows, NextNorm, Norm, PrefillTile, Product, ProductInput, coop_matrix_product,
+    int8_activations, norm_slots,
 };
-use carebot_gpu::ops::qkv::qkv_rope_store;
+use carebot_gpu::ops::qkv::QkvRopeStore;
 use carebot_gpu::ops::rms_norm::rms_norm;
-use carebot_gpu::ops::rope::{rope_and_store, rope_table};
+use carebot_gpu::ops::rope::{RopeAndStore, RopeTable, rope_table};
 use carebot_gpu::ops::round_int8::{round_int8, rounded_bytes};
 use carebot_gpu::shader::KvStorage;
 use carebot_gpu::weights::GpuMatrix;
@@ -36,6 +37,22 @@ fn random_matrix(rng: &mut SplitMix64, ty: GgmlType, rows: usize, cols: usize) -
         values.extend((0..cols).map(|_| offset + scale * rng.next_signed()));
     }
     QMatrix { ty, rows, cols, data: quant::quantize(ty, &values).unwrap() }
+}
+
+/// The product of `w` by the kernel given under `epilogue`, `up` being the up matrix of SwiGLU.
+fn product_of<'a>(
+    w: &'a GpuMatrix,
+    up: Option<&'a GpuMatrix>,
+    x: impl Into<ProductInput<'a>>,
+    y: &'a wgpu::Buffer,
+    epilogue: Epilogue<'a>,
+    kernel: Product,
+) -> MatMul<'a> {
+    let product = MatMul::new(w, x, y, kernel);
+    match (epilogue, up) {
+        (Epilogue::SwiGlu, Some(up)) => product.swiglu(up),
+        _ => product.epilogue(epilogue),
+    }
 }
 
 fn gpu_matrix(ctx: &carebot_gpu::GpuContext, m: &QMatrix, per_part: u32) -> GpuMatrix {
@@ -139,7 +156,7 @@ async fn matrix_products_match_the_cpu_for_every_type_and_epilogue() {
                         let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
                         let s = step(&ctx, n as u32, 0);
                         let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
-                        run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, product), n as u32);
+                        run(&ctx, &product_of(&gw, upm, &xb, &yb, epilogue, product).dispatches(&ctx, &s), n as u32);
                         let got = download(&ctx, &yb, n * rows).await;
                         let want = cpu_product(&w, &up, &x, &y0, epilogue);
                         // f32 sums in another order: ~1e-6 here (a wrong weight decode gives ≥ 1e-2).
@@ -207,7 +224,7 @@ async fn int8_products_match_the_cpu(ctx: &carebot_gpu::GpuContext) {
                         }
                         _ => ProductInput::F32(&xb),
                     };
-                    dispatches.extend(matmul(ctx, &s, &gw, upm, None, input, &yb, epilogue, product));
+                    dispatches.extend(product_of(&gw, upm, input, &yb, epilogue, product).dispatches(ctx, &s));
                     run(ctx, &dispatches, n as u32);
                     let got = download(ctx, &yb, n * rows).await;
                     let want = |round: bool| {
@@ -273,7 +290,7 @@ async fn coop_matrix_products_match_the_cpu_at_f16() {
                 let y0 = random(&mut rng, n * rows, -4.0, 4.0);
                 let (xb, yb) = (upload(&ctx, &x), upload(&ctx, &y0));
                 let s = step(&ctx, n as u32, 0);
-                run(&ctx, &matmul(&ctx, &s, &gw, upm, None, &xb, &yb, epilogue, Product::Coop), n as u32);
+                run(&ctx, &product_of(&gw, upm, &xb, &yb, epilogue, Product::Coop).dispatches(&ctx, &s), n as u32);
                 let got = download(&ctx, &yb, n * rows).await;
                 let mirror = rel_err(&got, &cpu_product(&w16, &up16, &to_f16(&x), &y0, epilogue));
                 let plain = rel_err(&got, &cpu_product(&w, &up, &x, &y0, epilogue));
@@ -416,7 +433,7 @@ async fn norm_split_over_the_products_around_it_matches_norm_then_product() {
             let (hb, xb, xnb) = (upload(&ctx, &h), upload(&ctx, &x0), upload(&ctx, &stale));
             let s = step(&ctx, 1, 0);
             let next = Epilogue::AddThenNorm(NextNorm { consts: &consts, offset: offset as u32, out: &xnb });
-            run(&ctx, &matmul(&ctx, &s, &gh, None, None, &hb, &xb, next, Product::LastToken(made_by)), 1);
+            run(&ctx, &MatMul::new(&gh, &hb, &xb, Product::LastToken(made_by)).epilogue(next).dispatches(&ctx, &s), 1);
 
             // First half: the residual sum, weighted, and one sum of squares per producer workgroup.
             let what = format!("{} made by {made_by}-row groups", ty.name());
@@ -449,7 +466,8 @@ async fn norm_split_over_the_products_around_it_matches_norm_then_product() {
             for epilogue in [Epilogue::Store, Epilogue::SwiGlu] {
                 let yb = upload(&ctx, &random(&mut rng, rows, -4.0, 4.0));
                 let upm = matches!(epilogue, Epilogue::SwiGlu).then_some(&gup);
-                run(&ctx, &matmul(&ctx, &s, &gw, upm, Some(norm), &xnb, &yb, epilogue, Product::LastToken(read_by)), 1);
+                let product = product_of(&gw, upm, &xnb, &yb, epilogue, Product::LastToken(read_by));
+                run(&ctx, &product.norm(Some(norm)).dispatches(&ctx, &s), 1);
                 let mut want = vec![0f32; rows];
                 w.matmul(&xn, &mut want);
                 if upm.is_some() {
@@ -526,21 +544,16 @@ async fn fused_qkv_projection_with_rope_and_cache_append_matches_the_cpu() {
                 let v_before = encode_cache(&random(&mut rng, cache_len, -1.0, 1.0), elem);
                 let (kc, vc) = (upload_bytes(&ctx, &k_before), upload_bytes(&ctx, &v_before));
                 let s = step(&ctx, n as u32, pos0 as u32);
-                let d = qkv_rope_store(
-                    &ctx,
-                    &s,
-                    &cfg,
-                    [&gq, &gk, &gv],
-                    &consts,
+                let d = QkvRopeStore {
+                    weights: [&gq, &gk, &gv],
+                    x: &xb,
                     norm,
-                    table_offset,
-                    &xb,
-                    &qb,
-                    &kc,
-                    &vc,
-                    flag,
-                    group_rows,
-                );
+                    table: RopeTable { buffer: &consts, offset: table_offset },
+                    q: &qb,
+                    cache: KvCache { keys: &kc, values: &vc, storage: flag },
+                    rows: group_rows,
+                }
+                .dispatch(&ctx, &s, &cfg);
                 run_at(&ctx, &[d], n as u32, pos0 as u32);
                 let err = rel_err(&download(&ctx, &qb, q_dim).await, &want_q);
                 assert!(err <= 1e-5, "{what}: q {err}");
@@ -631,12 +644,9 @@ async fn rope_and_cache_append_match_the_cpu() {
         let cache_bytes = (cfg.context_length * kv_dim * elem) as u64;
         let (kc, vc) = (ctx.storage("k", cache_bytes).unwrap(), ctx.storage("v", cache_bytes).unwrap());
         let s = step(&ctx, n as u32, pos0 as u32);
-        run_at(
-            &ctx,
-            &[rope_and_store(&ctx, &s, &cfg, &qb, &kb, &vb, &table, 6, &kc, &vc, flag)],
-            n as u32,
-            pos0 as u32,
-        );
+        let cache = KvCache { keys: &kc, values: &vc, storage: flag };
+        let rope = RopeAndStore { q: &qb, k: &kb, v: &vb, table: RopeTable { buffer: &table, offset: 6 }, cache };
+        run_at(&ctx, &[rope.dispatch(&ctx, &s, &cfg)], n as u32, pos0 as u32);
         let err = rel_err(&download(&ctx, &qb, n * q_dim).await, &want_q);
         assert!(err <= 1e-6, "{flag:?} q: {err}");
         let range = pos0 * kv_dim * elem / 4..(pos0 + n) * kv_dim * elem / 4;
@@ -716,7 +726,8 @@ async fn attention_matches_the_cpu_on_short_and_long_contexts() {
             let stale = random(&mut rng, partials_bytes(&cfg, pos0 + n) as usize / 4, -50.0, 50.0);
             let partials = upload(&ctx, &stale);
             let s = step(&ctx, n as u32, pos0 as u32);
-            let d = attention(&ctx, &s, &cfg, &qb, &kc, &vc, &out, &partials, flag);
+            let cache = KvCache { keys: &kc, values: &vc, storage: flag };
+            let d = Attention { q: &qb, cache, out: &out, partials: &partials }.dispatches(&ctx, &s, &cfg);
             run_at(&ctx, &d, n as u32, pos0 as u32);
             let err = rel_err(&download(&ctx, &out, n * q_dim).await, &want);
             // WGSL lets exp(x) be off by 3 + 2|x| ULP; with large queries the score gaps reach

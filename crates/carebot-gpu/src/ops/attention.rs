@@ -1,7 +1,7 @@
 //! Causal grouped-query attention over the KV cache (`shaders/attention.wgsl`, and
 //! `shaders/attention_merge.wgsl` for a decoded token split over its context).
 
-use super::{Dispatch, Grid, Step};
+use super::{Dispatch, Grid, KvCache, Step};
 use crate::context::{GpuContext, GpuError};
 use crate::shader::{Kernel, KvStorage, Variant};
 use carebot_model::config::LlamaConfig;
@@ -42,52 +42,57 @@ pub fn heads_per_group(cfg: &LlamaConfig) -> u32 {
     (1..=group.min(8)).rev().find(|h| group.is_multiple_of(*h)).unwrap_or(1)
 }
 
-/// out[t][h] = softmax(q[t][h] · K / √head_dim) · V over positions 0 ..= pos0 + t. Two
-/// dispatches: the attention, one workgroup per group of query heads sharing a KV head and per
-/// token, a decoded token's keys split over [`decode_splits`] workgroups; then, for a decoded
-/// token over more than one range, the merge of the ranges (not encoded otherwise). `partials`
-/// holds [`partials_bytes`]. Needs head_dim ≤ 256, a multiple of 8 (keys are read in 16-byte
-/// pieces), and n_heads a multiple of n_kv_heads.
-#[allow(clippy::too_many_arguments)]
-pub fn attention(
-    ctx: &GpuContext,
-    step: &wgpu::Buffer,
-    cfg: &LlamaConfig,
-    q: &wgpu::Buffer,
-    k_cache: &wgpu::Buffer,
-    v_cache: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    partials: &wgpu::Buffer,
-    kv: KvStorage,
-) -> Vec<Dispatch> {
-    let heads = heads_per_group(cfg);
-    let pipeline = ctx.pipeline(&Variant::new(Kernel::Attention).kv(kv).attention_heads(heads));
-    let merge = ctx.pipeline(&Variant::new(Kernel::AttentionMerge));
-    let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-    let params = ctx.uniform(
-        "attention params",
-        &AttentionParams {
-            n_heads: cfg.n_heads as u32,
-            n_kv_heads: cfg.n_kv_heads as u32,
-            head_dim: cfg.head_dim as u32,
-            scale,
-        },
-    );
-    let groups = cfg.n_heads as u32 / heads;
-    vec![
-        Dispatch::new(
-            ctx,
-            pipeline,
-            &[(0, step), (1, &params), (2, q), (3, k_cache), (4, v_cache), (5, out), (6, partials)],
-            Grid::AttentionSplits { x: groups },
-        ),
-        Dispatch::new(
-            ctx,
-            merge,
-            &[(0, step), (1, &params), (5, out), (6, partials)],
-            Grid::AttentionMerge { x: cfg.n_heads as u32 },
-        ),
-    ]
+/// `out[t][h] = softmax(q[t][h] · K / √head_dim) · V` over positions 0 ..= pos0 + t, for each
+/// token t of the batch and query head h. Needs head_dim ≤ 256, a multiple of 8 (keys are read
+/// in 16-byte pieces), and n_heads a multiple of n_kv_heads.
+pub struct Attention<'a> {
+    /// [n, n_heads · head_dim] queries, RoPE applied.
+    pub q: &'a wgpu::Buffer,
+    /// The layer's cache, the batch's own keys and values already in it.
+    pub cache: KvCache<'a>,
+    /// [n, n_heads · head_dim]
+    pub out: &'a wgpu::Buffer,
+    /// [`partials_bytes`] for the key ranges of a decoded token.
+    pub partials: &'a wgpu::Buffer,
+}
+
+impl Attention<'_> {
+    /// Two dispatches: the attention, one workgroup per group of query heads sharing a KV head
+    /// and per token, a decoded token's keys split over [`decode_splits`] workgroups; then, for
+    /// a decoded token over more than one range, the merge of the ranges (not encoded
+    /// otherwise).
+    pub fn dispatches(&self, ctx: &GpuContext, step: &wgpu::Buffer, cfg: &LlamaConfig) -> Vec<Dispatch> {
+        let Attention { q, cache, out, partials } = *self;
+        let heads = heads_per_group(cfg);
+        let pipeline = ctx.pipeline(&Variant::new(Kernel::Attention).kv(cache.storage).attention_heads(heads));
+        let merge = ctx.pipeline(&Variant::new(Kernel::AttentionMerge));
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let params = ctx.uniform(
+            "attention params",
+            &AttentionParams {
+                n_heads: cfg.n_heads as u32,
+                n_kv_heads: cfg.n_kv_heads as u32,
+                head_dim: cfg.head_dim as u32,
+                scale,
+            },
+        );
+        let groups = cfg.n_heads as u32 / heads;
+        let (keys, values) = (cache.keys, cache.values);
+        vec![
+            Dispatch::new(
+                ctx,
+                pipeline,
+                &[(0, step), (1, &params), (2, q), (3, keys), (4, values), (5, out), (6, partials)],
+                Grid::AttentionSplits { x: groups },
+            ),
+            Dispatch::new(
+                ctx,
+                merge,
+                &[(0, step), (1, &params), (5, out), (6, partials)],
+                Grid::AttentionMerge { x: cfg.n_heads as u32 },
+            ),
+        ]
+    }
 }
 
 /// Decode attention alone, timed by a benchmark: one token's attention in every layer at a given
@@ -125,7 +130,8 @@ impl AttentionProbe {
             let v_cache = ctx.storage("probe values", cache.len() as u64)?;
             ctx.queue.write_buffer(&k_cache, 0, &cache);
             ctx.queue.write_buffer(&v_cache, 0, &cache);
-            dispatches.extend(attention(ctx, &step, cfg, &q, &k_cache, &v_cache, &out, &partials, kv));
+            let cache = KvCache { keys: &k_cache, values: &v_cache, storage: kv };
+            dispatches.extend(Attention { q: &q, cache, out: &out, partials: &partials }.dispatches(ctx, &step, cfg));
         }
         ctx.check()?;
         Ok(AttentionProbe { keys, layers: dispatches })

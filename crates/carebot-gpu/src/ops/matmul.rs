@@ -275,112 +275,97 @@ impl<'a> MatMul<'a> {
         MatMul { norm, ..self }
     }
 
+    /// y[t][r] (+)= Σ_c W[r][c] x[t][c], one dispatch per part of W, by the kernel named. For
+    /// [`Epilogue::SwiGlu`] the up matrix is split into the same parts as W. A norm and
+    /// [`Epilogue::AddThenNorm`] are for the matrix–vector kernel only.
     pub fn dispatches(self, ctx: &GpuContext, step: &wgpu::Buffer) -> Vec<Dispatch> {
-        matmul(ctx, step, self.w, self.up, self.norm, self.x, self.y, self.epilogue, self.kernel)
-    }
-}
-
-/// y[t][r] (+)= Σ_c W[r][c] x[t][c], one dispatch per part of W, by the kernel `product` names.
-/// For [`Epilogue::SwiGlu`], `up` is the second matrix, split into the same parts as `w`. `norm`
-/// and [`Epilogue::AddThenNorm`] are for the matrix–vector kernel only.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul<'x>(
-    ctx: &GpuContext,
-    step: &wgpu::Buffer,
-    w: &GpuMatrix,
-    up: Option<&GpuMatrix>,
-    norm: Option<Norm>,
-    x: impl Into<ProductInput<'x>>,
-    y: &wgpu::Buffer,
-    epilogue: Epilogue,
-    product: Product,
-) -> Vec<Dispatch> {
-    let x = x.into();
-    let next = match epilogue {
-        Epilogue::AddThenNorm(next) => Some(next),
-        _ => None,
-    };
-    let types: Vec<GgmlType> = std::iter::once(w.ty).chain(up.map(|u| u.ty)).collect();
-    let mut variant = match product {
-        Product::LastToken(rows) => Variant::new(Kernel::MatVec)
-            .matvec_rows(rows)
-            .flag_if(ctx.subgroups, Flag::Subgroups)
-            .flag_if(int8_activations(ctx, &types), Flag::XInt8),
-        Product::Batch(tile) => {
-            assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
-            Variant::new(Kernel::MatMul).tile(tile)
+        let MatMul { w, up, norm, x, y, epilogue, kernel: product } = self;
+        let next = match epilogue {
+            Epilogue::AddThenNorm(next) => Some(next),
+            _ => None,
+        };
+        let types: Vec<GgmlType> = std::iter::once(w.ty).chain(up.map(|u| u.ty)).collect();
+        let mut variant = match product {
+            Product::LastToken(rows) => Variant::new(Kernel::MatVec)
+                .matvec_rows(rows)
+                .flag_if(ctx.subgroups, Flag::Subgroups)
+                .flag_if(int8_activations(ctx, &types), Flag::XInt8),
+            Product::Batch(tile) => {
+                assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
+                Variant::new(Kernel::MatMul).tile(tile)
+            }
+            Product::Coop => {
+                assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
+                assert!(coop_matrix_product(ctx, &types), "no cooperative matrices for {types:?} here");
+                assert!(matches!(x, ProductInput::F32(_)), "the cooperative-matrix product takes x in f32");
+                Variant::new(Kernel::MatMulCoop).coop_side(ctx.coop_matrix.unwrap_or(16))
+            }
         }
-        Product::Coop => {
-            assert!(norm.is_none() && next.is_none(), "only the matrix–vector product folds a norm in");
-            assert!(coop_matrix_product(ctx, &types), "no cooperative matrices for {types:?} here");
-            assert!(matches!(x, ProductInput::F32(_)), "the cooperative-matrix product takes x in f32");
-            Variant::new(Kernel::MatMulCoop).coop_side(ctx.coop_matrix.unwrap_or(16))
+        .weight(w.ty);
+        if let Some(up) = up {
+            variant = variant.weight(up.ty);
         }
-    }
-    .weight(w.ty);
-    if let Some(up) = up {
-        variant = variant.weight(up.ty);
-    }
-    let rounded = matches!(x, ProductInput::Int8 { .. });
-    if rounded {
-        assert!(matches!(product, Product::Batch(_)), "only the tiled matrix–matrix product takes x rounded");
-        assert!(int8_activations(ctx, &types), "rounded x needs int8 activations and integer formats");
-    }
-    variant = variant
-        .flag_if(rounded, Flag::XRounded)
-        .flag_if(epilogue.adds(), Flag::Add)
-        .flag_if(epilogue.swiglu(), Flag::Swiglu)
-        .flag_if(norm.is_some(), Flag::Norm)
-        .flag_if(next.is_some(), Flag::NormNext);
-    assert_eq!(epilogue.swiglu(), up.is_some(), "SwiGLU needs the up matrix");
-    let pipeline = ctx.pipeline(&variant);
-    let mut slot0 = 0;
-    w.parts
-        .iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let mut params = ProductParams {
-                rows: part.rows,
-                cols: w.cols,
-                row_offset: part.first_row,
-                out_stride: w.rows,
-                ..Default::default()
-            };
-            if let Some(n) = &norm {
-                params.slots = n.slots;
-                params.eps = n.eps;
-            }
-            if let (Some(n), Product::LastToken(rows)) = (&next, product) {
-                assert!(n.offset.is_multiple_of(4));
-                params.norm_offset = n.offset / 4;
-                params.slot0 = slot0;
-                slot0 += part.rows.div_ceil(rows.0);
-            }
-            let params = ctx.uniform("matmul params", &params);
-            let mut buffers = vec![(1, &params), (3, y), (4, &part.buffer)];
-            match x {
-                ProductInput::F32(x) => buffers.push((2, x)),
-                ProductInput::Int8 { q, meta } => buffers.extend([(2, q), (11, meta)]),
-            }
-            if let Some(up) = up {
-                assert_eq!(up.parts[i].rows, part.rows, "gate and up must be split alike");
-                buffers.push((5, &up.parts[i].buffer));
-            }
-            if let Some(n) = &next {
-                buffers.push((7, n.consts));
-                buffers.push((10, n.out));
-            }
-            buffers.push((0, step));
-            let grid = match product {
-                Product::LastToken(rows) => Grid::Fixed(spread(part.rows.div_ceil(rows.0))),
-                Product::Batch(tile) => {
-                    Grid::PerTokens { x: part.rows.div_ceil(tile.workgroup_rows(up.is_some())), tile: tile.tokens }
+        let rounded = matches!(x, ProductInput::Int8 { .. });
+        if rounded {
+            assert!(matches!(product, Product::Batch(_)), "only the tiled matrix–matrix product takes x rounded");
+            assert!(int8_activations(ctx, &types), "rounded x needs int8 activations and integer formats");
+        }
+        variant = variant
+            .flag_if(rounded, Flag::XRounded)
+            .flag_if(epilogue.adds(), Flag::Add)
+            .flag_if(epilogue.swiglu(), Flag::Swiglu)
+            .flag_if(norm.is_some(), Flag::Norm)
+            .flag_if(next.is_some(), Flag::NormNext);
+        assert_eq!(epilogue.swiglu(), up.is_some(), "SwiGLU needs the up matrix");
+        let pipeline = ctx.pipeline(&variant);
+        let mut slot0 = 0;
+        w.parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let mut params = ProductParams {
+                    rows: part.rows,
+                    cols: w.cols,
+                    row_offset: part.first_row,
+                    out_stride: w.rows,
+                    ..Default::default()
+                };
+                if let Some(n) = &norm {
+                    params.slots = n.slots;
+                    params.eps = n.eps;
                 }
-                Product::Coop => Grid::PerTokens { x: part.rows.div_ceil(coop_rows(up.is_some())), tile: 32 },
-            };
-            Dispatch::new(ctx, pipeline.clone(), &buffers, grid)
-        })
-        .collect()
+                if let (Some(n), Product::LastToken(rows)) = (&next, product) {
+                    assert!(n.offset.is_multiple_of(4));
+                    params.norm_offset = n.offset / 4;
+                    params.slot0 = slot0;
+                    slot0 += part.rows.div_ceil(rows.0);
+                }
+                let params = ctx.uniform("matmul params", &params);
+                let mut buffers = vec![(1, &params), (3, y), (4, &part.buffer)];
+                match x {
+                    ProductInput::F32(x) => buffers.push((2, x)),
+                    ProductInput::Int8 { q, meta } => buffers.extend([(2, q), (11, meta)]),
+                }
+                if let Some(up) = up {
+                    assert_eq!(up.parts[i].rows, part.rows, "gate and up must be split alike");
+                    buffers.push((5, &up.parts[i].buffer));
+                }
+                if let Some(n) = &next {
+                    buffers.push((7, n.consts));
+                    buffers.push((10, n.out));
+                }
+                buffers.push((0, step));
+                let grid = match product {
+                    Product::LastToken(rows) => Grid::Fixed(spread(part.rows.div_ceil(rows.0))),
+                    Product::Batch(tile) => {
+                        Grid::PerTokens { x: part.rows.div_ceil(tile.workgroup_rows(up.is_some())), tile: tile.tokens }
+                    }
+                    Product::Coop => Grid::PerTokens { x: part.rows.div_ceil(coop_rows(up.is_some())), tile: 32 },
+                };
+                Dispatch::new(ctx, pipeline.clone(), &buffers, grid)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

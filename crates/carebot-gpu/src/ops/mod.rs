@@ -15,6 +15,7 @@ pub mod round_int8;
 pub mod select;
 
 use crate::context::GpuContext;
+use crate::shader::KvStorage;
 
 /// How many workgroups a dispatch runs for a batch of `n` tokens.
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +109,15 @@ pub fn best_seconds_per_rep(
         }
     }
     Ok(best)
+}
+
+/// One layer's KV cache: keys and values, [positions, n_kv_heads · head_dim] each, stored as
+/// `storage` says.
+#[derive(Clone, Copy, Debug)]
+pub struct KvCache<'a> {
+    pub keys: &'a wgpu::Buffer,
+    pub values: &'a wgpu::Buffer,
+    pub storage: KvStorage,
 }
 
 /// The uniform every kernel reads: batch size and first position (matches `Step` in common.wgsl).

@@ -18,7 +18,6 @@ pub struct RmsNormParams {
 /// y[t] = x[t] / rms(x[t]) · weight for every token of the batch (prefill, and decode unless it
 /// folds the norm into the products around it, see `matmul::NextNorm`). The weights are `dim` f32s at `offset`
 /// f32s into `weights`.
-#[allow(clippy::too_many_arguments)]
 pub fn rms_norm(
     ctx: &GpuContext,
     x: &wgpu::Buffer,

@@ -1,8 +1,8 @@
 //! RoPE and the KV-cache append (`shaders/rope.wgsl`), plus the cos/sin table it reads.
 
-use super::{Dispatch, Grid};
+use super::{Dispatch, Grid, KvCache};
 use crate::context::GpuContext;
-use crate::shader::{Kernel, KvStorage, Variant};
+use crate::shader::{Kernel, Variant};
 use carebot_model::config::LlamaConfig;
 
 /// `Params` in `shaders/rope.wgsl`.
@@ -14,6 +14,13 @@ pub struct RopeParams {
     pub head_dim: u32,
     /// The table's first pair in its buffer.
     pub table_offset: u32,
+}
+
+/// Where a RoPE table ([`rope_table`]) lies: `offset` f32s into `buffer`.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeTable<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u32,
 }
 
 /// cos and sin of pos · freq_i for every position below `context` and every pair of a head, in
@@ -36,35 +43,32 @@ pub fn rope_table(cfg: &LlamaConfig, context: usize, freq_factors: Option<&[f32]
     table
 }
 
-/// Rotates q in place and writes rotated k and plain v of each token into the caches at its
-/// position (the prefill path; decode does this in `qkv::qkv_rope_store`). The RoPE table starts
-/// `table_offset` f32s into `table` (an even number). `kv` is the KV cache's storage.
-#[allow(clippy::too_many_arguments)]
-pub fn rope_and_store(
-    ctx: &GpuContext,
-    step: &wgpu::Buffer,
-    cfg: &LlamaConfig,
-    q: &wgpu::Buffer,
-    k: &wgpu::Buffer,
-    v: &wgpu::Buffer,
-    table: &wgpu::Buffer,
-    table_offset: u32,
-    k_cache: &wgpu::Buffer,
-    v_cache: &wgpu::Buffer,
-    kv: KvStorage,
-) -> Dispatch {
-    assert!(table_offset.is_multiple_of(2));
-    let pipeline = ctx.pipeline(&Variant::new(Kernel::Rope).kv(kv));
-    let (heads, kv_heads, hd) = (cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
-    let params = ctx.uniform(
-        "rope params",
-        &RopeParams { n_heads: heads, n_kv_heads: kv_heads, head_dim: hd, table_offset: table_offset / 2 },
-    );
-    let pairs = (heads + 2 * kv_heads) * hd / 2;
-    Dispatch::new(
-        ctx,
-        pipeline,
-        &[(0, step), (1, &params), (2, q), (3, k), (4, v), (5, table), (6, k_cache), (7, v_cache)],
-        Grid::PerTokens { x: pairs.div_ceil(64), tile: 1 },
-    )
+/// Rotates q in place and writes rotated k and plain v of each token of the batch into the
+/// cache at its position (the prefill path; decode does this in [`super::qkv::QkvRopeStore`]).
+pub struct RopeAndStore<'a> {
+    /// [n, n_heads · head_dim]
+    pub q: &'a wgpu::Buffer,
+    /// [n, n_kv_heads · head_dim] each.
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    /// Its offset an even number.
+    pub table: RopeTable<'a>,
+    pub cache: KvCache<'a>,
+}
+
+impl RopeAndStore<'_> {
+    pub fn dispatch(&self, ctx: &GpuContext, step: &wgpu::Buffer, cfg: &LlamaConfig) -> Dispatch {
+        let RopeAndStore { q, k, v, table, cache } = *self;
+        assert!(table.offset.is_multiple_of(2));
+        let pipeline = ctx.pipeline(&Variant::new(Kernel::Rope).kv(cache.storage));
+        let (heads, kv_heads, hd) = (cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
+        let params = ctx.uniform(
+            "rope params",
+            &RopeParams { n_heads: heads, n_kv_heads: kv_heads, head_dim: hd, table_offset: table.offset / 2 },
+        );
+        let pairs = (heads + 2 * kv_heads) * hd / 2;
+        let buffers =
+            [(0, step), (1, &params), (2, q), (3, k), (4, v), (5, table.buffer), (6, cache.keys), (7, cache.values)];
+        Dispatch::new(ctx, pipeline, &buffers, Grid::PerTokens { x: pairs.div_ceil(64), tile: 1 })
+    }
 }
