@@ -462,6 +462,23 @@ async fn bad_input_gets_typed_errors() {
     let e = m.forward(&vec![1; CONTEXT + 1]).await.unwrap_err().to_string();
     assert!(e.contains("context is full"), "{e}");
     assert_eq!(m.len(), 0, "a failed step must not advance the cache");
+    // The same through the model crate's `Backend` (native only), kinds kept: the full context as
+    // the model crate's own, every other failure as the `GpuError` itself.
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use carebot_model::generate::BackendError;
+        let capacity = m.capacity();
+        match Backend::prefill(&mut m, &vec![1; capacity + 1]).map(|_| ()) {
+            Err(BackendError::ContextFull { needed, capacity: c }) => assert_eq!((needed, c), (capacity + 1, capacity)),
+            other => panic!("a full context through the Backend: {other:?}"),
+        }
+        match Backend::prefill(&mut m, &[3, 256]).map(|_| ()) {
+            Err(BackendError::Device(e)) => {
+                assert!(matches!(e.downcast_ref::<GpuError>(), Some(GpuError::BadInput(_))), "{e}")
+            }
+            other => panic!("a token outside the vocabulary through the Backend: {other:?}"),
+        }
+    }
 
     // Asking for an adapter that does not exist (natively: the browser offers one adapter and
     // takes no name).

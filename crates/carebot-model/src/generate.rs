@@ -15,8 +15,10 @@ pub enum BackendError {
     EmptyPrompt,
     #[error("the conversation ({needed} tokens) does not fit the context of {capacity} tokens")]
     ContextFull { needed: usize, capacity: usize },
-    #[error("{0}")]
-    Device(String),
+    /// The backend's own failure (the GPU engine's `GpuError`), kept whole so that a caller can
+    /// downcast it and branch on its kind.
+    #[error(transparent)]
+    Device(Box<dyn std::error::Error + Send + Sync>),
     /// [`Backend::last_logits`] of a backend that keeps none (it never answers with candidates).
     #[error("this backend keeps no logits")]
     NoLogitsKept,

@@ -297,5 +297,9 @@ impl carebot_model::generate::Backend for GpuModel {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn backend_error(e: GpuError) -> carebot_model::generate::BackendError {
-    carebot_model::generate::BackendError::Device(e.to_string())
+    use carebot_model::generate::BackendError;
+    match e {
+        GpuError::ContextFull { needed, capacity } => BackendError::ContextFull { needed, capacity },
+        e => BackendError::Device(Box::new(e)),
+    }
 }
