@@ -20,7 +20,7 @@ cargo +nightly fuzz build 2>&1 | tail -1
 for t in "${targets[@]}"; do
     corpus="$(mktemp -d)"
     cp -r "seeds/$t/." "$corpus/"
-    echo "== fuzz $t for ${secs}s"
+    echo "== fuzz $t for ${secs}s [$(date +%T)]"
     # -timeout: one input may take at most 10 s (a template's step budget ends far sooner);
     # -rss_limit_mb: the metadata and file bounds keep every input far below it.
     log="$corpus.log"

@@ -57,7 +57,7 @@ trap 'rm -f "$log"' EXIT
 run_engine() {
     local engine=$1 status=0 engine_log
     engine_log=$(mktemp)
-    echo "== GPU kernels in headless $engine"
+    echo "== GPU kernels in headless $engine [$(date +%T)]"
     if [ "$engine" = chromium ]; then
         CHROMEDRIVER=$(command -v chromedriver) cargo test --target wasm32-unknown-unknown -p carebot-gpu --no-fail-fast "${@:2}" 2>&1 | tee "$engine_log" || status=$?
     else

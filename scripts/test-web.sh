@@ -13,7 +13,7 @@ data_env="$(scripts/fetch-test-data.sh)"; eval "$data_env"
 
 scripts/test-web-gpu.sh
 
-echo "== app end to end"
+echo "== app end to end [$(date +%T)]"
 (cd web && trunk build --release)
 ls -l dist/*.wasm
 for f in dist/*.wasm; do echo "$f: $(stat -c %s "$f") bytes, $(gzip -9 -c "$f" | wc -c) gzipped"; done
@@ -30,16 +30,16 @@ for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do
     CAREBOT_BROWSER=$engine CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/chat.mjs
 done
 
-echo "== offline: the installed app opens and answers with the network off, and updates whole"
+echo "== offline: the installed app opens and answers with the network off, and updates whole [$(date +%T)]"
 # Chromium only: its offline mode (DevTools' network emulation) is what the test switches.
 CAREBOT_BROWSER=chromium CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/offline.mjs
 
-echo "== faults: a closed tab, a reload, two tabs, an old schema, a full quota, crashes"
+echo "== faults: a closed tab, a reload, two tabs, an old schema, a full quota, crashes [$(date +%T)]"
 for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do
     CAREBOT_BROWSER=$engine CAREBOT_E2E_MODEL=target/e2e/tiny.gguf CAREBOT_BIN=target/release/carebot node tests/e2e/faults.mjs
 done
 
-echo "== zero-install: a tiny bf16 checkpoint prepared from a local hub (a shard past 4 GiB, sparse)"
+echo "== zero-install: a tiny bf16 checkpoint prepared from a local hub (a shard past 4 GiB, sparse) [$(date +%T)]"
 rm -rf target/e2e/hub target/e2e/hub-b target/e2e/hub-t5
 target/release/examples/hf_checkpoint target/e2e/hub/test/tiny-carebot $(((4 << 30) + (8 << 20)))
 target/release/carebot convert --hf target/e2e/hub/test/tiny-carebot --out target/e2e/hub-cli.gguf --quant q4_k_m
@@ -49,7 +49,7 @@ for engine in ${CAREBOT_BROWSERS:-chromium firefox}; do
 done
 rm -rf target/e2e/hub target/e2e/hub-b target/e2e/hub-t5
 
-echo "== real size: a 4.9 GB Llama-3-8B Q4_K_M GGUF, downloaded, cached and picked from disk"
+echo "== real size: a 4.9 GB Llama-3-8B Q4_K_M GGUF, downloaded, cached and picked from disk [$(date +%T)]"
 # Made for this run (random weights, the real header) and deleted after, pass or fail.
 trap 'rm -f target/e2e/realsize.gguf' EXIT
 target/release/examples/converted_gguf target/e2e/realsize.gguf llama3-8b
