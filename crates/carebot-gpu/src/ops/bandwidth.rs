@@ -5,7 +5,7 @@ use super::{Dispatch, Grid};
 use crate::context::{GpuContext, GpuError};
 use crate::shader::{Kernel, Variant};
 
-/// `Params` in `shaders/bandwidth.wgsl`: the buffer's length in vec4<u32>.
+/// `Params` in `shaders/bandwidth.wgsl`: the buffer's length in `vec4<u32>`s.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BandwidthParams {

@@ -1,4 +1,4 @@
-//! Token-embedding gather (`shaders/embed.wgsl`): x[t] = dequantized row `tokens[t]`.
+//! Token-embedding gather (`shaders/embed.wgsl`): `x[t]` = dequantized row `tokens[t]`.
 
 use super::{Dispatch, Grid};
 use crate::context::GpuContext;

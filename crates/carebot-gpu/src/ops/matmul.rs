@@ -275,7 +275,7 @@ impl<'a> MatMul<'a> {
         MatMul { norm, ..self }
     }
 
-    /// y[t][r] (+)= Σ_c W[r][c] x[t][c], one dispatch per part of W, by the kernel named. For
+    /// `y[t][r] (+)= Σ_c W[r][c] x[t][c]`, one dispatch per part of W, by the kernel named. For
     /// [`Epilogue::SwiGlu`] the up matrix is split into the same parts as W. A norm and
     /// [`Epilogue::AddThenNorm`] are for the matrix–vector kernel only.
     pub fn dispatches(self, ctx: &GpuContext, step: &wgpu::Buffer) -> Vec<Dispatch> {

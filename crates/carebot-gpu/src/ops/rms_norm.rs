@@ -15,7 +15,7 @@ pub struct RmsNormParams {
     pub _pad: u32,
 }
 
-/// y[t] = x[t] / rms(x[t]) · weight for every token of the batch (prefill, and decode unless it
+/// `y[t] = x[t] / rms(x[t]) · weight` for every token of the batch (prefill, and decode unless it
 /// folds the norm into the products around it, see `matmul::NextNorm`). The weights are `dim` f32s at `offset`
 /// f32s into `weights`.
 pub fn rms_norm(

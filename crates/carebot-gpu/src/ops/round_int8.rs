@@ -21,7 +21,7 @@ pub fn rounded_bytes(tokens: u64, cols: u64) -> (u64, u64) {
 }
 
 /// For every token of the batch: x's `cols` values (a multiple of 16) as 16-value blocks of int8
-/// into `q` (one vec4<u32> each) and their (d, Σq) into `meta` (two f32s each).
+/// into `q` (one `vec4<u32>` each) and their (d, Σq) into `meta` (two f32s each).
 pub fn round_int8(
     ctx: &GpuContext,
     step: &wgpu::Buffer,
