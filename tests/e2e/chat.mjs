@@ -369,6 +369,10 @@ try {
         };
     }), BASE);
     await page.reload();
+    // The model panel above the answers changes height as the model loads again (loading, then
+    // ready): a click while it does lands where the link was, not where it is (a Firefox run in
+    // CI once clicked beside the link, so no dialog opened). Clicks wait for a still page.
+    assert.equal(await waitState(page, ["ready", "failed"]), "ready", await page.textContent('[data-testid="model-status"]'));
     await page.clickText('[data-testid="history"] li button.open', "evil");
     const lastAnswer = () => [...document.querySelectorAll('[data-testid="assistant-message"] .markdown')].at(-1);
     await page.waitForFunction(`(${lastAnswer})()?.querySelector("strong")`);
