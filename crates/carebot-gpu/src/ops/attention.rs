@@ -130,8 +130,9 @@ impl AttentionProbe {
             let v_cache = ctx.storage("probe values", cache.len() as u64)?;
             ctx.queue.write_buffer(&k_cache, 0, &cache);
             ctx.queue.write_buffer(&v_cache, 0, &cache);
-            let cache = KvCache { keys: &k_cache, values: &v_cache, storage: kv };
-            dispatches.extend(Attention { q: &q, cache, out: &out, partials: &partials }.dispatches(ctx, &step, cfg));
+            let layer = KvCache { keys: &k_cache, values: &v_cache, storage: kv };
+            let attention = Attention { q: &q, cache: layer, out: &out, partials: &partials };
+            dispatches.extend(attention.dispatches(ctx, &step, cfg));
         }
         ctx.check()?;
         Ok(AttentionProbe { keys, layers: dispatches })
