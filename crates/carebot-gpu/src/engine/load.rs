@@ -39,9 +39,9 @@ impl GpuModel {
             )));
         }
         let capacity = options.context.clamp(1, cfg.context_length.max(1));
-        // The widest activation row, in bytes (f32): a batch of them must fit one binding.
-        let widest_row_bytes = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64 * 4;
-        let max_batch = options.max_batch.clamp(1, (ctx.binding_limit / widest_row_bytes).clamp(1, 1024) as usize);
+        // The widest activation row, in values: a batch of them (f32) must fit one binding.
+        let widest_row = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64;
+        let max_batch = options.max_batch.clamp(1, (ctx.binding_limit / (widest_row * 4)).clamp(1, 1024) as usize);
         let kv = match options.kv {
             KvFormat::F32 => KvStorage::F32,
             KvFormat::F16 if ctx.f16 => KvStorage::F16,
@@ -107,7 +107,6 @@ impl GpuModel {
         // Folded norms leave one token's weighted x in xb, then sums of squares.
         let slots = blocks.iter().flat_map(|b| [&b.wo, &b.w_down]).map(|w| norm_slots(w, matvec_rows)).max();
         let xb_bytes = f(cfg.dim).max((cfg.dim as u64 + u64::from(slots.unwrap_or(0)).next_multiple_of(4)) * 4);
-        let widest_row = cfg.dim.max(cfg.q_dim()).max(cfg.ffn_dim) as u64;
         let rounded = round_int8::rounded_bytes(max_batch as u64, widest_row);
         let act = Activations {
             step: ctx.uniform("step", &Step::default()),
