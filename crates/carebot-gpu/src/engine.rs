@@ -169,7 +169,7 @@ impl GpuModel {
         let norm = |d: &mut Vec<Dispatch>, offset, added_by: Option<&GpuMatrix>| match added_by {
             Some(w) if self.fold_norms => Some(Norm { slots: norm_slots(w, rows), eps: cfg.rms_eps }),
             _ => {
-                d.push(rms_norm(c, &a.x, &a.xb, consts, offset, cfg.dim as u32, cfg.rms_eps));
+                d.push(self.normalize_x(offset));
                 None
             }
         };
@@ -200,11 +200,11 @@ impl GpuModel {
     /// batch).
     fn plan_prefill(&self) -> Vec<Dispatch> {
         let (c, a, cfg, s) = (&self.ctx, &self.act, &self.cfg, &self.act.step);
-        let (dim, eps, kv, consts) = (cfg.dim as u32, cfg.rms_eps, self.kv, &self.consts);
-        let table = RopeTable { buffer: consts, offset: self.table_offset };
+        let kv = self.kv;
+        let table = RopeTable { buffer: &self.consts, offset: self.table_offset };
         let mut d = embed(c, &self.token_embd, &a.tokens, &a.x);
         for b in &self.blocks {
-            d.push(rms_norm(c, &a.x, &a.xb, consts, b.attn_norm, dim, eps));
+            d.push(self.normalize_x(b.attn_norm)); // xb [n, dim]
             let (x, by) = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.wq, &b.wk, &b.wv]);
             d.extend(MatMul::new(&b.wq, x, &a.q, by).dispatches(c, s)); // q [n, q_dim]
             d.extend(MatMul::new(&b.wk, x, &a.k, by).dispatches(c, s)); // k [n, kv_dim]
@@ -215,13 +215,20 @@ impl GpuModel {
             d.extend(attention.dispatches(c, s, cfg)); // att [n, q_dim]
             let (x, by) = self.product_input(&mut d, &a.att, cfg.q_dim(), &[&b.wo]);
             d.extend(MatMul::new(&b.wo, x, &a.x, by).epilogue(Epilogue::Add).dispatches(c, s)); // x += wo · att
-            d.push(rms_norm(c, &a.x, &a.xb, consts, b.ffn_norm, dim, eps));
+            d.push(self.normalize_x(b.ffn_norm)); // xb [n, dim]
             let (x, by) = self.product_input(&mut d, &a.xb, cfg.dim, &[&b.w_gate, &b.w_up]);
             d.extend(MatMul::new(&b.w_gate, x, &a.h, by).swiglu(&b.w_up).dispatches(c, s)); // h [n, ffn_dim]
             let (x, by) = self.product_input(&mut d, &a.h, cfg.ffn_dim, &[&b.w_down]);
             d.extend(MatMul::new(&b.w_down, x, &a.x, by).epilogue(Epilogue::Add).dispatches(c, s)); // x += w_down · h
         }
         d
+    }
+
+    /// The RMSNorm of every token of the residual stream x into xb, as a dispatch of its own, with
+    /// the norm weights at `offset` f32s into `consts`.
+    fn normalize_x(&self, offset: u32) -> Dispatch {
+        let (a, cfg) = (&self.act, &self.cfg);
+        rms_norm(&self.ctx, &a.x, &a.xb, &self.consts, offset, cfg.dim as u32, cfg.rms_eps)
     }
 
     /// The batch's `x` (`cols` values per token) as the prefill products of `matrices` (one
@@ -259,8 +266,7 @@ impl GpuModel {
         let norm = match self.blocks.last() {
             Some(b) if folded => Some(Norm { slots: norm_slots(&b.w_down, self.matvec_rows), eps: cfg.rms_eps }),
             _ => {
-                let (dim, eps) = (cfg.dim as u32, cfg.rms_eps);
-                d.push(rms_norm(c, &a.x, &a.xb, &self.consts, self.output_norm, dim, eps));
+                d.push(self.normalize_x(self.output_norm));
                 None
             }
         };
